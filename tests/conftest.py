@@ -1,0 +1,74 @@
+"""Shared fixtures: offline environment, the tiny model built once per session, and one trained run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_EXAMPLES = REPO / "data" / "raw" / "examples"
+DEBUG_CONFIG = REPO / "configs" / "training" / "debug.yaml"
+
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled")
+os.environ.pop("WANDB_API_KEY", None)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMPLES) -> list[str]:
+    """`--set` values that point every input and output of the debug config into `root`."""
+    return [
+        f"model.cache_dir={model_cache}",
+        f"data.examples_dir={examples}",
+        f"data.output_dir={root / 'processed'}",
+        f"training.output_dir={root / 'checkpoints'}",
+        f"training.logging_dir={root / 'logs'}",
+        f"evaluation.output_dir={root / 'eval'}",
+        f"export.output_dir={root / 'models'}",
+    ]
+
+
+@pytest.fixture
+def make_config(tmp_path, model_cache):
+    from trainer.config import load_config
+
+    def make(*overrides: str, examples: Path = SAMPLE_EXAMPLES):
+        return load_config(DEBUG_CONFIG, [*debug_overrides(tmp_path, model_cache, examples), *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, model_cache):
+    """The debug pipeline (QLoRA on the tiny model) run once through the CLI, shared by tests that read its outputs."""
+    from trainer.cli import main
+    from trainer.config import load_config
+
+    root = tmp_path_factory.mktemp("pipeline")
+    overrides = [*debug_overrides(root, model_cache), "training.max_steps=20", "training.save_steps=10"]
+    args = ["pipeline", "--config", str(DEBUG_CONFIG)]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 0
+    return load_config(DEBUG_CONFIG, overrides)
+
+
+@pytest.fixture
+def examples_dir(tmp_path) -> Path:
+    """An empty examples folder for tests that write their own JSONL."""
+    path = tmp_path / "examples"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    path = tmp_path / "sample"
+    shutil.copytree(SAMPLE_EXAMPLES, path)
+    return path

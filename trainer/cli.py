@@ -1,0 +1,143 @@
+"""`trainer` command line: one function per stage, plus `pipeline` for all four in order.
+
+Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Problems a user can fix end with one
+`error:` line on stderr and exit code 2; heavy libraries are imported only when a stage runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainer.config import DEFAULT_CONFIG, Config, load_config
+from trainer.errors import TrainerError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML")]
+SetOption = Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable)")]
+CheckpointOption = Annotated[
+    Path | None, typer.Option("--checkpoint", help="Adapter checkpoint folder (default: the latest)")
+]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def _synthesize(config: Config) -> None:
+    from trainer.synthesis.build import synthesize
+
+    manifest = synthesize(config).manifest
+    counts = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
+    print(f"synthesize: {counts} → {config.data.output_dir}")
+    for kind in ("skipped", "duplicates", "normalised"):
+        if manifest[kind]["count"]:
+            print(f"  {kind}: {manifest[kind]['count']}")
+            for record in manifest[kind]["records"]:
+                print(f"    {record}")
+
+
+def _train(config: Config) -> None:
+    from trainer.training.train import train as run_training
+
+    result = run_training(config)
+    print(f"train: adapter at {result.final_checkpoint}")
+
+
+def _evaluate(config: Config, checkpoint: Path | None) -> None:
+    from trainer.evaluation.evaluate import evaluate as run_evaluation
+    from trainer.evaluation.evaluate import format_report
+
+    report = run_evaluation(config, checkpoint)
+    print(f"evaluate: {format_report(report)} → {config.evaluation.output_dir / 'report.json'}")
+
+
+def _export(config: Config, checkpoint: Path | None) -> None:
+    from trainer.export.merge import export_model
+
+    print(f"export: merged model at {export_model(config, checkpoint)}")
+
+
+@app.command()
+def synthesize(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
+    """Validate chat examples, deduplicate, split and save them as a Hugging Face dataset."""
+    cfg = load_config(config, set_)
+    _quiet_libraries()
+    _synthesize(cfg)
+
+
+@app.command()
+def train(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
+    """Finetune a LoRA/QLoRA adapter on the processed dataset, resuming from the latest checkpoint."""
+    cfg = load_config(config, set_)
+    _quiet_libraries()
+    _train(cfg)
+
+
+@app.command()
+def evaluate(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = [],  # noqa: B006
+    checkpoint: CheckpointOption = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N test conversations")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Generation length limit")] = None,
+) -> None:
+    """Score an adapter on the test split: loss, perplexity, token accuracy, generations, report.json."""
+    extra = [f"evaluation.limit={limit}"] * (limit is not None)
+    extra += [f"evaluation.max_new_tokens={max_new_tokens}"] * (max_new_tokens is not None)
+    cfg = load_config(config, [*set_, *extra])
+    _quiet_libraries()
+    _evaluate(cfg, checkpoint)
+
+
+@app.command()
+def export(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = [], checkpoint: CheckpointOption = None) -> None:  # noqa: B006
+    """Merge the adapter into the base model and write a safetensors folder transformers and vLLM load."""
+    cfg = load_config(config, set_)
+    _quiet_libraries()
+    _export(cfg, checkpoint)
+
+
+@app.command()
+def pipeline(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
+    """synthesize → train → evaluate → export, with one config."""
+    cfg = load_config(config, set_)
+    _synthesize(cfg)
+    _quiet_libraries()
+    _train(cfg)
+    _evaluate(cfg, None)
+    _export(cfg, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script and of `scripts/*.py`; returns the exit code."""
+    try:
+        app(args=argv, prog_name="trainer", standalone_mode=False)
+    except TrainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        from click.exceptions import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

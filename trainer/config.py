@@ -1,0 +1,229 @@
+"""Typed configuration: the one source of truth for every key and its default.
+
+A run config is a YAML mapping with the sections below. A section may be written inline or as a string naming
+another YAML file (relative to the file that names it), which is how a training config names its model config:
+
+    model: ../model/tiny-debug.yaml
+    training: {max_steps: 30}
+
+`--set dotted.key=value` overrides are applied after the files are read; values are parsed as YAML
+(`--set training.max_steps=5`, `--set model.quantization=null`). Unknown keys and wrong types are errors that
+name the file (or the --set) and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainer.errors import TrainerError, problems_error
+
+DEFAULT_CONFIG = Path("configs/training/default.yaml")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModelSpec(StrictModel):
+    """A Qwen2-architecture model with random weights and a locally trained byte-level BPE tokenizer.
+
+    Built once into `model.cache_dir` (keyed by these values) so runs need no download.
+    """
+
+    hidden_size: int = Field(64, gt=0)
+    intermediate_size: int = Field(192, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(2, gt=0)
+    vocab_size: int = Field(1024, ge=300, description="BPE vocabulary target, special tokens included")
+    max_position_embeddings: int = Field(4096, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _shapes_fit_4bit_cpu_kernel(self) -> TinyModelSpec:
+        # bitsandbytes' CPU 4-bit matmul packs weights in blocks of 32 output rows.
+        head_dim, rem = divmod(self.hidden_size, self.num_attention_heads)
+        outputs = {
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_key_value_heads * head_dim": self.num_key_value_heads * head_dim,
+        }
+        bad = [f"{name}={value}" for name, value in outputs.items() if value % 32]
+        if rem or bad:
+            raise ValueError(
+                "hidden_size must divide by num_attention_heads and these must be multiples of 32: "
+                + ", ".join(bad or [f"hidden_size={self.hidden_size}"])
+            )
+        return self
+
+
+class LoraSettings(StrictModel):
+    r: int = Field(64, gt=0)
+    alpha: int = Field(128, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    use_rslora: bool = False
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class QuantizationSettings(StrictModel):
+    """4-bit QLoRA through bitsandbytes. Remove the section (or `--set model.quantization=null`) for plain LoRA."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class ModelConfig(StrictModel):
+    name_or_path: str = Field("Qwen/Qwen2.5-7B-Instruct", description="Hub id or local folder of the base model")
+    revision: str | None = None
+    tiny: TinyModelSpec | None = Field(None, description="Build this tiny model locally instead of loading one")
+    cache_dir: Path = Path("data/cache/models")
+    trust_remote_code: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    lora: LoraSettings = LoraSettings()
+    quantization: QuantizationSettings | None = None
+
+
+class DataConfig(StrictModel):
+    examples_dir: Path = Path("data/raw/examples")
+    output_dir: Path = Path("data/processed")
+    on_error: Literal["fail", "skip"] = Field("fail", description="fail: any bad record stops the run")
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    split_salt: str = Field("trainer-split-v1", description="Changing it reshuffles every split")
+
+
+class TrainingConfig(StrictModel):
+    run_name: str = Field("trainer", pattern=r"^[A-Za-z0-9._-]+$")
+    output_dir: Path = Path("outputs/checkpoints")
+    logging_dir: Path = Path("outputs/logs")
+    resume: str = Field("auto", description="auto | never | path to a checkpoint folder")
+    max_steps: int = Field(-1, description="-1: train for num_train_epochs")
+    num_train_epochs: float = Field(3.0, gt=0)
+    save_steps: int = Field(100, gt=0)
+    save_total_limit: int | None = Field(None, gt=0)
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="None: evaluate when saving")
+    per_device_train_batch_size: int = Field(4, gt=0)
+    per_device_eval_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = Field(0.03, ge=0, description="A count of steps, or a fraction of all steps when < 1")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(2048, gt=8, description="Tokens per sequence (per packed row when packing)")
+    overlong: Literal["truncate", "drop", "error"] = Field(
+        "truncate", description="What to do with conversations longer than max_length; always counted and shown"
+    )
+    packing: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on a GPU, else fp32")
+    gradient_checkpointing: bool = True
+    optim: str = "adamw_torch"
+    seed: int = 42
+    wandb: Literal["auto", "on", "off"] = Field("auto", description="auto: on when WANDB_API_KEY is set")
+    wandb_project: str = "trainer"
+
+
+class EvaluationConfig(StrictModel):
+    output_dir: Path = Path("outputs/eval")
+    max_new_tokens: int = Field(256, gt=0)
+    limit: int | None = Field(None, gt=0, description="Evaluate only the first N test conversations")
+    batch_size: int = Field(8, gt=0)
+
+
+class ExportConfig(StrictModel):
+    output_dir: Path = Path("outputs/models")
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    max_shard_size: str = "5GB"
+
+
+class Config(StrictModel):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    export: ExportConfig = ExportConfig()
+
+
+SECTIONS = tuple(Config.model_fields)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainerError(f"{path}: cannot read config: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise TrainerError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    data = _read_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TrainerError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _apply_override(tree: dict[str, Any], override: str) -> str:
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise TrainerError(f"--set {override!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise TrainerError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+    return key
+
+
+def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a run config, resolve section includes, apply `--set` overrides and validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    tree = _read_mapping(path)
+    origin = {section: str(path) for section in tree}
+    for section, value in list(tree.items()):
+        if isinstance(value, str) and section in SECTIONS:
+            included = (path.parent / value).resolve()
+            tree[section] = _read_mapping(included)
+            origin[section] = str(included)
+    overridden = {_apply_override(tree, item): item for item in overrides}
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"])
+            source = next(
+                (f"--set {overridden[k]}" for k in overridden if key == k or key.startswith(k + ".")),
+                origin.get(str(err["loc"][0]), str(path)),
+            )
+            lines.append(f"{source}: {key}: {err['msg']}")
+        raise problems_error("invalid config", lines) from None
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config next to a run's outputs, so every artifact says how it was made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,15 @@
+"""The one exception type for problems a user can fix (bad input, bad config, missing files).
+
+The CLI prints it as a single line and exits with a non-zero code; anything else is a bug and keeps its traceback.
+"""
+
+
+class TrainerError(Exception):
+    """A problem with the user's input, config or environment, worded so the user can act on it."""
+
+
+def problems_error(headline: str, problems: list[str]) -> TrainerError:
+    """One line for one problem; a headline and every problem on its own line for several."""
+    if len(problems) == 1:
+        return TrainerError(f"{headline}: {problems[0]}")
+    return TrainerError(f"{headline} ({len(problems)} problems):\n  " + "\n  ".join(problems))

@@ -1,0 +1,175 @@
+"""Read and validate hand-written chat examples (`*.jsonl`, one `{"messages": [...]}` object per line).
+
+Every problem is reported as `file:line: reason`. A valid record is normalised into the one shape the rest of the
+pipeline uses: `{"messages": [...], "tools": [...] | None}` with tool calls as `{"name", "arguments": {...}}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import track
+
+ROLES = ("system", "user", "assistant", "tool")
+RECORD_KEYS = {"messages", "tools", "id"}
+MESSAGE_KEYS = {"role", "content", "tool_calls", "name", "tool_call_id"}
+TOOL_CALL_KEYS = {"name", "arguments"}
+
+
+class InvalidRecord(ValueError):
+    """Raised by `normalise_record` with the reason a record cannot be used."""
+
+
+@dataclass
+class Example:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    source: str  # file:line, shown in every later message about this example
+
+
+@dataclass
+class LoadResult:
+    examples: list[Example] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "file:line: reason"
+    normalised: list[str] = field(default_factory=list)  # "file:line: what was changed"
+    per_file: dict[str, int] = field(default_factory=dict)  # valid records per file
+
+
+def _tool_call(call: Any, where: str, notes: list[str]) -> dict[str, Any]:
+    if not isinstance(call, dict):
+        raise InvalidRecord(f"{where}: a tool call must be an object")
+    unknown = set(call) - TOOL_CALL_KEYS
+    if unknown:
+        raise InvalidRecord(f"{where}: unknown tool call key(s) {sorted(unknown)}; expected 'name' and 'arguments'")
+    name = call.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRecord(f"{where}: tool call needs a non-empty string 'name'")
+    arguments = call.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            raise InvalidRecord(f"{where}: tool call 'arguments' is a string that is not JSON") from None
+        notes.append(f"{where}: 'arguments' given as a JSON string, converted to an object")
+    if not isinstance(arguments, dict):
+        raise InvalidRecord(f"{where}: tool call 'arguments' must be an object")
+    return {"name": name, "arguments": arguments}
+
+
+def _message(message: Any, index: int, notes: list[str]) -> dict[str, Any]:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise InvalidRecord(f"{where}: a message must be an object")
+    unknown = set(message) - MESSAGE_KEYS
+    if unknown:
+        raise InvalidRecord(f"{where}: unknown key(s) {sorted(unknown)}")
+    role = message.get("role")
+    if role not in ROLES:
+        raise InvalidRecord(f"{where}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise InvalidRecord(f"{where}: 'content' must be a string")
+    out: dict[str, Any] = {"role": role, "content": content or ""}
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if role != "assistant":
+            raise InvalidRecord(f"{where}: only assistant turns may have 'tool_calls'")
+        if not isinstance(calls, list):
+            raise InvalidRecord(f"{where}: 'tool_calls' must be a list")
+        out["tool_calls"] = [_tool_call(c, f"{where}.tool_calls[{i}]", notes) for i, c in enumerate(calls)]
+    if role == "assistant" and not out["content"].strip() and not out.get("tool_calls"):
+        raise InvalidRecord(f"{where}: empty assistant turn (no content and no tool calls)")
+    if role in ("user", "system") and not out["content"].strip():
+        raise InvalidRecord(f"{where}: empty {role} turn")
+    for optional in ("name", "tool_call_id"):
+        if optional in message:
+            if role != "tool" or not isinstance(message[optional], str):
+                raise InvalidRecord(f"{where}: {optional!r} is only allowed as a string on tool turns")
+            out[optional] = message[optional]
+    return out
+
+
+def _check_order(messages: list[dict[str, Any]]) -> None:
+    """Turn order the chat template and the loss mask rely on."""
+    for i, message in enumerate(messages):
+        role = message["role"]
+        previous = messages[i - 1]["role"] if i else None
+        if role == "system" and i != 0:
+            raise InvalidRecord(f"messages[{i}]: a system turn is only allowed first")
+        if role == "tool" and not (
+            previous == "tool" or (previous == "assistant" and messages[i - 1].get("tool_calls"))
+        ):
+            raise InvalidRecord(f"messages[{i}]: tool turn without a preceding assistant tool call")
+        if message.get("tool_calls"):
+            answers = 0
+            while i + 1 + answers < len(messages) and messages[i + 1 + answers]["role"] == "tool":
+                answers += 1
+            if answers == 0:
+                raise InvalidRecord(f"messages[{i}]: tool call with no following tool turn")
+            if answers != len(message["tool_calls"]):
+                raise InvalidRecord(
+                    f"messages[{i}]: {len(message['tool_calls'])} tool call(s) but {answers} tool turn(s) follow"
+                )
+    first = 1 if messages[0]["role"] == "system" else 0
+    if first >= len(messages) or messages[first]["role"] != "user":
+        raise InvalidRecord("the first turn after the optional system turn must be a user turn")
+    if messages[-1]["role"] != "assistant":
+        raise InvalidRecord("the conversation must end with an assistant turn")
+
+
+def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[dict[str, Any]], Any]:
+    """Validate one decoded JSON record; return (messages, tools) or raise InvalidRecord."""
+    notes = notes if notes is not None else []
+    if not isinstance(record, dict):
+        raise InvalidRecord("a record must be a JSON object with a 'messages' list")
+    unknown = set(record) - RECORD_KEYS
+    if unknown:
+        raise InvalidRecord(f"unknown key(s) {sorted(unknown)}; expected {sorted(RECORD_KEYS)}")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRecord("'messages' must be a non-empty list")
+    normalised = [_message(m, i, notes) for i, m in enumerate(messages)]
+    _check_order(normalised)
+    tools = record.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise InvalidRecord("'tools' must be a list of objects (function definitions)")
+    return normalised, tools or None
+
+
+def load_examples(directory: Path) -> LoadResult:
+    """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line."""
+    result = LoadResult()
+    for path in track(sorted(directory.rglob("*.jsonl")), description="Reading examples", transient=True):
+        result.per_file[str(path)] = 0
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError as exc:
+            result.errors.append(f"{path}: cannot read: {exc}")
+            continue
+        for number, raw in enumerate(lines, start=1):
+            where = f"{path}:{number}"
+            if not raw.strip():
+                continue
+            notes: list[str] = []
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                messages, tools = normalise_record(json.loads(text), notes)
+            except UnicodeDecodeError as exc:
+                result.errors.append(f"{where}: not valid UTF-8 (byte {exc.start})")
+                continue
+            except json.JSONDecodeError as exc:
+                result.errors.append(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except RecursionError:
+                result.errors.append(f"{where}: JSON nested too deeply")
+                continue
+            except InvalidRecord as exc:
+                result.errors.append(f"{where}: {exc}")
+                continue
+            result.normalised.extend(f"{where}: {note}" for note in notes)
+            result.examples.append(Example(messages=messages, tools=tools, source=where))
+            result.per_file[str(path)] += 1
+    return result

@@ -1,0 +1,86 @@
+"""Loading the base model and tokenizer, and the LoRA/QLoRA settings: the one place both train and export use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+
+from trainer.config import ModelConfig
+from trainer.errors import TrainerError
+from trainer.training.tiny_model import build_tiny_model
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def base_model_path(config: ModelConfig) -> str:
+    """A local folder (building the tiny model if the config asks for it) or a Hub id."""
+    if config.tiny is not None:
+        return str(build_tiny_model(config.tiny, config.cache_dir))
+    return config.name_or_path
+
+
+def _load_error(what: str, source: str, exc: Exception) -> TrainerError:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return TrainerError(f"cannot load {what} from {source!r}: {first_line}")
+
+
+def load_tokenizer(config: ModelConfig, source: str | Path | None = None):
+    source = str(source or base_model_path(config))
+    try:
+        revision = config.revision if source == config.name_or_path else None
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error("tokenizer", source, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(config: ModelConfig) -> BitsAndBytesConfig | None:
+    q = config.quantization
+    if q is None:
+        return None
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[q.compute_dtype],
+        bnb_4bit_quant_storage=DTYPES[q.compute_dtype],
+    )
+
+
+def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) -> PreTrainedModel:
+    """The base model in `dtype`, 4-bit quantized when `quantized` and the config has a quantization section."""
+    source = base_model_path(config)
+    kwargs = {
+        "dtype": dtype,
+        "attn_implementation": config.attn_implementation,
+        "trust_remote_code": config.trust_remote_code,
+        "use_safetensors": True,
+    }
+    if source == config.name_or_path and config.revision:
+        kwargs["revision"] = config.revision
+    if quantized and config.quantization is not None:
+        kwargs["quantization_config"] = quantization_config(config)
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise _load_error("model", source, exc) from None
+
+
+def lora_config(config: ModelConfig) -> LoraConfig:
+    lora = config.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        use_rslora=lora.use_rslora,
+        bias=lora.bias,
+        task_type="CAUSAL_LM",
+    )

@@ -1,0 +1,206 @@
+"""The train stage: TRL's SFTTrainer with a PEFT LoRA adapter on a (optionally 4-bit) base model.
+
+Data arrives pre-tokenized from `tokenize.py`, so the loss mask is ours and testable; TRL then packs rows
+best-fit-decreasing into `max_length` blocks with per-conversation `position_ids`, which keeps packed conversations
+from attending to each other (varlen kernels with flash-attention; SDPA without a mask or cache here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from trainer.config import Config, TrainingConfig, save_config
+from trainer.errors import TrainerError
+from trainer.synthesis.build import load_processed
+from trainer.training.model import load_base_model, load_tokenizer, lora_config
+from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
+
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Checkpoint folders in step order."""
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
+    """The given adapter checkpoint, or the latest one in training.output_dir."""
+    if checkpoint is None:
+        found = checkpoints(config.training.output_dir)
+        if not found:
+            raise TrainerError(
+                f"{config.training.output_dir}: no checkpoint found; run `trainer train` or pass --checkpoint"
+            )
+        checkpoint = found[-1]
+    if not (checkpoint / "adapter_config.json").is_file():
+        raise TrainerError(f"{checkpoint}: not an adapter checkpoint (no adapter_config.json)")
+    return checkpoint
+
+
+def resolve_resume(training: TrainingConfig) -> str | None:
+    """`auto`: the latest checkpoint in output_dir, if any; `never`: start fresh; else a checkpoint path."""
+    if training.resume == "auto":
+        return get_last_checkpoint(str(training.output_dir)) if training.output_dir.is_dir() else None
+    if training.resume == "never":
+        for old in checkpoints(training.output_dir):
+            print(f"training.resume=never: removing earlier checkpoint {old}")
+            shutil.rmtree(old)
+        return None
+    path = Path(training.resume)
+    if not (path / "trainer_state.json").is_file():
+        raise TrainerError(f"training.resume: {path} is not a checkpoint folder (no trainer_state.json)")
+    return str(path)
+
+
+class JsonlMetrics(TrainerCallback):
+    """Appends every logged metric dict, with its step, to `logging_dir/metrics.jsonl`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+
+
+class SupervisedSFTTrainer(SFTTrainer):
+    """SFTTrainer that refuses a batch with no supervised token instead of silently training on a zero loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not bool((inputs["labels"][..., 1:] != IGNORE_INDEX).any()):
+            raise TrainerError(f"step {self.state.global_step}: a batch has no supervised (assistant) token")
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def _wandb(training: TrainingConfig) -> list[str]:
+    enabled = training.wandb == "on" or (training.wandb == "auto" and os.environ.get("WANDB_API_KEY"))
+    if not enabled:
+        return []
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise TrainerError("training.wandb is on but wandb is not installed (pip install 'trainer[wandb]')") from None
+    os.environ.setdefault("WANDB_PROJECT", training.wandb_project)
+    # A stable id makes a restarted run continue the same W&B run instead of starting a new one.
+    os.environ.setdefault("WANDB_RUN_ID", os.environ.get("SKYPILOT_TASK_ID", training.run_name).replace("/", "-"))
+    os.environ.setdefault("WANDB_RESUME", "allow")
+    return ["wandb"]
+
+
+def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
+    t = config.training
+    return SFTConfig(
+        output_dir=str(t.output_dir),
+        run_name=t.run_name,
+        max_steps=t.max_steps,
+        num_train_epochs=t.num_train_epochs,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps or t.save_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        max_length=t.max_length,
+        packing=t.packing,
+        packing_strategy="bfd",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        optim=t.optim,
+        seed=t.seed,
+        report_to=_wandb(t),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+@dataclass
+class TrainResult:
+    final_checkpoint: Path
+    metrics: dict[str, Any]
+
+
+def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]:
+    """Everything up to the first step: data, tokenizer, model, adapter, SFTTrainer."""
+    t = config.training
+    splits = load_processed(config.data.output_dir)
+    if len(splits["train"]) == 0:
+        raise TrainerError(f"{config.data.output_dir}: the train split is empty")
+    tokenizer = load_tokenizer(config.model)
+    template = training_template(tokenizer)
+    train_set, train_report = tokenize_split(splits["train"], tokenizer, template, t.max_length, t.overlong)
+    eval_set, eval_report = None, None
+    if len(splits["validation"]):
+        eval_set, eval_report = tokenize_split(
+            splits["validation"], tokenizer, template, t.max_length, t.overlong, "validation"
+        )
+    print(f"train: {train_report.summary()}")
+    if eval_report:
+        print(f"validation: {eval_report.summary()}")
+    precision = resolve_precision(t.precision)
+    model = load_base_model(config.model, PRECISION_DTYPES[precision], quantized=True)
+    model.config.use_cache = False
+    trainer = SupervisedSFTTrainer(
+        model=model,
+        args=sft_config(config, precision, has_eval=eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=lora_config(config.model),
+        callbacks=[JsonlMetrics(t.logging_dir / "metrics.jsonl")],
+    )
+    data_report = {
+        "precision": precision,
+        "train": train_report.__dict__,
+        "validation": eval_report.__dict__ if eval_report else None,
+    }
+    return trainer, data_report
+
+
+def train(config: Config) -> TrainResult:
+    t = config.training
+    resume = resolve_resume(t)
+    trainer, data_report = build_trainer(config)
+    save_config(config, t.output_dir / "resolved_config.yaml")
+    if resume:
+        print(f"resuming from {resume}")
+    output = trainer.train(resume_from_checkpoint=resume)
+    found = checkpoints(t.output_dir)
+    final = found[-1] if found else t.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+    if not found or int(found[-1].name.split("-")[-1]) != trainer.state.global_step:
+        trainer.save_model(str(final))
+    run = {"resumed_from": resume, "global_step": trainer.state.global_step, **output.metrics, "data": data_report}
+    t.logging_dir.mkdir(parents=True, exist_ok=True)
+    (t.logging_dir / "train_run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    return TrainResult(final_checkpoint=final, metrics=output.metrics)
