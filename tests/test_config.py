@@ -66,7 +66,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_malformed_override_and_missing_file_are_errors(tmp_path):
-    with pytest.raises(TrainerError, match="expected dotted.key=value"):
+    with pytest.raises(TrainerError, match=r"expected dotted\.key=value"):
         load_config(REPO / "configs/training/debug.yaml", ["training.max_steps"])
     with pytest.raises(TrainerError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
