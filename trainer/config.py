@@ -41,6 +41,9 @@ class TinyModelSpec(StrictModel):
     num_key_value_heads: int = Field(2, gt=0)
     vocab_size: int = Field(1024, ge=300, description="BPE vocabulary target, special tokens included")
     max_position_embeddings: int = Field(4096, gt=0)
+    # Wider than transformers' 0.02: after RMSNorm a frozen lm_head that small caps logits near ±1.3, so nothing
+    # could be learned to low loss, unlike a real model whose output layer is large.
+    initializer_range: float = Field(0.2, gt=0)
     seed: int = 0
 
     @model_validator(mode="after")

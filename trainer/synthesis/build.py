@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Features, Value
 
 from trainer.config import Config, save_config
 from trainer.errors import TrainerError, problems_error
@@ -20,6 +20,7 @@ from trainer.synthesis.examples import Example, load_examples
 
 SPLITS = ("train", "validation", "test")
 COLUMNS = ("id", "messages", "tools", "source")
+FEATURES = Features({column: Value("string") for column in COLUMNS})
 
 
 def example_id(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
@@ -80,7 +81,10 @@ def synthesize(config: Config) -> SynthesisResult:
     for row in rows:
         by_split[assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)].append(row)
     dataset = DatasetDict(
-        {name: Dataset.from_dict({c: [r[c] for r in split] for c in COLUMNS}) for name, split in by_split.items()}
+        {
+            name: Dataset.from_dict({c: [row[c] for row in split] for c in COLUMNS}, features=FEATURES)
+            for name, split in by_split.items()
+        }
     )
     content = hashlib.sha256()
     for name in SPLITS:
@@ -96,7 +100,8 @@ def synthesize(config: Config) -> SynthesisResult:
         "content_hash": content.hexdigest(),
     }
     data.output_dir.mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(data.output_dir))
+    # datasets cannot load back a saved empty split, so only non-empty ones are written; load_processed restores the rest.
+    DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(data.output_dir))
     (data.output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     save_config(config, data.output_dir / "resolved_config.yaml")
     return SynthesisResult(dataset=dataset, manifest=manifest)
@@ -106,7 +111,13 @@ def load_processed(output_dir: Path) -> DatasetDict:
     """The saved splits, or a clear error telling the user to run synthesize first."""
     if not (output_dir / "dataset_dict.json").is_file():
         raise TrainerError(f"{output_dir}: no processed dataset here; run `trainer synthesize` first (data.output_dir)")
-    return DatasetDict.load_from_disk(str(output_dir))
+    saved = DatasetDict.load_from_disk(str(output_dir))
+    return DatasetDict(
+        {
+            name: saved[name] if name in saved else Dataset.from_dict({c: [] for c in COLUMNS}, features=FEATURES)
+            for name in SPLITS
+        }
+    )
 
 
 def conversation(row: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+from trainer.errors import TrainerError
+from trainer.evaluation.evaluate import teacher_forced
+from trainer.synthesis.build import load_processed, synthesize
+from trainer.training.model import load_base_model
+from trainer.training.tokenize import IGNORE_INDEX
+from trainer.training.train import build_trainer, train
+
+
+# Differences relative to the largest logit. fp32 LoRA is exact to float rounding (measured 3e-6); bitsandbytes' CPU
+# 4-bit kernel rounds differently for different row counts (measured 2e-3). Attention leaking across packed
+# conversations moves logits by the order of the logits themselves (the control below).
+@pytest.mark.parametrize(
+    ("quantization", "rtol"), [("null", 1e-5), ("{quant_type: nf4, compute_dtype: float32}", 1e-2)]
+)
+def test_packed_batch_logits_equal_each_conversation_alone(make_config, quantization, rtol):
+    """TRL's BFD packing + the model call as TRL makes it: packed conversations must not see each other."""
+    config = make_config(
+        "training.per_device_train_batch_size=4", "training.max_length=1024", f"model.quantization={quantization}"
+    )
+    synthesize(config)
+    trainer, _ = build_trainer(config)
+    model = trainer.model.eval()
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch  # padding-free: sequence boundaries come from position_ids
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+    assert len(starts) > 3, "the batch should pack several conversations"
+    with torch.no_grad():
+        packed = model(**{**batch, "labels": None}, use_cache=False).logits[0]
+        scale = packed.abs().max()
+        for start, end in zip(starts, starts[1:], strict=False):
+            alone = model(input_ids=batch["input_ids"][:, start:end], use_cache=False).logits[0]
+            assert (packed[start:end] - alone).abs().max() <= rtol * scale, (start, end)
+        # Control: the same rows without per-conversation positions do leak, so this test can fail.
+        leaked = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
+        start, end = starts[1], starts[2]
+        alone = model(input_ids=batch["input_ids"][:, start:end], use_cache=False).logits[0]
+        assert (leaked[start:end] - alone).abs().max() > 0.1 * scale
+
+
+def test_training_learns_a_small_memorisation_set(make_config, examples_dir):
+    """Assistant-token loss must fall far: a broken mask, a frozen adapter or a wrong learning rate fails this."""
+    answers = ["chi.NewRouter returns a *Mux.", "Use chi.URLParam(r, key).", "Call r.Use before routes.", "r.Mount."]
+    lines = [
+        json.dumps({"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": a}]})
+        for i, a in enumerate(answers)
+    ]
+    (examples_dir / "mem.jsonl").write_text("\n".join(lines) + "\n")
+    config = make_config(
+        "data.validation_fraction=0",
+        "data.test_fraction=0",
+        "training.max_steps=60",
+        "training.save_steps=60",
+        "training.learning_rate=1e-2",
+        "training.logging_steps=10",
+        examples=examples_dir,
+    )
+    synthesize(config)
+    trainer, _ = build_trainer(config)
+    rows = list(load_processed(config.data.output_dir)["train"])
+    # LoRA's B starts at zero, so the untrained adapter computes the base model. A separate copy is scored because
+    # bitsandbytes repacks 4-bit CPU weights on a no-grad forward, after which that copy cannot train.
+    base = load_base_model(config.model, torch.float32, quantized=True)
+    before = teacher_forced(base, trainer.processing_class, rows)["loss"]
+    trainer.train()
+    after = teacher_forced(trainer.model.eval(), trainer.processing_class, rows)["loss"]
+    assert after < 0.25 * before, (before, after)
+    trainable = [p for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
+
+
+def test_resume_auto_continues_from_the_latest_checkpoint_and_never_starts_fresh(make_config):
+    config = make_config("training.max_steps=6", "training.save_steps=3", "training.logging_steps=1")
+    synthesize(config)
+    first = train(config)
+    assert first.final_checkpoint.name == "checkpoint-6"
+    longer = make_config("training.max_steps=9", "training.save_steps=3", "training.logging_steps=1")
+    train(longer)
+    run = json.loads((config.training.logging_dir / "train_run.json").read_text())
+    assert run["resumed_from"].endswith("checkpoint-6") and run["global_step"] == 9
+    steps = [r["step"] for r in map(json.loads, (config.training.logging_dir / "metrics.jsonl").open()) if "loss" in r]
+    assert steps == list(range(1, 10))
+
+    fresh = make_config("training.max_steps=3", "training.save_steps=3", "training.resume=never")
+    train(fresh)
+    assert sorted(p.name for p in config.training.output_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+def test_resume_from_a_path_that_is_not_a_checkpoint_is_an_error(make_config, tmp_path):
+    config = make_config(f"training.resume={tmp_path}")
+    synthesize(config)
+    with pytest.raises(TrainerError, match="is not a checkpoint folder"):
+        train(config)
+
+
+def test_a_batch_without_supervised_tokens_is_refused(make_config):
+    config = make_config("training.max_steps=1")
+    synthesize(config)
+    trainer, _ = build_trainer(config)
+    batch = next(iter(trainer.get_train_dataloader()))
+    batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
+    with pytest.raises(TrainerError, match="a batch has no supervised"):
+        trainer.compute_loss(trainer.model, batch)
