@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -27,12 +28,12 @@ def test_packed_batch_logits_equal_each_conversation_alone(make_config, quantiza
     model = trainer.model.eval()
     batch = next(iter(trainer.get_train_dataloader()))
     assert "attention_mask" not in batch  # padding-free: sequence boundaries come from position_ids
-    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+    starts = [*(batch["position_ids"][0] == 0).nonzero().flatten().tolist(), batch["input_ids"].shape[1]]
     assert len(starts) > 3, "the batch should pack several conversations"
     with torch.no_grad():
         packed = model(**{**batch, "labels": None}, use_cache=False).logits[0]
         scale = packed.abs().max()
-        for start, end in zip(starts, starts[1:], strict=False):
+        for start, end in itertools.pairwise(starts):
             alone = model(input_ids=batch["input_ids"][:, start:end], use_cache=False).logits[0]
             assert (packed[start:end] - alone).abs().max() <= rtol * scale, (start, end)
         # Control: the same rows without per-conversation positions do leak, so this test can fail.

@@ -100,7 +100,7 @@ def synthesize(config: Config) -> SynthesisResult:
         "content_hash": content.hexdigest(),
     }
     data.output_dir.mkdir(parents=True, exist_ok=True)
-    # datasets cannot load back a saved empty split, so only non-empty ones are written; load_processed restores the rest.
+    # datasets cannot load a saved empty split back, so only non-empty ones are written; load_processed adds the rest.
     DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(data.output_dir))
     (data.output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     save_config(config, data.output_dir / "resolved_config.yaml")
