@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +27,10 @@ CheckpointOption = Annotated[
 
 
 def _quiet_libraries() -> None:
+    """Keep the output to progress bars and our own lines: libraries' deprecation notices are not the user's to fix."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|bitsandbytes)\.")
     import datasets
     import transformers
 

@@ -1,0 +1,86 @@
+"""The debug pipeline (QLoRA on the tiny model) run once through the CLI; these tests read what it wrote."""
+
+import json
+import math
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trainer.training.model import load_base_model
+from trainer.training.tiny_model import QWEN25_TEMPLATE
+
+PROMPTS = [
+    [{"role": "user", "content": "How do I create a chi router?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What does r.Mount do?"}],
+]
+
+
+def exported_folder(config):
+    return config.export.output_dir / config.training.run_name
+
+
+def test_export_writes_a_self_contained_safetensors_folder(pipeline_run):
+    folder = exported_folder(pipeline_run)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert any(n.endswith(".safetensors") for n in names)
+    assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
+    model_config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in model_config
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    assert tokenizer.chat_template == QWEN25_TEMPLATE.read_text()  # the inference template, not the masked one
+
+
+def test_merged_logits_equal_base_plus_adapter(pipeline_run):
+    folder = exported_folder(pipeline_run)
+    checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    merged = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
+    base = load_base_model(pipeline_run.model, torch.float32, quantized=False)
+    adapted = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+    lora_b = [p for n, p in adapted.named_parameters() if "lora_B" in n]
+    assert any(p.abs().max() > 0 for p in lora_b), "the adapter must have trained, or this test proves nothing"
+    with torch.no_grad():
+        for prompt in PROMPTS:
+            ids = tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            expected = adapted(**ids).logits
+            got = merged(**ids).logits
+            assert got.shape == expected.shape
+            assert (got - expected).abs().max() <= 1e-4
+
+
+def test_evaluation_report_and_predictions(pipeline_run):
+    out = pipeline_run.evaluation.output_dir
+    report = json.loads((out / "report.json").read_text())
+    manifest = json.loads((pipeline_run.data.output_dir / "manifest.json").read_text())
+    assert report["examples"] == manifest["counts"]["test"]
+    assert math.isclose(report["perplexity"], math.exp(report["loss"]), rel_tol=1e-12)
+    assert 0 <= report["token_accuracy"] <= 1 and 0 <= report["exact_match"] <= 1
+    records = [json.loads(line) for line in (out / "predictions.jsonl").open()]
+    assert len(records) == report["examples"]
+    for record in records:
+        assert set(record) == {"id", "messages", "reference", "prediction"}
+        assert record["reference"]["role"] == record["prediction"]["role"] == "assistant"
+        assert record["messages"][-1]["role"] in ("user", "tool")
+
+
+def test_every_stage_saves_the_resolved_config(pipeline_run):
+    for path in (
+        pipeline_run.data.output_dir / "resolved_config.yaml",
+        pipeline_run.training.output_dir / "resolved_config.yaml",
+        pipeline_run.evaluation.output_dir / "resolved_config.yaml",
+        exported_folder(pipeline_run) / "trainer_config.yaml",
+    ):
+        assert f"cache_dir: {pipeline_run.model.cache_dir}" in path.read_text()
+
+
+def test_training_log_has_every_logged_step_once(pipeline_run):
+    logs = pipeline_run.training.logging_dir
+    steps = [r["step"] for r in map(json.loads, (logs / "metrics.jsonl").open()) if "loss" in r]
+    every = pipeline_run.training.logging_steps
+    assert steps == list(range(every, 21, every))
+    run = json.loads((logs / "train_run.json").read_text())
+    assert run["global_step"] == 20 and run["data"]["train"]["supervised_tokens"] > 0
