@@ -25,7 +25,7 @@ def test_debug_config_uses_the_tiny_model_with_qlora():
     config = load_config(REPO / "configs/training/debug.yaml")
     assert config.model.tiny is not None
     assert config.model.quantization is not None
-    assert 0 < config.training.max_steps <= 100
+    assert 0 < config.training.max_steps <= 200
 
 
 def test_overrides_are_parsed_as_yaml_and_can_remove_a_section():
