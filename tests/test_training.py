@@ -9,7 +9,7 @@ from trainer.evaluation.evaluate import teacher_forced
 from trainer.synthesis.build import load_processed, synthesize
 from trainer.training.model import load_base_model
 from trainer.training.tokenize import IGNORE_INDEX
-from trainer.training.train import build_trainer, train
+from trainer.training.train import build_trainer, train, wandb_env
 
 
 # Differences relative to the largest logit. fp32 LoRA is exact to float rounding (measured 3e-6); bitsandbytes' CPU
@@ -106,3 +106,19 @@ def test_a_batch_without_supervised_tokens_is_refused(make_config):
     batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
     with pytest.raises(TrainerError, match="a batch has no supervised"):
         trainer.compute_loss(trainer.model, batch)
+
+
+def test_wandb_is_on_only_when_asked_or_keyed_and_keeps_one_run_id_across_restarts(make_config):
+    training = make_config().training
+    assert wandb_env(training, {}) == {}
+    assert wandb_env(training.model_copy(update={"wandb": False}), {"WANDB_API_KEY": "k"}) == {}
+    env = wandb_env(training, {"WANDB_API_KEY": "k", "SKYPILOT_TASK_ID": "sky-2026/managed:7"})
+    assert env == {"WANDB_PROJECT": "trainer", "WANDB_RUN_ID": "sky-2026-managed-7", "WANDB_RESUME": "allow"}
+    assert wandb_env(training.model_copy(update={"wandb": True}), {})["WANDB_RUN_ID"] == training.run_name
+
+
+def test_wandb_true_without_the_package_is_a_clear_error(make_config):
+    config = make_config("training.wandb=true", "training.max_steps=1")
+    synthesize(config)
+    with pytest.raises(TrainerError, match="wandb is not installed"):
+        build_trainer(config)

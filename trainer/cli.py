@@ -6,6 +6,7 @@ Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Pro
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -31,6 +32,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|bitsandbytes)\.")
+    # bitsandbytes notes at import that an optional CPU kernel package is absent; the built-in kernel is used.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     import datasets
     import transformers
 

@@ -129,7 +129,7 @@ class TrainingConfig(StrictModel):
     gradient_checkpointing: bool = True
     optim: str = "adamw_torch"
     seed: int = 42
-    wandb: Literal["auto", "on", "off"] = Field("auto", description="auto: on when WANDB_API_KEY is set")
+    wandb: bool | Literal["auto"] = Field("auto", description="true | false | auto: on when WANDB_API_KEY is set")
     wandb_project: str = "trainer"
 
 

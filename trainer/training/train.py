@@ -7,10 +7,13 @@ from attending to each other (varlen kernels with flash-attention; SDPA without 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,18 +98,32 @@ class SupervisedSFTTrainer(SFTTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def _wandb(training: TrainingConfig) -> list[str]:
-    enabled = training.wandb == "on" or (training.wandb == "auto" and os.environ.get("WANDB_API_KEY"))
-    if not enabled:
+def wandb_env(training: TrainingConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """The W&B variables to set for this run, or {} when W&B is off.
+
+    The run id comes from SKYPILOT_TASK_ID (stable across SkyPilot's spot recoveries) or the run name, so a
+    restarted job continues the same W&B run instead of starting a new one.
+    """
+    if training.wandb is False or (training.wandb == "auto" and not environ.get("WANDB_API_KEY")):
+        return {}
+    run_id = environ.get("SKYPILOT_TASK_ID", training.run_name)
+    return {
+        "WANDB_PROJECT": environ.get("WANDB_PROJECT", training.wandb_project),
+        "WANDB_RUN_ID": environ.get("WANDB_RUN_ID", re.sub(r"[^A-Za-z0-9._-]", "-", run_id)),
+        "WANDB_RESUME": environ.get("WANDB_RESUME", "allow"),
+    }
+
+
+def _report_to(training: TrainingConfig) -> list[str]:
+    env = wandb_env(training, os.environ)
+    if not env:
         return []
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        raise TrainerError("training.wandb is on but wandb is not installed (pip install 'trainer[wandb]')") from None
-    os.environ.setdefault("WANDB_PROJECT", training.wandb_project)
-    # A stable id makes a restarted run continue the same W&B run instead of starting a new one.
-    os.environ.setdefault("WANDB_RUN_ID", os.environ.get("SKYPILOT_TASK_ID", training.run_name).replace("/", "-"))
-    os.environ.setdefault("WANDB_RESUME", "allow")
+    if importlib.util.find_spec("wandb") is None:
+        raise TrainerError(
+            "W&B reporting is on (training.wandb is true, or auto with WANDB_API_KEY set) but wandb is not "
+            "installed: pip install 'trainer[wandb]', or --set training.wandb=false"
+        )
+    os.environ.update(env)
     return ["wandb"]
 
 
@@ -139,7 +156,7 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         gradient_checkpointing=t.gradient_checkpointing,
         optim=t.optim,
         seed=t.seed,
-        report_to=_wandb(t),
+        report_to=_report_to(t),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
