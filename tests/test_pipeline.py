@@ -84,3 +84,17 @@ def test_training_log_has_every_logged_step_once(pipeline_run):
     assert steps == list(range(every, 21, every))
     run = json.loads((logs / "train_run.json").read_text())
     assert run["global_step"] == 20 and run["data"]["train"]["supervised_tokens"] > 0
+
+
+def test_evaluate_flags_limit_the_run(pipeline_run, tmp_path):
+    from tests.conftest import DEBUG_CONFIG, debug_overrides
+    from trainer.cli import main
+
+    root = pipeline_run.data.output_dir.parent
+    args = ["evaluate", "--config", str(DEBUG_CONFIG), "--limit", "1", "--max-new-tokens", "3"]
+    for item in [*debug_overrides(root, pipeline_run.model.cache_dir), f"evaluation.output_dir={tmp_path}"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["examples"] == 1
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 1
+    assert "max_new_tokens: 3\n" in (tmp_path / "resolved_config.yaml").read_text()

@@ -41,6 +41,12 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
+def _load(path: Path, overrides: list[str]) -> Config:
+    config = load_config(path, overrides)
+    _quiet_libraries()
+    return config
+
+
 def _synthesize(config: Config) -> None:
     from trainer.synthesis.build import synthesize
 
@@ -78,17 +84,13 @@ def _export(config: Config, checkpoint: Path | None) -> None:
 @app.command()
 def synthesize(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
     """Validate chat examples, deduplicate, split and save them as a Hugging Face dataset."""
-    cfg = load_config(config, set_)
-    _quiet_libraries()
-    _synthesize(cfg)
+    _synthesize(_load(config, set_))
 
 
 @app.command()
 def train(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
     """Finetune a LoRA/QLoRA adapter on the processed dataset, resuming from the latest checkpoint."""
-    cfg = load_config(config, set_)
-    _quiet_libraries()
-    _train(cfg)
+    _train(_load(config, set_))
 
 
 @app.command()
@@ -100,27 +102,23 @@ def evaluate(
     max_new_tokens: Annotated[int | None, typer.Option(help="Generation length limit")] = None,
 ) -> None:
     """Score an adapter on the test split: loss, perplexity, token accuracy, generations, report.json."""
-    extra = [f"evaluation.limit={limit}"] * (limit is not None)
-    extra += [f"evaluation.max_new_tokens={max_new_tokens}"] * (max_new_tokens is not None)
-    cfg = load_config(config, [*set_, *extra])
-    _quiet_libraries()
-    _evaluate(cfg, checkpoint)
+    flags = {"evaluation.limit": limit, "evaluation.max_new_tokens": max_new_tokens}
+    _evaluate(
+        _load(config, [*set_, *(f"{key}={value}" for key, value in flags.items() if value is not None)]), checkpoint
+    )
 
 
 @app.command()
 def export(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = [], checkpoint: CheckpointOption = None) -> None:  # noqa: B006
     """Merge the adapter into the base model and write a safetensors folder transformers and vLLM load."""
-    cfg = load_config(config, set_)
-    _quiet_libraries()
-    _export(cfg, checkpoint)
+    _export(_load(config, set_), checkpoint)
 
 
 @app.command()
 def pipeline(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
     """synthesize → train → evaluate → export, with one config."""
-    cfg = load_config(config, set_)
+    cfg = _load(config, set_)
     _synthesize(cfg)
-    _quiet_libraries()
     _train(cfg)
     _evaluate(cfg, None)
     _export(cfg, None)

@@ -38,12 +38,18 @@ class LoadResult:
     per_file: dict[str, int] = field(default_factory=dict)  # valid records per file
 
 
-def _tool_call(call: Any, where: str, notes: list[str]) -> dict[str, Any]:
-    if not isinstance(call, dict):
-        raise InvalidRecord(f"{where}: a tool call must be an object")
-    unknown = set(call) - TOOL_CALL_KEYS
+def _object(value: Any, allowed: set[str], prefix: str, what: str) -> dict[str, Any]:
+    """`value` if it is a JSON object whose keys are all `allowed`, else InvalidRecord."""
+    if not isinstance(value, dict):
+        raise InvalidRecord(f"{prefix}{what} must be a JSON object")
+    unknown = set(value) - allowed
     if unknown:
-        raise InvalidRecord(f"{where}: unknown tool call key(s) {sorted(unknown)}; expected 'name' and 'arguments'")
+        raise InvalidRecord(f"{prefix}unknown key(s) {sorted(unknown)}; expected {sorted(allowed)}")
+    return value
+
+
+def _tool_call(call: Any, where: str, notes: list[str]) -> dict[str, Any]:
+    call = _object(call, TOOL_CALL_KEYS, f"{where}: ", "a tool call")
     name = call.get("name")
     if not isinstance(name, str) or not name.strip():
         raise InvalidRecord(f"{where}: tool call needs a non-empty string 'name'")
@@ -61,11 +67,7 @@ def _tool_call(call: Any, where: str, notes: list[str]) -> dict[str, Any]:
 
 def _message(message: Any, index: int, notes: list[str]) -> dict[str, Any]:
     where = f"messages[{index}]"
-    if not isinstance(message, dict):
-        raise InvalidRecord(f"{where}: a message must be an object")
-    unknown = set(message) - MESSAGE_KEYS
-    if unknown:
-        raise InvalidRecord(f"{where}: unknown key(s) {sorted(unknown)}")
+    message = _object(message, MESSAGE_KEYS, f"{where}: ", "a message")
     role = message.get("role")
     if role not in ROLES:
         raise InvalidRecord(f"{where}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
@@ -123,11 +125,7 @@ def _check_order(messages: list[dict[str, Any]]) -> None:
 def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[dict[str, Any]], Any]:
     """Validate one decoded JSON record; return (messages, tools) or raise InvalidRecord."""
     notes = notes if notes is not None else []
-    if not isinstance(record, dict):
-        raise InvalidRecord("a record must be a JSON object with a 'messages' list")
-    unknown = set(record) - RECORD_KEYS
-    if unknown:
-        raise InvalidRecord(f"unknown key(s) {sorted(unknown)}; expected {sorted(RECORD_KEYS)}")
+    record = _object(record, RECORD_KEYS, "", "a record")
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRecord("'messages' must be a non-empty list")
