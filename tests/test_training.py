@@ -75,11 +75,11 @@ def test_training_learns_a_small_memorisation_set(make_config, examples_dir):
 
 
 def test_resume_auto_continues_from_the_latest_checkpoint_and_never_starts_fresh(make_config):
-    config = make_config("training.max_steps=6", "training.save_steps=3", "training.logging_steps=1")
+    config = make_config("training.max_steps=6", "training.save_steps=4", "training.logging_steps=1")
     synthesize(config)
     first = train(config)
     assert first.final_checkpoint.name == "checkpoint-6"
-    longer = make_config("training.max_steps=9", "training.save_steps=3", "training.logging_steps=1")
+    longer = make_config("training.max_steps=9", "training.save_steps=4", "training.logging_steps=1")
     train(longer)
     run = json.loads((config.training.logging_dir / "train_run.json").read_text())
     assert run["resumed_from"].endswith("checkpoint-6") and run["global_step"] == 9

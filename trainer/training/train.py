@@ -213,10 +213,8 @@ def train(config: Config) -> TrainResult:
     if resume:
         print(f"resuming from {resume}")
     output = trainer.train(resume_from_checkpoint=resume)
-    found = checkpoints(t.output_dir)
-    final = found[-1] if found else t.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
-    if not found or int(found[-1].name.split("-")[-1]) != trainer.state.global_step:
-        trainer.save_model(str(final))
+    # With a step save strategy transformers always saves at the last step too.
+    final = t.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
     run = {"resumed_from": resume, "global_step": trainer.state.global_step, **output.metrics, "data": data_report}
     t.logging_dir.mkdir(parents=True, exist_ok=True)
     (t.logging_dir / "train_run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
