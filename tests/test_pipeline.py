@@ -2,12 +2,14 @@
 
 import json
 import math
+from pathlib import Path
 
 import torch
-from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainer.training.model import load_base_model
+from trainer.export.merge import nf4_round_trip, quantized_weight_keys
+from trainer.export.verify import reference_model
+from trainer.training.model import base_model_path
 from trainer.training.tiny_model import QWEN25_TEMPLATE
 
 PROMPTS = [
@@ -33,12 +35,14 @@ def test_export_writes_a_self_contained_safetensors_folder(pipeline_run):
 
 
 def test_merged_logits_equal_base_plus_adapter(pipeline_run):
+    """After QLoRA the default merge base is the NF4 round-trip; PEFT applies the same adapter to that base."""
     folder = exported_folder(pipeline_run)
     checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     merged = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
-    base = load_base_model(pipeline_run.model, torch.float32, quantized=False)
-    adapted = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+    base_dir = Path(base_model_path(pipeline_run.model))
+    round_trip = nf4_round_trip(pipeline_run.model.quantization, torch.float32)
+    adapted = reference_model(pipeline_run.model, checkpoint, round_trip, quantized_weight_keys(base_dir))
     lora_b = [p for n, p in adapted.named_parameters() if "lora_B" in n]
     assert any(p.abs().max() > 0 for p in lora_b), "the adapter must have trained, or this test proves nothing"
     with torch.no_grad():

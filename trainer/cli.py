@@ -47,6 +47,15 @@ def _load(path: Path, overrides: list[str]) -> Config:
     return config
 
 
+def _flag_overrides(flags: dict[str, object]) -> list[str]:
+    """Command-line flags as `--set` overrides, so they are validated and saved like any other key."""
+    return [
+        f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in flags.items()
+        if value is not None
+    ]
+
+
 def _synthesize(config: Config) -> None:
     from trainer.synthesis.build import synthesize
 
@@ -76,7 +85,7 @@ def _evaluate(config: Config, checkpoint: Path | None) -> None:
 
 
 def _export(config: Config, checkpoint: Path | None) -> None:
-    from trainer.export.merge import export_model
+    from trainer.export.build import export_model
 
     print(f"export: merged model at {export_model(config, checkpoint)}")
 
@@ -109,9 +118,20 @@ def evaluate(
 
 
 @app.command()
-def export(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = [], checkpoint: CheckpointOption = None) -> None:  # noqa: B006
-    """Merge the adapter into the base model and write a safetensors folder transformers and vLLM load."""
-    _export(_load(config, set_), checkpoint)
+def export(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = [],  # noqa: B006
+    checkpoint: CheckpointOption = None,
+    dtype: Annotated[str | None, typer.Option(help="bf16 | fp16 | fp32")] = None,
+    adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Write the PEFT adapter folder only")] = False,
+    upload: Annotated[str | None, typer.Option(help="s3://bucket/prefix to upload the folder to")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished upload")] = False,
+    verify: Annotated[bool | None, typer.Option("--verify/--no-verify", help="Check logits after writing")] = None,
+) -> None:
+    """Merge the adapter into the base model, shard by shard, into a safetensors folder transformers and vLLM load."""
+    flags = {"export.dtype": dtype, "export.upload": upload, "export.verify": verify}
+    flags |= {"export.adapter_only": adapter_only or None, "export.force": force or None}
+    _export(_load(config, [*set_, *_flag_overrides(flags)]), checkpoint)
 
 
 @app.command()

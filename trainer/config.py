@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from trainer.errors import TrainerError, problems_error
 
@@ -142,8 +142,17 @@ class EvaluationConfig(StrictModel):
 
 class ExportConfig(StrictModel):
     output_dir: Path = Path("outputs/models")
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    max_shard_size: str = "5GB"
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    max_shard_size: ByteSize = Field(ByteSize(5_000_000_000), description="e.g. 5GB, 500MB")
+    merge_base: Literal["auto", "original", "nf4"] = Field(
+        "auto",
+        description="After QLoRA: nf4 merges into the NF4 round-trip of the base (the trained function, "
+        "auto's choice), original into the high-precision weights",
+    )
+    verify: bool = Field(True, description="Compare the merged model's logits with base+adapter after writing")
+    adapter_only: bool = Field(False, description="Write the PEFT adapter folder instead of a merged model")
+    upload: str | None = Field(None, pattern=r"^s3://[^/]+", description="s3://bucket/prefix to upload the folder to")
+    force: bool = Field(False, description="Overwrite a finished upload at the same URI")
 
 
 class Config(StrictModel):

@@ -206,6 +206,9 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
 
 
 def train(config: Config) -> TrainResult:
+    # Record the concrete precision: export re-quantizes the base exactly as this run loaded it.
+    precision = resolve_precision(config.training.precision)
+    config = config.model_copy(update={"training": config.training.model_copy(update={"precision": precision})})
     t = config.training
     resume = resolve_resume(t)
     trainer, data_report = build_trainer(config)

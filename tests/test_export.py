@@ -1,0 +1,225 @@
+"""The streaming export: exact numerics against PEFT, the NF4 base, the folder's contents, verification, upload."""
+
+import json
+import subprocess
+
+import boto3
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+from trainer.config import TinyModelSpec
+from trainer.errors import TrainerError
+from trainer.export.build import export_model
+from trainer.export.merge import load_adapter, nf4_round_trip, stream_merge
+from trainer.export.verify import PROMPTS, verify_export
+from trainer.storage import download_folder, upload_folder
+from trainer.training.tiny_model import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    return build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("tiny"))
+
+
+def random_adapter(base_dir, folder, seed=0, **lora):
+    """A LoRA adapter with random non-zero B (and biases, when trained), saved by PEFT itself."""
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(target_modules="all-linear", task_type="CAUSAL_LM", **lora))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name or (parameter.requires_grad and name.endswith(".bias")):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    peft_model.save_pretrained(folder)
+    return peft_model
+
+
+@pytest.mark.parametrize(
+    "lora",
+    [
+        {"r": 8, "lora_alpha": 16},
+        {"r": 8, "lora_alpha": 16, "use_rslora": True},
+        {"r": 4, "lora_alpha": 32, "bias": "all"},
+        {"r": 4, "lora_alpha": 8, "bias": "lora_only", "use_rslora": True},
+    ],
+)
+def test_streamed_merge_equals_peft_merge_and_unload(tiny_base, tmp_path, lora):
+    peft_model = random_adapter(tiny_base, tmp_path / "adapter", **lora)
+    expected = peft_model.merge_and_unload().state_dict()
+    out = tmp_path / "merged"
+    out.mkdir()
+    # A small shard limit makes several shards, so the index and the re-sharding are exercised too.
+    names = stream_merge(tiny_base, load_adapter(tmp_path / "adapter"), out, torch.float32, 200_000)
+    assert len(names) > 1
+    merged = {}
+    for name in names:
+        merged.update(load_file(out / name))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(merged)
+    assert set(expected) - set(merged) <= {"lm_head.weight"} or set(expected) == set(merged)
+    for key, tensor in merged.items():
+        assert (tensor - expected[key]).abs().max() <= 1e-6, key
+    changed = [
+        k
+        for k in merged
+        if k.endswith(".bias") and not torch.equal(merged[k], load_file(next(tiny_base.glob("*.safetensors")))[k])
+    ]
+    assert bool(changed) == (lora.get("bias", "none") != "none")
+
+
+def test_unsupported_adapters_are_refused(tiny_base, tmp_path):
+    random_adapter(tiny_base, tmp_path / "dora", r=4, lora_alpha=8, use_dora=True)
+    with pytest.raises(TrainerError, match=r"does not support.*use_dora"):
+        load_adapter(tmp_path / "dora")
+
+
+def test_nf4_base_reproduces_the_trained_qlora_function(pipeline_run, tmp_path):
+    """Merged into the NF4 round-trip, the model computes what QLoRA trained; into the original weights it does not."""
+    from trainer.training.model import load_base_model, load_tokenizer
+
+    checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
+    tokenizer = load_tokenizer(pipeline_run.model, checkpoint)
+    inputs = [
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        for p in PROMPTS
+    ]
+    qlora = PeftModel.from_pretrained(
+        load_base_model(pipeline_run.model, torch.float32, quantized=True), str(checkpoint)
+    ).eval()
+    with torch.no_grad():
+        trained = [qlora(**x, use_cache=False).logits for x in inputs]
+    distances = {}
+    for merge_base in ("nf4", "original"):
+        config = pipeline_run.model_copy(
+            update={
+                "export": pipeline_run.export.model_copy(
+                    update={"merge_base": merge_base, "output_dir": tmp_path / merge_base}
+                )
+            }
+        )
+        folder = export_model(config, checkpoint)
+        merged = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        with torch.no_grad():
+            got = [merged(**x, use_cache=False).logits for x in inputs]
+        scale = max(float(t.abs().max()) for t in trained)
+        distances[merge_base] = max(float((g - t).abs().max()) for g, t in zip(got, trained, strict=True)) / scale
+        assert f"into the {merge_base} base weights" in (folder / "README.md").read_text()
+    # bitsandbytes' CPU 4-bit kernel is itself ~3e-3 per layer off a dense matmul; the weights are exact (below).
+    assert distances["nf4"] < 5e-2
+    assert distances["original"] > 10 * distances["nf4"], distances  # measured: 0.49 vs 0.024
+
+
+def test_nf4_round_trip_is_bitsandbytes_dequantized_weight_exactly(pipeline_run):
+    import bitsandbytes.functional as bnb
+
+    from trainer.training.model import load_base_model
+
+    quantized = load_base_model(pipeline_run.model, torch.float32, quantized=True)
+    dense = dict(load_base_model(pipeline_run.model, torch.float32, quantized=False).named_parameters())
+    round_trip = nf4_round_trip(pipeline_run.model.quantization, torch.float32)
+    layers = [(n, m) for n, m in quantized.named_modules() if type(m).__name__ == "Linear4bit"]
+    assert len(layers) == 7 * pipeline_run.model.tiny.num_hidden_layers
+    for name, module in layers:
+        expected = bnb.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+        assert torch.equal(round_trip(dense[f"{name}.weight"]), expected), name
+
+
+def test_export_folder_has_checksums_card_and_reloads_offline(pipeline_run):
+    folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
+    check = subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=folder, capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = {line.split("  ", 1)[1] for line in (folder / "SHA256SUMS").read_text().splitlines()}
+    assert listed == {p.name for p in folder.iterdir()} - {"SHA256SUMS"}
+    card = (folder / "README.md").read_text()
+    manifest = json.loads((pipeline_run.data.output_dir / "manifest.json").read_text())
+    report = json.loads((pipeline_run.evaluation.output_dir / "report.json").read_text())
+    assert manifest["content_hash"] in card
+    assert f"perplexity {report['perplexity']:.4g}" in card
+    assert "verified | max logit difference" in card
+    assert "base_model: tiny-qwen2" in card and "license:" in card
+
+
+def test_verification_fails_on_a_corrupted_folder(pipeline_run, tmp_path):
+    folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(folder), str(copy)], check=True)
+    shard = next(copy.glob("model-*.safetensors"))
+    tensors = load_file(shard)
+    key = next(k for k in tensors if k.endswith("mlp.down_proj.weight"))
+    tensors[key] = tensors[key] * 1.5
+    save_file(tensors, shard, metadata={"format": "pt"})
+    reference = lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()  # noqa: E731
+    assert verify_export(folder, reference, "fp32") == 0.0
+    with pytest.raises(TrainerError, match="export verification failed"):
+        verify_export(copy, reference, "fp32")
+
+
+def test_adapter_only_and_bf16_export(pipeline_run, tmp_path):
+    checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
+    update = {"adapter_only": True, "output_dir": tmp_path}
+    config = pipeline_run.model_copy(update={"export": pipeline_run.export.model_copy(update=update)})
+    folder = export_model(config, checkpoint)
+    assert folder.name == "tiny-debug-adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "SHA256SUMS"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert (
+        load_file(folder / "adapter_model.safetensors").keys()
+        == load_file(checkpoint / "adapter_model.safetensors").keys()
+    )
+
+    config = pipeline_run.model_copy(
+        update={"export": pipeline_run.export.model_copy(update={"dtype": "bf16", "output_dir": tmp_path / "bf16"})}
+    )
+    folder = export_model(config, checkpoint)
+    assert {t.dtype for t in load_file(next(folder.glob("model-*.safetensors"))).values()} == {torch.bfloat16}
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_upload_then_download_round_trip_with_checksums(pipeline_run, bucket, tmp_path):
+    folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
+    uri = f"s3://{bucket}/runs/tiny"
+    keys = upload_folder(folder, uri)
+    assert keys[-1] == "runs/tiny/SHA256SUMS" and len(keys) == len(list(folder.iterdir()))
+    client = boto3.client("s3")
+    head = client.head_object(Bucket=bucket, Key="runs/tiny/config.json")
+    from trainer.storage import sha256_file
+
+    assert head["Metadata"]["sha256"] == sha256_file(folder / "config.json")
+    with pytest.raises(TrainerError, match="already holds a finished upload"):
+        upload_folder(folder, uri)
+    upload_folder(folder, uri, force=True)
+
+    files = download_folder(uri, tmp_path / "down")
+    assert sorted(p.name for p in files) == sorted(p.name for p in folder.iterdir())
+    assert (tmp_path / "down" / "config.json").read_bytes() == (folder / "config.json").read_bytes()
+
+    # An object whose bytes no longer match its recorded sha256 is refused, and nothing half-written is left.
+    client.put_object(Bucket=bucket, Key="runs/tiny/config.json", Body=b"{}", Metadata=head["Metadata"])
+    with pytest.raises(TrainerError, match="sha256 does not match"):
+        download_folder(uri, tmp_path / "again")
+    assert not (tmp_path / "again" / "config.json").exists()
+
+
+def test_download_refuses_keys_that_escape_the_destination(bucket, tmp_path):
+    boto3.client("s3").put_object(Bucket=bucket, Key="runs/x/../../../escape.txt", Body=b"x")
+    with pytest.raises(TrainerError, match="escapes the destination"):
+        download_folder(f"s3://{bucket}/runs/x", tmp_path / "dest")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_export_cli_uploads(pipeline_run, bucket, capsys):
+    from tests.conftest import DEBUG_CONFIG, debug_overrides
+    from trainer.cli import main
+
+    root = pipeline_run.data.output_dir.parent
+    args = ["export", "--config", str(DEBUG_CONFIG), "--no-verify", "--upload", f"s3://{bucket}/model"]
+    for item in debug_overrides(root, pipeline_run.model.cache_dir):
+        args += ["--set", item]
+    assert main(args) == 0
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="model/")["Contents"]
+    assert "model/SHA256SUMS" in {o["Key"] for o in listed}
+    assert "verified" not in (root / "models" / "tiny-debug" / "README.md").read_text()

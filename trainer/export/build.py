@@ -1,0 +1,119 @@
+"""The export stage: a self-contained folder that `AutoModelForCausalLM.from_pretrained` and vLLM load offline.
+
+The merged weights are streamed shard by shard (`merge.py`) into a staging folder beside the target, with
+`config.json`, `generation_config.json`, the tokenizer and its inference chat template, a model card and
+`SHA256SUMS`; the folder is verified (`verify.py`), then renamed into place and optionally uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from trainer.config import Config, load_config, save_config
+from trainer.errors import TrainerError
+from trainer.export.card import base_licence, model_card, write_checksums
+from trainer.export.merge import load_adapter, nf4_round_trip, quantized_weight_keys, stream_merge
+from trainer.export.verify import reference_model, verify_export
+from trainer.storage import upload_folder
+from trainer.training.model import base_model_path, load_tokenizer
+from trainer.training.train import PRECISION_DTYPES, resolve_checkpoint
+
+EXPORT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def trained_config(config: Config, checkpoint: Path) -> Config:
+    """The config the checkpoint was trained with (its base, quantization, precision), else the given one."""
+    saved = checkpoint.parent / "resolved_config.yaml"
+    if not saved.is_file():
+        return config
+    trained = load_config(saved)
+    model = trained.model.model_copy(update={"cache_dir": config.model.cache_dir})
+    return config.model_copy(update={"model": model, "training": trained.training})
+
+
+def local_base(config: Config) -> Path:
+    """The base model's folder: built (tiny), given (a path) or the Hub snapshot (cached after the first time)."""
+    source = base_model_path(config.model)
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.safetensors", "*.json", "*.txt", "*.jinja", "README.md", "LICENSE*"]
+    try:
+        return Path(snapshot_download(source, revision=config.model.revision, allow_patterns=patterns))
+    except Exception as exc:  # the hub client raises many types for one cause: the files could not be had
+        raise TrainerError(f"cannot fetch base model {source!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _publishable(folder: Path) -> None:
+    """mkdtemp makes a private folder; the exported model is for serving, so give it the umask's modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, str]:
+    ex, model = config.export, config.model
+    base_dir = local_base(config)
+    merge_base = ex.merge_base if ex.merge_base != "auto" else ("nf4" if model.quantization else "original")
+    if merge_base == "nf4" and model.quantization is None:
+        raise TrainerError("export.merge_base=nf4 needs the quantization settings training used (model.quantization)")
+    round_trip = None
+    if merge_base == "nf4":
+        round_trip = nf4_round_trip(model.quantization, PRECISION_DTYPES[config.training.precision])
+    stream_merge(base_dir, load_adapter(checkpoint), staging, EXPORT_DTYPES[ex.dtype], ex.max_shard_size, round_trip)
+    model_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    model_config.pop("quantization_config", None)
+    model_config["dtype"] = str(EXPORT_DTYPES[ex.dtype]).removeprefix("torch.")
+    (staging / "config.json").write_text(json.dumps(model_config, indent=2) + "\n", encoding="utf-8")
+    if (base_dir / "generation_config.json").is_file():
+        shutil.copy2(base_dir / "generation_config.json", staging / "generation_config.json")
+    load_tokenizer(model, checkpoint).save_pretrained(staging)
+    summary = {"merge": f"streamed, into the {merge_base} base weights", "dtype": ex.dtype}
+    if ex.verify:
+        keys = quantized_weight_keys(base_dir) if round_trip else set()
+        difference = verify_export(staging, lambda: reference_model(model, checkpoint, round_trip, keys), ex.dtype)
+        summary["verified"] = f"max logit difference {difference:.1e} of the largest logit vs base+adapter"
+    (staging / "README.md").write_text(
+        model_card(config, checkpoint, base_licence(base_dir), summary), encoding="utf-8"
+    )
+    return summary
+
+
+def export_model(config: Config, checkpoint: Path | None = None) -> Path:
+    checkpoint = resolve_checkpoint(config, checkpoint)
+    config = trained_config(config, checkpoint)
+    ex = config.export
+    target = ex.output_dir / (f"{config.training.run_name}-adapter" if ex.adapter_only else config.training.run_name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        if ex.adapter_only:
+            for name in ADAPTER_FILES:
+                shutil.copy2(checkpoint / name, staging / name)
+            load_tokenizer(config.model, checkpoint).save_pretrained(staging)
+            summary = {"merge": "none: PEFT adapter folder"}
+            licence = base_licence(local_base(config)) if Path(base_model_path(config.model)).is_dir() else "unknown"
+            (staging / "README.md").write_text(model_card(config, checkpoint, licence, summary), encoding="utf-8")
+        else:
+            _write_merged(config, checkpoint, staging)
+        save_config(config, staging / "trainer_config.yaml")
+        write_checksums(staging)
+        _publishable(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if ex.upload:
+        upload_folder(target, ex.upload, force=ex.force)
+    return target

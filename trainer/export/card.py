@@ -1,0 +1,76 @@
+"""What travels with an exported model: a model card (README.md) and SHA256SUMS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.config import Config
+from trainer.storage import COMPLETE_MARKER, sha256_file
+
+
+def base_licence(base_dir: Path) -> str:
+    """The `license` in the base model card's front matter, or "unknown"."""
+    card = base_dir / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8", errors="replace")
+        if text.startswith("---"):
+            front = yaml.safe_load(text.split("---", 2)[1]) or {}
+            if isinstance(front, dict) and front.get("license"):
+                return str(front["license"])
+    return "unknown"
+
+
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, Any]) -> str:
+    manifest = _json_or_none(config.data.output_dir / "manifest.json") or {}
+    report = _json_or_none(config.evaluation.output_dir / "report.json")
+    if report and Path(report.get("checkpoint", "")).name != checkpoint.name:
+        report = None  # an evaluation of another checkpoint says nothing about this one
+    front = {
+        "base_model": config.model.name_or_path,
+        "library_name": "transformers",
+        "license": licence,
+        "tags": ["trainer", "lora", "go"],
+    }
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {config.training.run_name}",
+        "",
+        f"LoRA finetune of `{config.model.name_or_path}`, exported by trainer from `{checkpoint.name}`.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| base model | `{config.model.name_or_path}` (licence: {licence}) |",
+        *(f"| {key} | {value} |" for key, value in merge.items()),
+        f"| data | content hash `{manifest.get('content_hash', 'unknown')}`, splits {manifest.get('counts', {})} |",
+    ]
+    if report:
+        metrics = {k: report[k] for k in ("loss", "perplexity", "token_accuracy", "exact_match") if k in report}
+        lines.append("| evaluation | " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + " |")
+    lines += [
+        "",
+        "## Training config",
+        "",
+        "```yaml",
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_checksums(folder: Path) -> None:
+    """`sha256  relative/path` for every file, in `sha256sum -c` format; written last, it marks a complete folder."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER)
+    lines = [f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}" for p in files]
+    (folder / COMPLETE_MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
