@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: setup install dev synthesize train train-debug evaluate export pipeline demo test lint format lock clean
+.PHONY: setup install dev synthesize train train-debug evaluate export pipeline demo test bench lint format lock clean
 
 setup: $(BIN)/python
 
@@ -56,6 +56,10 @@ demo: install
 
 test: dev lint
 	$(OFFLINE) $(BIN)/pytest -q
+
+# Benchmarks: each appends a dated section of ratios (ours / baseline, same run) to docs/benchmarks.md.
+bench: dev
+	$(OFFLINE) $(BIN)/python benchmarks/export_merge.py --report docs/benchmarks.md
 
 lint: dev
 	$(BIN)/ruff check .

@@ -51,8 +51,8 @@ def test_streamed_merge_equals_peft_merge_and_unload(tiny_base, tmp_path, lora):
     expected = peft_model.merge_and_unload().state_dict()
     out = tmp_path / "merged"
     out.mkdir()
-    # A small shard limit makes several shards, so the index and the re-sharding are exercised too.
-    names = stream_merge(tiny_base, load_adapter(tmp_path / "adapter"), out, torch.float32, 200_000)
+    # Small shards and blocks: several shards and many row blocks per tensor, so both paths are exercised.
+    names = stream_merge(tiny_base, load_adapter(tmp_path / "adapter"), out, torch.float32, 200_000, block_bytes=3000)
     assert len(names) > 1
     merged = {}
     for name in names:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 from trainer.config import QuantizationSettings
 from trainer.errors import TrainerError
@@ -31,9 +30,12 @@ BNB_BLOCKSIZE = 64  # bitsandbytes' default for 4-bit weights, the one training 
 
 @dataclass
 class Adapter:
+    """A LoRA checkpoint's layout; tensors are read from `weights` when used, so memory holds one at a time."""
+
+    weights: Path
     scaling: float
-    lora: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # base weight key -> (A, B)
-    replacements: dict[str, torch.Tensor] = field(default_factory=dict)  # base key -> trained tensor (biases)
+    lora: dict[str, tuple[str, str]] = field(default_factory=dict)  # base weight key -> (A key, B key)
+    replacements: dict[str, str] = field(default_factory=dict)  # base key -> adapter key of a trained bias
 
 
 def load_adapter(checkpoint: Path) -> Adapter:
@@ -47,20 +49,23 @@ def load_adapter(checkpoint: Path) -> Adapter:
     if settings.get("peft_type", "LORA") != "LORA" or unsupported:
         raise TrainerError(f"{checkpoint}: the streaming merge does not support {unsupported or settings['peft_type']}")
     r, alpha = settings["r"], settings["lora_alpha"]
-    adapter = Adapter(scaling=alpha / math.sqrt(r) if settings.get("use_rslora") else alpha / r)
-    halves: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_file(checkpoint / "adapter_model.safetensors").items():
+    weights = checkpoint / "adapter_model.safetensors"
+    adapter = Adapter(weights=weights, scaling=alpha / math.sqrt(r) if settings.get("use_rslora") else alpha / r)
+    halves: dict[str, dict[str, str]] = {}
+    with safe_open(weights, framework="pt") as reader:
+        keys = list(reader.keys())
+    for key in keys:
         name = key.removeprefix(ADAPTER_PREFIX).replace(".base_layer.", ".")
         if not key.startswith(ADAPTER_PREFIX):
             raise TrainerError(f"{checkpoint}: unexpected adapter tensor {key}")
         for half in ("lora_A", "lora_B"):
             if name.endswith(f".{half}.weight"):
-                halves.setdefault(name.removesuffix(f".{half}.weight") + ".weight", {})[half] = tensor
+                halves.setdefault(name.removesuffix(f".{half}.weight") + ".weight", {})[half] = key
                 break
         else:
             if not name.endswith(".bias"):
                 raise TrainerError(f"{checkpoint}: adapter tensor {key} is of a kind the merge does not handle")
-            adapter.replacements[name] = tensor
+            adapter.replacements[name] = key
     for weight, pair in halves.items():
         if set(pair) != {"lora_A", "lora_B"}:
             raise TrainerError(f"{checkpoint}: {weight} has only {sorted(pair)}")
@@ -114,41 +119,114 @@ def nf4_round_trip(
     return round_trip
 
 
-class ShardWriter:
-    """Collects tensors and writes `model-0000i-of-0000N.safetensors` shards of at most `max_bytes` plus the index."""
+# safetensors' dtype names; the format is 8-byte header length, JSON header, then each tensor's raw bytes.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
-    def __init__(self, folder: Path, max_bytes: int):
-        self.folder, self.max_bytes = folder, max_bytes
-        self.pending: dict[str, torch.Tensor] = {}
-        self.pending_bytes = 0
-        self.shards: list[list[str]] = []
-        self.total_bytes = 0
 
-    def add(self, key: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + size > self.max_bytes:
-            self._flush()
-        self.pending[key] = tensor.contiguous()
-        self.pending_bytes += size
-        self.total_bytes += size
+@dataclass(frozen=True)
+class TensorEntry:
+    key: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
 
-    def _flush(self) -> None:
-        save_file(self.pending, self.folder / f".part-{len(self.shards)}.safetensors", metadata={"format": "pt"})
-        self.shards.append(list(self.pending))
-        self.pending, self.pending_bytes = {}, 0
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
 
-    def close(self) -> list[str]:
-        if self.pending:
-            self._flush()
-        weight_map, names = {}, []
-        for number, keys in enumerate(self.shards, start=1):
-            name = f"model-{number:05d}-of-{len(self.shards):05d}.safetensors"
-            (self.folder / f".part-{number - 1}.safetensors").rename(self.folder / name)
-            weight_map.update(dict.fromkeys(keys, name))
-            names.append(name)
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
-        (self.folder / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-        return names
+
+def write_shards(
+    folder: Path,
+    entries: list[TensorEntry],
+    tensors: Iterator[tuple[str, Iterable[torch.Tensor]]],
+    max_shard_bytes: int,
+) -> list[str]:
+    """Write `tensors` (in `entries` order, each as consecutive blocks) as `model-0000i-of-0000N.safetensors` shards.
+
+    safetensors' own `save_file` needs a whole shard in memory (twice, while serialising); laying the header out
+    from `entries` first lets each block go to disk as soon as it is computed.
+    """
+    groups: list[list[TensorEntry]] = [[]]
+    for entry in entries:
+        if groups[-1] and sum(e.nbytes for e in groups[-1]) + entry.nbytes > max_shard_bytes:
+            groups.append([])
+        groups[-1].append(entry)
+    names = [f"model-{n:05d}-of-{len(groups):05d}.safetensors" for n in range(1, len(groups) + 1)]
+    for name, group in zip(names, groups, strict=True):
+        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for entry in group:
+            header[entry.key] = {
+                "dtype": DTYPE_NAMES[entry.dtype],
+                "shape": list(entry.shape),
+                "data_offsets": [offset, offset + entry.nbytes],
+            }
+            offset += entry.nbytes
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+        partial = folder / f".{name}.partial"
+        with partial.open("wb") as out:
+            out.write(len(encoded).to_bytes(8, "little") + encoded)
+            for entry in group:
+                key, blocks = next(tensors)
+                written = 0
+                for block in blocks:
+                    if block.dtype != entry.dtype:
+                        raise TrainerError(f"internal: {key} block is {block.dtype}, planned {entry.dtype}")
+                    written += out.write(block.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+                if key != entry.key or written != entry.nbytes:
+                    raise TrainerError(f"internal: {key} ({written} bytes) does not fill its planned slot {entry}")
+        partial.rename(folder / name)
+    weight_map = {entry.key: name for name, group in zip(names, groups, strict=True) for entry in group}
+    index = {"metadata": {"total_size": sum(e.nbytes for e in entries)}, "weight_map": weight_map}
+    (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return names
+
+
+BLOCK_BYTES = 64 * 2**20  # fp32 bytes of rows merged and written at a time: bounds memory for any tensor size
+
+
+def _read(path: Path, key: str, rows: slice | None = None) -> torch.Tensor:
+    # Opened per read: a reader kept open leaves every page it touched mapped, and counted, in the process.
+    with safe_open(path, framework="pt") as reader:
+        return reader.get_tensor(key) if rows is None else reader.get_slice(key)[rows].clone()
+
+
+def _merged_blocks(
+    shard: Path, entry: TensorEntry, adapter: Adapter, round_trip, quantized: set[str], block_bytes: int
+):
+    """The merged tensor `entry.key` as row blocks in the output dtype.
+
+    LoRA is exact row by row (W[rows] + s·B[rows]·A). The NF4 round-trip needs the whole tensor: double
+    quantization's statistics span it.
+    """
+    if entry.key in adapter.replacements:
+        yield _read(adapter.weights, adapter.replacements[entry.key]).to(entry.dtype)
+        return
+    lora = [_read(adapter.weights, key).float() for key in adapter.lora.get(entry.key, ())]
+    if entry.key in quantized or len(entry.shape) < 2:
+        tensor = _read(shard, entry.key)
+        tensor = round_trip(tensor) if entry.key in quantized else tensor
+        yield (tensor.float() + adapter.scaling * (lora[1] @ lora[0]) if lora else tensor).to(entry.dtype)
+        return
+    rows_per_block = max(1, block_bytes // (4 * math.prod(entry.shape[1:])))
+    for start in range(0, entry.shape[0], rows_per_block):
+        rows = slice(start, start + rows_per_block)
+        block = _read(shard, entry.key, rows)
+        if lora:
+            block = block.float() + adapter.scaling * (lora[1][rows] @ lora[0])
+        yield block.to(entry.dtype)
 
 
 def stream_merge(
@@ -158,27 +236,24 @@ def stream_merge(
     dtype: torch.dtype,
     max_shard_bytes: int,
     round_trip: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> list[str]:
     """Write the merged weights of `base_dir` + `adapter` to `out_dir` as safetensors shards; return their names."""
     quantized = quantized_weight_keys(base_dir) if round_trip else set()
-    writer = ShardWriter(out_dir, max_shard_bytes)
-    used = set()
+    sources: list[tuple[Path, TensorEntry]] = []
     for shard in base_shards(base_dir):
         with safe_open(shard, framework="pt") as reader:
             for key in reader.keys():  # noqa: SIM118 - safe_open is not a dict
-                tensor = reader.get_tensor(key)
-                if key in quantized:
-                    tensor = round_trip(tensor)
-                if key in adapter.lora:
-                    lora_a, lora_b = adapter.lora[key]
-                    tensor = tensor.float() + adapter.scaling * (lora_b.float() @ lora_a.float())
-                    used.add(key)
-                if key in adapter.replacements:
-                    tensor = adapter.replacements[key]
-                    used.add(key)
-                writer.add(key, tensor.to(dtype))
-                del tensor
-    missing = (set(adapter.lora) | set(adapter.replacements)) - used
+                view = reader.get_slice(key)
+                stored = SAFETENSORS_DTYPES[view.get_dtype()]
+                out_dtype = dtype if stored.is_floating_point else stored
+                sources.append((shard, TensorEntry(key, out_dtype, tuple(view.get_shape()))))
+    missing = (set(adapter.lora) | set(adapter.replacements)) - {entry.key for _, entry in sources}
     if missing:
         raise TrainerError(f"adapter tensors with no base weight to merge into: {sorted(missing)[:5]}")
-    return writer.close()
+
+    blocks = (
+        (entry.key, _merged_blocks(shard, entry, adapter, round_trip, quantized, block_bytes))
+        for shard, entry in sources
+    )
+    return write_shards(out_dir, [entry for _, entry in sources], blocks, max_shard_bytes)
