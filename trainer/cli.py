@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from trainer.config import DEFAULT_CONFIG, Config, load_config
-from trainer.errors import TrainerError
+from trainer.errors import Preempted, TrainerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -109,7 +109,15 @@ class TrainingConfig(StrictModel):
     max_steps: int = Field(-1, description="-1: train for num_train_epochs")
     num_train_epochs: float = Field(3.0, gt=0)
     save_steps: int = Field(100, gt=0)
-    save_total_limit: int | None = Field(None, gt=0)
+    save_total_limit: int | None = Field(
+        3, gt=0, description="Complete checkpoints kept, locally and at checkpoint_uri; the newest is never deleted"
+    )
+    checkpoint_uri: str | None = Field(
+        None, pattern=r"^s3://[^/]+", description="s3://bucket/prefix mirroring every checkpoint (spot recovery)"
+    )
+    sigterm_upload_timeout_s: float = Field(
+        25.0, ge=0, description="After SIGTERM, how long to wait for the final checkpoint's upload"
+    )
     logging_steps: int = Field(10, gt=0)
     eval_steps: int | None = Field(None, gt=0, description="None: evaluate when saving")
     per_device_train_batch_size: int = Field(4, gt=0)

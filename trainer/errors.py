@@ -8,6 +8,12 @@ class TrainerError(Exception):
     """A problem with the user's input, config or environment, worded so the user can act on it."""
 
 
+class Preempted(Exception):
+    """Training stopped on SIGTERM after a final checkpoint; the exit code asks a supervisor to restart it."""
+
+    exit_code = 75  # EX_TEMPFAIL: a temporary failure, try again
+
+
 def problems_error(headline: str, problems: list[str]) -> TrainerError:
     """One line for one problem; a headline and every problem on its own line for several."""
     if len(problems) == 1:

@@ -1,22 +1,25 @@
-"""Folders to and from object storage (`s3://bucket/prefix`), through boto3's managed transfers.
+"""Files and folders to and from object storage (`s3://bucket/prefix`), through boto3's managed transfers.
 
-Transfers are multipart with retries (boto3's TransferConfig and standard retry mode); S3 checks each request's
-checksum on arrival. End to end, every object carries its file's sha256 as metadata: an upload is confirmed by
-size and digest, a download is re-hashed before it is moved into place. S3-compatible stores (R2, MinIO) are
-reached with `AWS_ENDPOINT_URL`, which boto3 reads itself.
+Transfers are multipart with retries (boto3's TransferConfig and its standard retry mode; `AWS_MAX_ATTEMPTS`
+sets the attempts); S3 checks each request's checksum on arrival. End to end, every object carries its file's
+sha256 as metadata: an upload is confirmed by size and digest, a download is re-hashed before it is moved into
+place. S3-compatible stores (R2, MinIO) are reached with `AWS_ENDPOINT_URL`, which boto3 reads itself, or an
+explicit endpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from trainer.errors import TrainerError
 
 CHUNK = 8 * 1024 * 1024
-COMPLETE_MARKER = "SHA256SUMS"  # uploaded last: a prefix holding it is a finished upload
+COMPLETE_MARKER = "SHA256SUMS"  # uploaded last by upload_folder: a prefix holding it is a finished upload
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -41,60 +44,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _client():
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", config=Config(retries={"max_attempts": 10, "mode": "standard"}))
-
-
-def _transfer_config():
-    from boto3.s3.transfer import TransferConfig
-
-    return TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
-
-
-def _s3_error(action: str, uri: str, exc: Exception) -> TrainerError:
-    return TrainerError(f"{action} {uri} failed: {exc}")
-
-
-def upload_folder(folder: Path, uri: str, force: bool = False) -> list[str]:
-    """Upload every file under `folder` to `uri`, `SHA256SUMS` last; refuses a finished upload unless `force`."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, prefix = parse_s3_uri(uri)
-    client = _client()
-    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (p.name == COMPLETE_MARKER, str(p)))
-    keys = []
-    try:
-        if not force and _exists(client, bucket, f"{prefix}/{COMPLETE_MARKER}"):
-            raise TrainerError(f"{uri} already holds a finished upload; pass --force to overwrite it")
-        for path in files:
-            key = str(PurePosixPath(prefix) / path.relative_to(folder).as_posix())
-            digest = sha256_file(path)
-            extra = {"Metadata": {"sha256": digest}, "ChecksumAlgorithm": "SHA256"}
-            client.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=_transfer_config())
-            head = client.head_object(Bucket=bucket, Key=key)
-            if head["ContentLength"] != path.stat().st_size or head["Metadata"].get("sha256") != digest:
-                raise TrainerError(f"s3://{bucket}/{key}: the stored object does not match {path}")
-            keys.append(key)
-    except (BotoCoreError, ClientError) as exc:
-        raise _s3_error("upload to", uri, exc) from None
-    return keys
-
-
-def _exists(client, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
-
-
 def safe_destination(root: Path, relative: str) -> Path:
     """`root/relative`, refusing keys that would land outside `root` (`..`, absolute paths)."""
     target = (root / relative).resolve()
@@ -103,33 +52,115 @@ def safe_destination(root: Path, relative: str) -> Path:
     return target
 
 
-def download_folder(uri: str, destination: Path) -> list[Path]:
-    """Download every object under `uri` into `destination`, each verified against its sha256 metadata."""
+class ObjectStore:
+    """One bucket prefix. Methods take keys relative to it; errors from S3 surface as botocore exceptions."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.uri = uri.rstrip("/")
+        self.bucket, self.prefix = parse_s3_uri(uri)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=Config(retries={"mode": "standard"}))
+        self.transfer = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20)
+
+    def key(self, relative: str) -> str:
+        return str(PurePosixPath(self.prefix) / relative) if self.prefix else relative
+
+    def upload(self, path: Path, relative: str) -> None:
+        """Upload one file with its sha256 as metadata, then confirm what S3 stored."""
+        digest = sha256_file(path)
+        extra = {"Metadata": {"sha256": digest}, "ChecksumAlgorithm": "SHA256"}
+        self.client.upload_file(str(path), self.bucket, self.key(relative), ExtraArgs=extra, Config=self.transfer)
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+        if head["ContentLength"] != path.stat().st_size or head["Metadata"].get("sha256") != digest:
+            raise TrainerError(f"{self.uri}/{relative}: the stored object does not match {path}")
+
+    def put_json(self, relative: str, value: Any) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=json.dumps(value).encode())
+
+    def get_json(self, relative: str) -> Any | None:
+        """The object parsed as JSON, or None if it does not exist."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(relative))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return json.loads(body)
+
+    def download(self, relative: str, target: Path, expected_sha256: str | None = None) -> None:
+        """Download to a temporary file beside `target`, check its sha256, then move it into place."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if expected_sha256 is None:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+            expected_sha256 = head["Metadata"].get("sha256")
+        fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
+        os.close(fd)
+        try:
+            self.client.download_file(self.bucket, self.key(relative), staging, Config=self.transfer)
+            if expected_sha256 and sha256_file(Path(staging)) != expected_sha256:
+                raise TrainerError(f"{self.uri}/{relative}: sha256 does not match")
+            os.replace(staging, target)
+        finally:
+            Path(staging).unlink(missing_ok=True)
+
+    def list(self, relative: str = "") -> list[str]:
+        """Keys under `relative/`, relative to this store's prefix."""
+        start = self.key(relative).rstrip("/") + "/" if (self.prefix or relative) else ""
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        return [item["Key"][cut:] for page in pages for item in page.get("Contents", [])]
+
+    def folders(self) -> list[str]:
+        """Names of the immediate sub-prefixes ("folders")."""
+        start = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start, Delimiter="/")
+        return [p["Prefix"][len(start) :].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self.key(k)} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+
+def _s3_errors():
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, prefix = parse_s3_uri(uri)
-    client = _client()
+    return (BotoCoreError, ClientError)
+
+
+def upload_folder(folder: Path, uri: str, force: bool = False) -> list[str]:
+    """Upload every file under `folder` to `uri`, `SHA256SUMS` last; refuses a finished upload unless `force`."""
+    store = ObjectStore(uri)
+    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (p.name == COMPLETE_MARKER, str(p)))
+    keys = []
+    try:
+        if not force and COMPLETE_MARKER in store.list():
+            raise TrainerError(f"{uri} already holds a finished upload; pass --force to overwrite it")
+        for path in files:
+            relative = path.relative_to(folder).as_posix()
+            store.upload(path, relative)
+            keys.append(store.key(relative))
+    except _s3_errors() as exc:
+        raise TrainerError(f"upload to {uri} failed: {exc}") from None
+    return keys
+
+
+def download_folder(uri: str, destination: Path) -> list[Path]:
+    """Download every object under `uri` into `destination`, each verified against its sha256 metadata."""
+    store = ObjectStore(uri)
     written = []
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "")
-        for page in pages:
-            for item in page.get("Contents", []):
-                relative = item["Key"][len(prefix) + 1 :] if prefix else item["Key"]
-                target = safe_destination(destination, relative)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                expected = client.head_object(Bucket=bucket, Key=item["Key"])["Metadata"].get("sha256")
-                fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
-                os.close(fd)
-                try:
-                    client.download_file(bucket, item["Key"], staging, Config=_transfer_config())
-                    if expected and sha256_file(Path(staging)) != expected:
-                        raise TrainerError(f"s3://{bucket}/{item['Key']}: sha256 does not match its metadata")
-                    os.replace(staging, target)
-                finally:
-                    Path(staging).unlink(missing_ok=True)
-                written.append(target)
-    except (BotoCoreError, ClientError) as exc:
-        raise _s3_error("download of", uri, exc) from None
+        for relative in store.list():
+            target = safe_destination(destination, relative)
+            store.download(relative, target)
+            written.append(target)
+    except _s3_errors() as exc:
+        raise TrainerError(f"download of {uri} failed: {exc}") from None
     if not written:
         raise TrainerError(f"{uri}: no objects found")
     return written

@@ -12,20 +12,20 @@ import json
 import os
 import re
 import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTConfig, SFTTrainer
 
 from trainer.config import Config, TrainingConfig, save_config
-from trainer.errors import TrainerError
+from trainer.errors import Preempted, TrainerError
 from trainer.synthesis.build import load_processed
+from trainer.training.callbacks import METRICS, JsonlMetrics, PreemptionGuard, restore_metrics
+from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, problem
 from trainer.training.model import load_base_model, load_tokenizer, lora_config
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
 
@@ -38,18 +38,10 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def checkpoints(output_dir: Path) -> list[Path]:
-    """Checkpoint folders in step order."""
-    if not output_dir.is_dir():
-        return []
-    found = [p for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
 def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
-    """The given adapter checkpoint, or the latest one in training.output_dir."""
+    """The given adapter checkpoint, or the latest complete one in training.output_dir."""
     if checkpoint is None:
-        found = checkpoints(config.training.output_dir)
+        found = [p for p in checkpoint_dirs(config.training.output_dir) if problem(p) is None]
         if not found:
             raise TrainerError(
                 f"{config.training.output_dir}: no checkpoint found; run `trainer train` or pass --checkpoint"
@@ -60,33 +52,31 @@ def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
     return checkpoint
 
 
-def resolve_resume(training: TrainingConfig) -> str | None:
-    """`auto`: the latest checkpoint in output_dir, if any; `never`: start fresh; else a checkpoint path."""
+def checkpoint_store(training: TrainingConfig) -> CheckpointStore:
+    return CheckpointStore(training.output_dir, training.checkpoint_uri, training.save_total_limit)
+
+
+def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | None:
+    """`auto`: the newest complete checkpoint, local or remote; `never`: start fresh; else that checkpoint."""
     if training.resume == "auto":
-        return get_last_checkpoint(str(training.output_dir)) if training.output_dir.is_dir() else None
+        return store.latest_complete()
     if training.resume == "never":
-        for old in checkpoints(training.output_dir):
+        if store.remote is not None and store.remote.folders():
+            raise TrainerError(
+                f"training.resume=never, but {training.checkpoint_uri} holds checkpoints of an earlier run; "
+                "use another training.checkpoint_uri or delete them"
+            )
+        for old in checkpoint_dirs(training.output_dir):
             print(f"training.resume=never: removing earlier checkpoint {old}")
             shutil.rmtree(old)
         return None
     path = Path(training.resume)
     if not (path / "trainer_state.json").is_file():
         raise TrainerError(f"training.resume: {path} is not a checkpoint folder (no trainer_state.json)")
-    return str(path)
-
-
-class JsonlMetrics(TrainerCallback):
-    """Appends every logged metric dict, with its step, to `logging_dir/metrics.jsonl`."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and state.is_world_process_zero:
-            record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")
+    reason = problem(path) if (path / MANIFEST).is_file() else None
+    if reason:
+        raise TrainerError(f"training.resume: {path} is torn: {reason}")
+    return path
 
 
 class SupervisedSFTTrainer(SFTTrainer):
@@ -136,7 +126,7 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         num_train_epochs=t.num_train_epochs,
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # retention is CheckpointStore's: it must not delete what is still uploading
         logging_steps=t.logging_steps,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=t.eval_steps or t.save_steps,
@@ -195,7 +185,7 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=lora_config(config.model),
-        callbacks=[JsonlMetrics(t.logging_dir / "metrics.jsonl")],
+        callbacks=[JsonlMetrics(t.logging_dir / METRICS)],
     )
     data_report = {
         "precision": precision,
@@ -205,20 +195,39 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
     return trainer, data_report
 
 
-def train(config: Config) -> TrainResult:
+def train(config: Config, callbacks: tuple = ()) -> TrainResult:
     # Record the concrete precision: export re-quantizes the base exactly as this run loaded it.
     precision = resolve_precision(config.training.precision)
     config = config.model_copy(update={"training": config.training.model_copy(update={"precision": precision})})
     t = config.training
-    resume = resolve_resume(t)
-    trainer, data_report = build_trainer(config)
-    save_config(config, t.output_dir / "resolved_config.yaml")
+    store = checkpoint_store(t)
+    resume = resolve_resume(t, store)
+    metrics_log = t.logging_dir / METRICS
     if resume:
         print(f"resuming from {resume}")
-    output = trainer.train(resume_from_checkpoint=resume)
+        restore_metrics(resume, metrics_log)
+    else:
+        metrics_log.unlink(missing_ok=True)
+    trainer, data_report = build_trainer(config)
+    guard = PreemptionGuard(store, metrics_log)
+    for callback in (guard, *callbacks):
+        trainer.add_callback(callback)
+    save_config(config, t.output_dir / "resolved_config.yaml")
+    guard.install()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        guard.uninstall()
+    step = trainer.state.global_step
+    if guard.stop_requested:
+        uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
+        note = "and uploaded" if uploaded else f"(upload still running after {t.sigterm_upload_timeout_s:g} s)"
+        raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved {note}; restart to resume")
+    if not store.wait():
+        raise TrainerError("internal: checkpoint uploads did not finish")
     # With a step save strategy transformers always saves at the last step too.
-    final = t.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
-    run = {"resumed_from": resume, "global_step": trainer.state.global_step, **output.metrics, "data": data_report}
+    final = t.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    run = {"resumed_from": str(resume) if resume else None, "global_step": step, **output.metrics, "data": data_report}
     t.logging_dir.mkdir(parents=True, exist_ok=True)
     (t.logging_dir / "train_run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     return TrainResult(final_checkpoint=final, metrics=output.metrics)

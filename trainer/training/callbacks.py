@@ -1,0 +1,77 @@
+"""Trainer callbacks: the JSONL metrics log, and sealing/mirroring checkpoints with a graceful SIGTERM stop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from trainer.training.checkpoints import CheckpointStore
+from trainer.training.failpoints import maybe_kill
+
+METRICS = "metrics.jsonl"
+
+
+class JsonlMetrics(TrainerCallback):
+    """Appends every logged metric dict, with its step, to `logging_dir/metrics.jsonl`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+
+
+def restore_metrics(checkpoint: Path, log: Path) -> None:
+    """Resuming from a checkpoint rewinds the metrics log to it, so every step appears exactly once."""
+    saved = checkpoint / METRICS
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if saved.is_file():
+        shutil.copyfile(saved, log)
+    else:
+        log.unlink(missing_ok=True)
+
+
+class PreemptionGuard(TrainerCallback):
+    """Seals each checkpoint (metrics log copy + manifest) and mirrors it; on SIGTERM saves once more and stops."""
+
+    def __init__(self, store: CheckpointStore, metrics_log: Path):
+        self.store, self.metrics_log = store, metrics_log
+        self.stop_requested = False
+        self.previous_handler = None
+
+    def install(self) -> None:
+        self.previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def uninstall(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGTERM, self.previous_handler)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        # Only a flag here: the step in flight finishes, then on_step_end asks for a save and a stop.
+        self.stop_requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        maybe_kill("step", state.global_step)
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        maybe_kill("save", state.global_step)
+        if state.is_world_process_zero:
+            self.store.publish(folder, before_manifest=self._copy_metrics)
+
+    def _copy_metrics(self, folder: Path) -> None:
+        if self.metrics_log.is_file():
+            shutil.copyfile(self.metrics_log, folder / METRICS)

@@ -1,0 +1,190 @@
+"""Checkpoints that survive preemption: manifests, verification, an object-store mirror, retention.
+
+A checkpoint folder counts only once its `MANIFEST.json` (every file with size and sha256) is written, last and
+atomically; the remote copy gets its manifest last too. Anything else (killed mid-write, mid-upload, a missing,
+truncated or altered file) is torn: skipped with a warning naming it, and the previous complete one is used.
+Uploads run on one background thread so training does not wait; a failed upload is retried by the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from trainer.storage import ObjectStore, sha256_file
+
+MANIFEST = "MANIFEST.json"
+
+
+def step_of(name: str) -> int | None:
+    prefix, _, number = name.rpartition("-")
+    return int(number) if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() else None
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Checkpoint folders in step order, complete or not."""
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir() if p.is_dir() and step_of(p.name) is not None]
+    return sorted(found, key=lambda p: step_of(p.name))
+
+
+def write_manifest(folder: Path) -> dict:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {
+        "files": {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+    }
+    partial = folder / f".{MANIFEST}.partial"
+    with partial.open("w", encoding="utf-8") as out:
+        json.dump(manifest, out, indent=1)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, folder / MANIFEST)
+    return manifest
+
+
+def problem(folder: Path, manifest: dict | None = None) -> str | None:
+    """Why `folder` is not a complete checkpoint, or None if it is."""
+    if manifest is None:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return "no manifest (interrupted while being written)"
+        except (OSError, ValueError) as exc:
+            return f"unreadable manifest ({exc})"
+    for relative, expected in manifest["files"].items():
+        path = folder / relative
+        if not path.is_file():
+            return f"{relative} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{relative} has {path.stat().st_size} bytes, the manifest says {expected['size']}"
+        if sha256_file(path) != expected["sha256"]:
+            return f"{relative} does not match its sha256"
+    return None
+
+
+class CheckpointStore:
+    """The checkpoints of one run: `output_dir` locally, mirrored to `uri` when one is given."""
+
+    def __init__(self, output_dir: Path, uri: str | None = None, keep: int | None = None, warn=print):
+        self.output_dir, self.keep, self.warn = output_dir, keep, warn
+        self.remote = ObjectStore(uri) if uri else None
+        self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
+        self.pending: list[Future] = []
+        self.lock = threading.Lock()
+
+    # --- finding the checkpoint to resume from -------------------------------------------------------------
+
+    def _remote_steps(self) -> list[int]:
+        if self.remote is None:
+            return []
+        try:
+            return sorted(s for s in map(step_of, self.remote.folders()) if s is not None)
+        except Exception as exc:  # an unreachable store must not stop a resume from local checkpoints
+            self.warn(f"warning: cannot list {self.remote.uri}: {exc}; using local checkpoints only")
+            return []
+
+    def _fetch(self, step: int) -> Path | None:
+        """Make the local copy of remote `checkpoint-step` complete: keep matching local files, download the rest."""
+        name = f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        manifest = self.remote.get_json(f"{name}/{MANIFEST}")
+        if manifest is None:
+            self.warn(f"warning: skipping {self.remote.uri}/{name}: no manifest (upload interrupted)")
+            return None
+        local = self.output_dir / name
+        for relative, expected in manifest["files"].items():
+            path = local / relative
+            if path.is_file() and path.stat().st_size == expected["size"] and sha256_file(path) == expected["sha256"]:
+                continue
+            self.remote.download(f"{name}/{relative}", path, expected["sha256"])
+        reason = problem(local, manifest)
+        if reason:
+            self.warn(f"warning: skipping {self.remote.uri}/{name}: {reason}")
+            return None
+        (local / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        return local
+
+    def latest_complete(self) -> Path | None:
+        """The newest complete checkpoint, local or remote (downloaded and verified), warning about torn ones."""
+        local = {step_of(p.name): p for p in checkpoint_dirs(self.output_dir)}
+        remote = set(self._remote_steps())
+        for step in sorted(set(local) | remote, reverse=True):
+            if step in local:
+                reason = problem(local[step])
+                if reason is None:
+                    return local[step]
+                self.warn(f"warning: skipping torn checkpoint {local[step]}: {reason}")
+            if step in remote:
+                try:
+                    fetched = self._fetch(step)
+                except Exception as exc:
+                    self.warn(f"warning: skipping {self.remote.uri}/{PREFIX_CHECKPOINT_DIR}-{step}: {exc}")
+                    continue
+                if fetched is not None:
+                    return fetched
+        return None
+
+    # --- publishing a new checkpoint --------------------------------------------------------------------------
+
+    def publish(self, folder: Path, before_manifest=None) -> None:
+        """Seal a checkpoint transformers has just written, then mirror it in the background and apply retention."""
+        if before_manifest:
+            before_manifest(folder)
+        write_manifest(folder)
+        if self.remote is None:
+            self._retain()
+            return
+        self.pending = [f for f in self.pending if not f.done()]
+        self.pending.append(self.uploads.submit(self._upload, folder))
+
+    def _upload(self, folder: Path) -> None:
+        from trainer.training.failpoints import maybe_kill
+
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            for number, relative in enumerate(manifest["files"]):
+                self.remote.upload(folder / relative, f"{folder.name}/{relative}")
+                if number == 0:
+                    maybe_kill("upload", step_of(folder.name))
+            self.remote.put_json(f"{folder.name}/{MANIFEST}", manifest)
+        except Exception as exc:  # the next save uploads a newer checkpoint; nothing visible is corrupted
+            self.warn(f"warning: upload of {folder.name} to {self.remote.uri} failed: {exc}; the next save retries")
+            return
+        self._retain()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for background uploads; True if all finished within `timeout`."""
+        from concurrent.futures import wait
+
+        _, not_done = wait(self.pending, timeout=timeout)
+        return not not_done
+
+    # --- retention ---------------------------------------------------------------------------------------------
+
+    def _retain(self) -> None:
+        """Keep the `keep` newest complete checkpoints, locally and remotely; never the newest complete one."""
+        if not self.keep:
+            return
+        with self.lock:
+            complete = [p for p in checkpoint_dirs(self.output_dir) if (p / MANIFEST).is_file()]
+            for old in complete[: -self.keep]:
+                if self.remote is None or self.remote.get_json(f"{old.name}/{MANIFEST}") is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            if self.remote is None:
+                return
+            steps = self._remote_steps()
+            sealed = [s for s in steps if self.remote.get_json(f"{PREFIX_CHECKPOINT_DIR}-{s}/{MANIFEST}") is not None]
+            kept = set(sealed[-self.keep :])
+            # Older sealed ones beyond `keep`, and torn ones older than the newest kept: never the newest complete.
+            for step in [s for s in steps if s not in kept and sealed and s < max(kept)]:
+                name = f"{PREFIX_CHECKPOINT_DIR}-{step}"
+                keys = [f"{name}/{k}" for k in self.remote.list(name)]
+                # The manifest goes first, so a half-deleted checkpoint is never taken for a complete one.
+                self.remote.delete([f"{name}/{MANIFEST}"])
+                self.remote.delete([k for k in keys if not k.endswith(MANIFEST)])

@@ -1,0 +1,15 @@
+"""Deterministic crash points for the preemption tests.
+
+`TRAINER_KILL_AT=<point>:<step>` SIGKILLs the process at that point, as a spot reclaim would:
+`step` after optimizer step N; `save` once transformers has written checkpoint-N but before its manifest;
+`upload` after the first file of checkpoint-N has been uploaded, before the rest and the remote manifest.
+Unset (always, outside tests) it does nothing.
+"""
+
+import os
+import signal
+
+
+def maybe_kill(point: str, step: int | None) -> None:
+    if os.environ.get("TRAINER_KILL_AT") == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
