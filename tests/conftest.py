@@ -74,29 +74,51 @@ def sample_copy(tmp_path) -> Path:
     return path
 
 
+class S3Server:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1; stop() and start() keep its data."""
+
+    def __init__(self):
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.running = False
+
+    def start(self):
+        from moto.server import ThreadedMotoServer
+
+        if not self.running:
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            self.server.start()
+            self.running = True
+
+    def stop(self):
+        if self.running:
+            self.server.stop()
+            self.running = False
+
+
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3-compatible server (moto's server mode) on 127.0.0.1; boto3 reaches it over HTTP."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    """boto3 in this process and in subprocesses reaches the server through AWS_* variables."""
+    server = S3Server()
     server.start()
-    saved = {
-        k: os.environ.get(k)
-        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    }
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_MAX_ATTEMPTS")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        AWS_ENDPOINT_URL=server.url,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
+        AWS_MAX_ATTEMPTS="2",
     )
-    yield f"http://127.0.0.1:{port}"
+    yield server
+    server.start()  # a test may leave it stopped
     server.stop()
     for key, value in saved.items():
         if value is None:

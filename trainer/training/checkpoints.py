@@ -156,7 +156,10 @@ class CheckpointStore:
         except Exception as exc:  # the next save uploads a newer checkpoint; nothing visible is corrupted
             self.warn(f"warning: upload of {folder.name} to {self.remote.uri} failed: {exc}; the next save retries")
             return
-        self._retain()
+        try:
+            self._retain()
+        except Exception as exc:  # retention is housekeeping: report it, never fail the run over it
+            self.warn(f"warning: removing old checkpoints from {self.remote.uri} failed: {exc}")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for background uploads; True if all finished within `timeout`."""
@@ -184,7 +187,7 @@ class CheckpointStore:
             # Older sealed ones beyond `keep`, and torn ones older than the newest kept: never the newest complete.
             for step in [s for s in steps if s not in kept and sealed and s < max(kept)]:
                 name = f"{PREFIX_CHECKPOINT_DIR}-{step}"
-                keys = [f"{name}/{k}" for k in self.remote.list(name)]
+                keys = self.remote.list(name)
                 # The manifest goes first, so a half-deleted checkpoint is never taken for a complete one.
                 self.remote.delete([f"{name}/{MANIFEST}"])
                 self.remote.delete([k for k in keys if not k.endswith(MANIFEST)])

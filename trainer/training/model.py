@@ -68,9 +68,23 @@ def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) ->
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise _load_error("model", source, exc) from None
+    if "quantization_config" in kwargs and not torch.cuda.is_available():
+        _keep_cpu_4bit_layout(model)
+    return model
+
+
+def _keep_cpu_4bit_layout(model: PreTrainedModel) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its AVX512-BF16 CPU kernel on the first no-grad forward.
+
+    After such a forward (an evaluation) training either fails on an in-place op or computes with another
+    kernel than a freshly started process, so a resumed run would drift from an uninterrupted one.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(config: ModelConfig) -> LoraConfig:

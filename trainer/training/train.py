@@ -187,6 +187,12 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         peft_config=lora_config(config.model),
         callbacks=[JsonlMetrics(t.logging_dir / METRICS)],
     )
+    # TRL stores QLoRA adapters in bf16, but resuming reloads them in fp32 (PEFT's default), so a resumed run would
+    # continue from other weights than an uninterrupted one. fp32 master weights in both, computed in the run's
+    # precision under autocast, keep resume exact (and are the sounder mixed-precision choice anyway).
+    for parameter in trainer.model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
     data_report = {
         "precision": precision,
         "train": train_report.__dict__,

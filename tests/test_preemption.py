@@ -1,0 +1,210 @@
+"""Spot preemption: SIGKILL at any instant, torn checkpoints, an object store that goes away, SIGTERM."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import boto3
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from tests.conftest import DEBUG_CONFIG
+from trainer.synthesis.build import synthesize
+from trainer.training.checkpoints import MANIFEST, CheckpointStore, problem
+from trainer.training.train import train
+
+STEPS, SAVE = 12, 3
+
+
+def run_training(overrides, kill_at=None, timeout=300):
+    """`trainer train` in a fresh process, as a restarted spot job would run it."""
+    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG)]
+    for item in overrides:
+        args += ["--set", item]
+    env = {**os.environ, "TRAINER_KILL_AT": kill_at or ""}
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def cli_overrides(config):
+    t = config.training
+    return [
+        f"model.cache_dir={config.model.cache_dir}",
+        f"data.output_dir={config.data.output_dir}",
+        f"training.output_dir={t.output_dir}",
+        f"training.logging_dir={t.logging_dir}",
+        f"training.max_steps={t.max_steps}",
+        f"training.save_steps={t.save_steps}",
+        "training.logging_steps=1",
+        f"training.checkpoint_uri={t.checkpoint_uri}",
+        "training.save_total_limit=null",
+    ]
+
+
+def logged_losses(logging_dir):
+    records = [json.loads(line) for line in (logging_dir / "metrics.jsonl").open() if line.strip()]
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
+def test_sigkilled_three_times_resumes_to_the_same_model(make_config, bucket, tmp_path):
+    common = [
+        f"training.max_steps={STEPS}",
+        f"training.save_steps={SAVE}",
+        "training.logging_steps=1",
+        "training.save_total_limit=null",
+    ]
+    reference = make_config(*common, f"training.checkpoint_uri=s3://{bucket}/reference")
+    synthesize(reference)
+    train(reference)
+
+    killed = make_config(
+        *common,
+        f"training.checkpoint_uri=s3://{bucket}/killed",
+        f"training.output_dir={tmp_path / 'killed'}",
+        f"training.logging_dir={tmp_path / 'klogs'}",
+    )
+    overrides = cli_overrides(killed)
+    first_kill = random.Random(2026).choice([1, 2, 4, 5])  # any step that is not a save step
+    assert run_training(overrides, f"step:{first_kill}").returncode == -signal.SIGKILL
+    assert run_training(overrides, "save:6").returncode == -signal.SIGKILL  # mid checkpoint write
+    third = run_training(overrides, "upload:9")  # mid upload: checkpoint-9 is complete locally, torn remotely
+    assert third.returncode == -signal.SIGKILL
+    assert "skipping torn checkpoint" in third.stdout and "checkpoint-6: no manifest" in third.stdout
+
+    # The spot VM is gone: a new machine starts with nothing local and resumes from the object store.
+    shutil.rmtree(killed.training.output_dir)
+    shutil.rmtree(killed.training.logging_dir)
+    last = run_training(overrides)
+    assert last.returncode == 0, last.stderr[-2000:]
+    assert f"s3://{bucket}/killed/checkpoint-9: no manifest" in last.stdout
+    assert "resuming from" in last.stdout and "checkpoint-6" in last.stdout
+
+    ours = load_file(killed.training.output_dir / f"checkpoint-{STEPS}" / "adapter_model.safetensors")
+    theirs = load_file(reference.training.output_dir / f"checkpoint-{STEPS}" / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for key, tensor in theirs.items():
+        assert (ours[key] - tensor).abs().max() <= 1e-5 * tensor.abs().max(), key
+    got, expected = logged_losses(killed.training.logging_dir), logged_losses(reference.training.logging_dir)
+    assert [s for s, _ in got] == list(range(1, STEPS + 1))
+    assert [round(loss, 5) for _, loss in got] == [round(loss, 5) for _, loss in expected]
+    remote = CheckpointStore(tmp_path / "elsewhere", f"s3://{bucket}/killed").latest_complete()
+    assert remote is not None and remote.name == f"checkpoint-{STEPS}"
+
+
+def corrupt(folder, how):
+    target = folder / "optimizer.pt"
+    if how == "missing":
+        target.unlink()
+    elif how == "truncated":
+        target.write_bytes(target.read_bytes()[:-10])
+    else:  # same size, one byte changed
+        data = bytearray(target.read_bytes())
+        data[100] ^= 0xFF
+        target.write_bytes(bytes(data))
+
+
+def test_torn_checkpoints_are_skipped_locally_and_remotely(make_config, bucket, tmp_path):
+    config = make_config(
+        "training.max_steps=5",
+        "training.save_steps=1",
+        "training.save_total_limit=null",
+        f"training.checkpoint_uri=s3://{bucket}/run",
+    )
+    synthesize(config)
+    train(config)
+    out = config.training.output_dir
+    for step, how in ((5, "missing"), (4, "truncated"), (3, "altered")):
+        corrupt(out / f"checkpoint-{step}", how)
+    warnings = []
+    assert CheckpointStore(out, warn=warnings.append).latest_complete() == out / "checkpoint-2"
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "skipping torn checkpoint " + str(out / "checkpoint-5") + ": optimizer.pt is missing",
+        "skipping torn checkpoint " + str(out / "checkpoint-4") + ": optimizer.pt has "
+        f"{(out / 'checkpoint-4' / 'optimizer.pt').stat().st_size} bytes, the manifest says "
+        f"{json.loads((out / 'checkpoint-4' / MANIFEST).read_text())['files']['optimizer.pt']['size']}",
+        "skipping torn checkpoint " + str(out / "checkpoint-3") + ": optimizer.pt does not match its sha256",
+    ]
+
+    # Remotely: a deleted object and a replaced object; an empty machine falls back to checkpoint-3.
+    s3 = boto3.client("s3")
+    s3.delete_object(Bucket=bucket, Key="run/checkpoint-5/optimizer.pt")
+    s3.put_object(Bucket=bucket, Key="run/checkpoint-4/optimizer.pt", Body=b"not an optimizer")
+    warnings.clear()
+    empty = tmp_path / "empty-machine"
+    found = CheckpointStore(empty, f"s3://{bucket}/run", warn=warnings.append).latest_complete()
+    assert found == empty / "checkpoint-3" and len(warnings) == 2
+    assert all("checkpoint-5" in w or "checkpoint-4" in w for w in warnings)
+    assert problem(found) is None  # downloaded, verified, and sealed with its manifest
+
+
+class ServerOutage(TrainerCallback):
+    """Stops the S3 server after step `down` and brings it back after step `up`."""
+
+    def __init__(self, server, down, up):
+        self.server, self.down, self.up = server, down, up
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.down:
+            self.server.stop()
+        if state.global_step == self.up:
+            self.server.start()
+
+
+def test_object_store_outage_mid_training_is_survived(make_config, bucket, s3_server, capsys):
+    config = make_config(
+        "training.max_steps=6",
+        "training.save_steps=3",
+        "training.save_total_limit=null",
+        f"training.checkpoint_uri=s3://{bucket}/outage",
+    )
+    synthesize(config)
+    train(config, callbacks=(ServerOutage(s3_server, down=2, up=4),))
+    assert "upload of checkpoint-3" in capsys.readouterr().out
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="outage/")["Contents"]}
+    assert "outage/checkpoint-6/MANIFEST.json" in keys
+    assert "outage/checkpoint-3/MANIFEST.json" not in keys
+
+
+def test_retention_keeps_the_newest_complete_checkpoints(make_config, bucket):
+    config = make_config(
+        "training.max_steps=5",
+        "training.save_steps=1",
+        "training.save_total_limit=2",
+        f"training.checkpoint_uri=s3://{bucket}/keep",
+    )
+    synthesize(config)
+    train(config)
+    assert sorted(p.name for p in config.training.output_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
+    keys = {o["Key"].split("/")[1] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {"checkpoint-4", "checkpoint-5"}
+
+
+def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
+    config = make_config(
+        "training.max_steps=400",
+        "training.save_steps=1000",
+        "training.logging_steps=1",
+        f"training.checkpoint_uri=s3://{bucket}/term",
+    )
+    synthesize(config)
+    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG)]
+    for item in cli_overrides(config):
+        args += ["--set", item]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = config.training.logging_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 3) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 75, stderr[-2000:]
+    assert "preempted: stopped by SIGTERM at step" in stderr and "and uploaded" in stderr
+    step = int(stderr.split("at step ")[1].split(";")[0])
+    assert 3 <= step < 400
+    assert (config.training.output_dir / f"checkpoint-{step}" / MANIFEST).is_file()
+    head = boto3.client("s3").head_object(Bucket=bucket, Key=f"term/checkpoint-{step}/{MANIFEST}")
+    assert head["ContentLength"] > 0
