@@ -60,6 +60,7 @@ test: dev lint
 # Benchmarks: each appends a dated section of ratios (ours / baseline, same run) to docs/benchmarks.md.
 bench: dev
 	$(OFFLINE) $(BIN)/python benchmarks/export_merge.py --report docs/benchmarks.md
+	$(OFFLINE) $(BIN)/python benchmarks/preemption.py --report docs/benchmarks.md
 
 lint: dev
 	$(BIN)/ruff check .

@@ -10,10 +10,12 @@ import sys
 import time
 
 import boto3
+import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from tests.conftest import DEBUG_CONFIG
+from trainer.errors import TrainerError
 from trainer.synthesis.build import synthesize
 from trainer.training.checkpoints import MANIFEST, CheckpointStore, problem
 from trainer.training.train import train
@@ -208,3 +210,14 @@ def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
     assert (config.training.output_dir / f"checkpoint-{step}" / MANIFEST).is_file()
     head = boto3.client("s3").head_object(Bucket=bucket, Key=f"term/checkpoint-{step}/{MANIFEST}")
     assert head["ContentLength"] > 0
+
+
+def test_a_final_checkpoint_that_cannot_be_uploaded_is_an_error(make_config, bucket, s3_server):
+    config = make_config("training.max_steps=3", "training.save_steps=3", f"training.checkpoint_uri=s3://{bucket}/end")
+    synthesize(config)
+    try:
+        with pytest.raises(TrainerError, match=r"checkpoint-3 could not be uploaded .* complete locally"):
+            train(config, callbacks=(ServerOutage(s3_server, down=3, up=-1),))
+    finally:
+        s3_server.start()
+    assert (config.training.output_dir / "checkpoint-3" / MANIFEST).is_file()

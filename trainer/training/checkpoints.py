@@ -143,30 +143,44 @@ class CheckpointStore:
         self.pending = [f for f in self.pending if not f.done()]
         self.pending.append(self.uploads.submit(self._upload, folder))
 
-    def _upload(self, folder: Path) -> None:
+    def _upload(self, folder: Path) -> bool:
+        """Upload files, then the manifest; True on success. A failure leaves nothing that looks complete."""
         from trainer.training.failpoints import maybe_kill
 
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-            for number, relative in enumerate(manifest["files"]):
-                self.remote.upload(folder / relative, f"{folder.name}/{relative}")
+            for number, (relative, entry) in enumerate(manifest["files"].items()):
+                self.remote.upload(folder / relative, f"{folder.name}/{relative}", entry["sha256"])
                 if number == 0:
                     maybe_kill("upload", step_of(folder.name))
             self.remote.put_json(f"{folder.name}/{MANIFEST}", manifest)
         except Exception as exc:  # the next save uploads a newer checkpoint; nothing visible is corrupted
             self.warn(f"warning: upload of {folder.name} to {self.remote.uri} failed: {exc}; the next save retries")
-            return
+            return False
         try:
             self._retain()
         except Exception as exc:  # retention is housekeeping: report it, never fail the run over it
             self.warn(f"warning: removing old checkpoints from {self.remote.uri} failed: {exc}")
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for background uploads; True if all finished within `timeout`."""
+        """Wait for background uploads; True if all finished within `timeout` and the last one succeeded."""
         from concurrent.futures import wait
 
         _, not_done = wait(self.pending, timeout=timeout)
-        return not not_done
+        return not not_done and (not self.pending or self.pending[-1].result())
+
+    def finish(self, folder: Path) -> None:
+        """At the end of training: the final checkpoint must reach the store; one synchronous retry, then an error."""
+        if self.remote is None or self.wait():
+            return
+        if not self._upload(folder):
+            from trainer.errors import TrainerError
+
+            raise TrainerError(
+                f"training finished, but {folder.name} could not be uploaded to {self.remote.uri}; it is complete "
+                f"locally at {folder}: run `trainer train` again to retry the upload"
+            )
 
     # --- retention ---------------------------------------------------------------------------------------------
 
@@ -175,19 +189,31 @@ class CheckpointStore:
         if not self.keep:
             return
         with self.lock:
+            sealed_remote = self._remote_sealed() if self.remote is not None else {}
             complete = [p for p in checkpoint_dirs(self.output_dir) if (p / MANIFEST).is_file()]
             for old in complete[: -self.keep]:
-                if self.remote is None or self.remote.get_json(f"{old.name}/{MANIFEST}") is not None:
+                # A local checkpoint goes only once its remote copy is sealed: it may be the only complete one.
+                if self.remote is None or step_of(old.name) in sealed_remote:
                     shutil.rmtree(old, ignore_errors=True)
-            if self.remote is None:
+            if self.remote is None or not sealed_remote:
                 return
-            steps = self._remote_steps()
-            sealed = [s for s in steps if self.remote.get_json(f"{PREFIX_CHECKPOINT_DIR}-{s}/{MANIFEST}") is not None]
-            kept = set(sealed[-self.keep :])
+            kept = sorted(sealed_remote)[-self.keep :]
+            by_step = self._remote_keys()
             # Older sealed ones beyond `keep`, and torn ones older than the newest kept: never the newest complete.
-            for step in [s for s in steps if s not in kept and sealed and s < max(kept)]:
-                name = f"{PREFIX_CHECKPOINT_DIR}-{step}"
-                keys = self.remote.list(name)
+            for step in [s for s in by_step if s not in kept and s < max(kept)]:
+                keys = by_step[step]
                 # The manifest goes first, so a half-deleted checkpoint is never taken for a complete one.
-                self.remote.delete([f"{name}/{MANIFEST}"])
-                self.remote.delete([k for k in keys if not k.endswith(MANIFEST)])
+                self.remote.delete([k for k in keys if k.endswith(f"/{MANIFEST}")])
+                self.remote.delete([k for k in keys if not k.endswith(f"/{MANIFEST}")])
+
+    def _remote_keys(self) -> dict[int, list[str]]:
+        """Every remote checkpoint's keys, by step, from one listing."""
+        by_step: dict[int, list[str]] = {}
+        for key in self.remote.list():
+            step = step_of(key.split("/", 1)[0])
+            if step is not None:
+                by_step.setdefault(step, []).append(key)
+        return by_step
+
+    def _remote_sealed(self) -> set[int]:
+        return {step for step, keys in self._remote_keys().items() if f"checkpoint-{step}/{MANIFEST}" in keys}

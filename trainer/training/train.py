@@ -227,12 +227,11 @@ def train(config: Config, callbacks: tuple = ()) -> TrainResult:
     step = trainer.state.global_step
     if guard.stop_requested:
         uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
-        note = "and uploaded" if uploaded else f"(upload still running after {t.sigterm_upload_timeout_s:g} s)"
+        note = "and uploaded" if uploaded else f"(upload not finished after {t.sigterm_upload_timeout_s:g} s)"
         raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved {note}; restart to resume")
-    if not store.wait():
-        raise TrainerError("internal: checkpoint uploads did not finish")
     # With a step save strategy transformers always saves at the last step too.
     final = t.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    store.finish(final)
     run = {"resumed_from": str(resume) if resume else None, "global_step": step, **output.metrics, "data": data_report}
     t.logging_dir.mkdir(parents=True, exist_ok=True)
     (t.logging_dir / "train_run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
