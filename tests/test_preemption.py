@@ -171,18 +171,21 @@ def test_object_store_outage_mid_training_is_survived(make_config, bucket, s3_se
     assert "outage/checkpoint-3/MANIFEST.json" not in keys
 
 
-def test_retention_keeps_the_newest_complete_checkpoints(make_config, bucket):
+def test_retention_keeps_the_newest_complete_checkpoints(make_config, bucket, s3_server, monkeypatch):
+    # The endpoint from the config key alone, as for R2 or MinIO without AWS_ENDPOINT_URL.
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
     config = make_config(
         "training.max_steps=5",
         "training.save_steps=1",
         "training.save_total_limit=2",
         f"training.checkpoint_uri=s3://{bucket}/keep",
+        f"training.checkpoint_endpoint_url={s3_server.url}",
     )
     synthesize(config)
     train(config)
     assert sorted(p.name for p in config.training.output_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
-    keys = {o["Key"].split("/")[1] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
-    assert keys == {"checkpoint-4", "checkpoint-5"}
+    listed = boto3.client("s3", endpoint_url=s3_server.url).list_objects_v2(Bucket=bucket)["Contents"]
+    assert {o["Key"].split("/")[1] for o in listed} == {"checkpoint-4", "checkpoint-5"}
 
 
 def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):

@@ -115,6 +115,9 @@ class TrainingConfig(StrictModel):
     checkpoint_uri: str | None = Field(
         None, pattern=r"^s3://[^/]+", description="s3://bucket/prefix mirroring every checkpoint (spot recovery)"
     )
+    checkpoint_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store (R2, MinIO); default: AWS_ENDPOINT_URL or AWS S3"
+    )
     sigterm_upload_timeout_s: float = Field(
         25.0, ge=0, description="After SIGTERM, how long to wait for the final checkpoint's upload"
     )

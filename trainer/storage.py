@@ -62,7 +62,9 @@ class ObjectStore:
 
         self.uri = uri.rstrip("/")
         self.bucket, self.prefix = parse_s3_uri(uri)
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=Config(retries={"mode": "standard"}))
+        # A session of its own: it reads the environment now, and boto3's shared default session is not thread-safe.
+        session = boto3.session.Session()
+        self.client = session.client("s3", endpoint_url=endpoint_url, config=Config(retries={"mode": "standard"}))
         self.transfer = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20)
 
     def key(self, relative: str) -> str:

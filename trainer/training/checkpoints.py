@@ -72,9 +72,11 @@ def problem(folder: Path, manifest: dict | None = None) -> str | None:
 class CheckpointStore:
     """The checkpoints of one run: `output_dir` locally, mirrored to `uri` when one is given."""
 
-    def __init__(self, output_dir: Path, uri: str | None = None, keep: int | None = None, warn=print):
+    def __init__(
+        self, output_dir: Path, uri: str | None = None, keep: int | None = None, warn=print, endpoint_url=None
+    ):
         self.output_dir, self.keep, self.warn = output_dir, keep, warn
-        self.remote = ObjectStore(uri) if uri else None
+        self.remote = ObjectStore(uri, endpoint_url) if uri else None
         self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
         self.pending: list[Future] = []
         self.lock = threading.Lock()

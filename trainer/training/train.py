@@ -53,7 +53,12 @@ def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
 
 
 def checkpoint_store(training: TrainingConfig) -> CheckpointStore:
-    return CheckpointStore(training.output_dir, training.checkpoint_uri, training.save_total_limit)
+    return CheckpointStore(
+        training.output_dir,
+        training.checkpoint_uri,
+        training.save_total_limit,
+        endpoint_url=training.checkpoint_endpoint_url,
+    )
 
 
 def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | None:
