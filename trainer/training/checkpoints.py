@@ -35,17 +35,22 @@ def checkpoint_dirs(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: step_of(p.name))
 
 
-def write_manifest(folder: Path) -> dict:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {
-        "files": {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
-    }
+def _seal(folder: Path, manifest: dict) -> None:
+    """Write the manifest beside, flush it to disk, then rename it into place: it appears whole or not at all."""
     partial = folder / f".{MANIFEST}.partial"
     with partial.open("w", encoding="utf-8") as out:
         json.dump(manifest, out, indent=1)
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, folder / MANIFEST)
+
+
+def write_manifest(folder: Path) -> dict:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {
+        "files": {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+    }
+    _seal(folder, manifest)
     return manifest
 
 
@@ -109,7 +114,7 @@ class CheckpointStore:
         if reason:
             self.warn(f"warning: skipping {self.remote.uri}/{name}: {reason}")
             return None
-        (local / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _seal(local, manifest)
         return local
 
     def latest_complete(self) -> Path | None:
