@@ -102,7 +102,8 @@ def export_model(config: Config, checkpoint: Path | None = None) -> Path:
                 shutil.copy2(checkpoint / name, staging / name)
             load_tokenizer(config.model, checkpoint).save_pretrained(staging)
             summary = {"merge": "none: PEFT adapter folder"}
-            licence = base_licence(local_base(config)) if Path(base_model_path(config.model)).is_dir() else "unknown"
+            base = Path(base_model_path(config.model))  # a Hub base is not downloaded just for its licence
+            licence = base_licence(base) if base.is_dir() else "unknown"
             (staging / "README.md").write_text(model_card(config, checkpoint, licence, summary), encoding="utf-8")
         else:
             _write_merged(config, checkpoint, staging)
