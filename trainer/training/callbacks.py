@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from trainer.training.checkpoints import CheckpointStore
+from trainer.training.checkpoints import CheckpointStore, checkpoint_name
 from trainer.training.failpoints import maybe_kill
 
 METRICS = "metrics.jsonl"
@@ -67,7 +67,7 @@ class PreemptionGuard(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = Path(args.output_dir) / checkpoint_name(state.global_step)
         maybe_kill("save", state.global_step)
         if state.is_world_process_zero:
             self.store.publish(folder, before_manifest=self._copy_metrics)

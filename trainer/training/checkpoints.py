@@ -22,6 +22,11 @@ from trainer.storage import ObjectStore, sha256_file
 MANIFEST = "MANIFEST.json"
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder name transformers gives the checkpoint of `step`; `step_of` reads it back."""
+    return f"{PREFIX_CHECKPOINT_DIR}-{step}"
+
+
 def step_of(name: str) -> int | None:
     prefix, _, number = name.rpartition("-")
     return int(number) if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() else None
@@ -99,7 +104,7 @@ class CheckpointStore:
 
     def _fetch(self, step: int) -> Path | None:
         """Make the local copy of remote `checkpoint-step` complete: keep matching local files, download the rest."""
-        name = f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        name = checkpoint_name(step)
         manifest = self.remote.get_json(f"{name}/{MANIFEST}")
         if manifest is None:
             self.warn(f"warning: skipping {self.remote.uri}/{name}: no manifest (upload interrupted)")
@@ -131,7 +136,7 @@ class CheckpointStore:
                 try:
                     fetched = self._fetch(step)
                 except Exception as exc:
-                    self.warn(f"warning: skipping {self.remote.uri}/{PREFIX_CHECKPOINT_DIR}-{step}: {exc}")
+                    self.warn(f"warning: skipping {self.remote.uri}/{checkpoint_name(step)}: {exc}")
                     continue
                 if fetched is not None:
                     return fetched
@@ -223,4 +228,4 @@ class CheckpointStore:
         return by_step
 
     def _remote_sealed(self) -> set[int]:
-        return {step for step, keys in self._remote_keys().items() if f"checkpoint-{step}/{MANIFEST}" in keys}
+        return {step for step, keys in self._remote_keys().items() if f"{checkpoint_name(step)}/{MANIFEST}" in keys}

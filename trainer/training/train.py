@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTConfig, SFTTrainer
 
 from trainer.config import Config, TrainingConfig, save_config
 from trainer.errors import Preempted, TrainerError
 from trainer.synthesis.build import load_processed
 from trainer.training.callbacks import METRICS, JsonlMetrics, PreemptionGuard, restore_metrics
-from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, problem
+from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, checkpoint_name, problem
 from trainer.training.model import load_base_model, load_tokenizer, lora_config
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
 
@@ -235,7 +234,7 @@ def train(config: Config, callbacks: tuple = ()) -> TrainResult:
         note = "and uploaded" if uploaded else f"(upload not finished after {t.sigterm_upload_timeout_s:g} s)"
         raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved {note}; restart to resume")
     # With a step save strategy transformers always saves at the last step too.
-    final = t.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    final = t.output_dir / checkpoint_name(step)
     store.finish(final)
     run = {"resumed_from": str(resume) if resume else None, "global_step": step, **output.metrics, "data": data_report}
     t.logging_dir.mkdir(parents=True, exist_ok=True)
