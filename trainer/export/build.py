@@ -13,8 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from trainer.config import Config, load_config, save_config
 from trainer.errors import TrainerError
 from trainer.export.card import base_licence, model_card, write_checksums
@@ -24,7 +22,6 @@ from trainer.storage import upload_folder
 from trainer.training.model import base_model_path, load_tokenizer
 from trainer.training.train import PRECISION_DTYPES, resolve_checkpoint
 
-EXPORT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -70,10 +67,10 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     round_trip = None
     if merge_base == "nf4":
         round_trip = nf4_round_trip(model.quantization, PRECISION_DTYPES[config.training.precision])
-    stream_merge(base_dir, load_adapter(checkpoint), staging, EXPORT_DTYPES[ex.dtype], ex.max_shard_size, round_trip)
+    stream_merge(base_dir, load_adapter(checkpoint), staging, PRECISION_DTYPES[ex.dtype], ex.max_shard_size, round_trip)
     model_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
     model_config.pop("quantization_config", None)
-    model_config["dtype"] = str(EXPORT_DTYPES[ex.dtype]).removeprefix("torch.")
+    model_config["dtype"] = str(PRECISION_DTYPES[ex.dtype]).removeprefix("torch.")
     (staging / "config.json").write_text(json.dumps(model_config, indent=2) + "\n", encoding="utf-8")
     if (base_dir / "generation_config.json").is_file():
         shutil.copy2(base_dir / "generation_config.json", staging / "generation_config.json")
