@@ -40,12 +40,13 @@ def resolve_precision(precision: str) -> str:
 def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
     """The given adapter checkpoint, or the latest complete one in training.output_dir."""
     if checkpoint is None:
-        found = [p for p in checkpoint_dirs(config.training.output_dir) if problem(p) is None]
-        if not found:
+        # Newest first, stopping at the first complete one: checking a checkpoint hashes all its files.
+        candidates = reversed(checkpoint_dirs(config.training.output_dir))
+        checkpoint = next((p for p in candidates if problem(p) is None), None)
+        if checkpoint is None:
             raise TrainerError(
                 f"{config.training.output_dir}: no checkpoint found; run `trainer train` or pass --checkpoint"
             )
-        checkpoint = found[-1]
     if not (checkpoint / "adapter_config.json").is_file():
         raise TrainerError(f"{checkpoint}: not an adapter checkpoint (no adapter_config.json)")
     return checkpoint
