@@ -143,7 +143,7 @@ class TensorEntry:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def write_shards(
@@ -158,10 +158,13 @@ def write_shards(
     from `entries` first lets each block go to disk as soon as it is computed.
     """
     groups: list[list[TensorEntry]] = [[]]
+    group_bytes = 0
     for entry in entries:
-        if groups[-1] and sum(e.nbytes for e in groups[-1]) + entry.nbytes > max_shard_bytes:
+        if groups[-1] and group_bytes + entry.nbytes > max_shard_bytes:
             groups.append([])
+            group_bytes = 0
         groups[-1].append(entry)
+        group_bytes += entry.nbytes
     names = [f"model-{n:05d}-of-{len(groups):05d}.safetensors" for n in range(1, len(groups) + 1)]
     for name, group in zip(names, groups, strict=True):
         header: dict[str, object] = {"__metadata__": {"format": "pt"}}
