@@ -64,10 +64,19 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     merge_base = ex.merge_base if ex.merge_base != "auto" else ("nf4" if model.quantization else "original")
     if merge_base == "nf4" and model.quantization is None:
         raise TrainerError("export.merge_base=nf4 needs the quantization settings training used (model.quantization)")
-    round_trip = None
+    round_trip, keys = None, set()
     if merge_base == "nf4":
         round_trip = nf4_round_trip(model.quantization, PRECISION_DTYPES[config.training.precision])
-    stream_merge(base_dir, load_adapter(checkpoint), staging, PRECISION_DTYPES[ex.dtype], ex.max_shard_size, round_trip)
+        keys = quantized_weight_keys(base_dir)  # once, for the merge and for the verification's reference
+    stream_merge(
+        base_dir,
+        load_adapter(checkpoint),
+        staging,
+        PRECISION_DTYPES[ex.dtype],
+        ex.max_shard_size,
+        round_trip,
+        quantized=keys,
+    )
     model_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
     model_config.pop("quantization_config", None)
     model_config["dtype"] = str(PRECISION_DTYPES[ex.dtype]).removeprefix("torch.")
@@ -77,7 +86,6 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     load_tokenizer(model, checkpoint).save_pretrained(staging)
     summary = {"merge": f"streamed, into the {merge_base} base weights", "dtype": ex.dtype}
     if ex.verify:
-        keys = quantized_weight_keys(base_dir) if round_trip else set()
         difference = verify_export(staging, lambda: reference_model(model, checkpoint, round_trip, keys), ex.dtype)
         summary["verified"] = f"max logit difference {difference:.1e} of the largest logit vs base+adapter"
     (staging / "README.md").write_text(

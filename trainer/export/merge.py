@@ -240,9 +240,14 @@ def stream_merge(
     max_shard_bytes: int,
     round_trip: Callable[[torch.Tensor], torch.Tensor] | None = None,
     block_bytes: int = BLOCK_BYTES,
+    quantized: set[str] | None = None,
 ) -> list[str]:
-    """Write the merged weights of `base_dir` + `adapter` to `out_dir` as safetensors shards; return their names."""
-    quantized = quantized_weight_keys(base_dir) if round_trip else set()
+    """Write the merged weights of `base_dir` + `adapter` to `out_dir` as safetensors shards; return their names.
+
+    `round_trip` applies to the `quantized` weight keys (default: those bitsandbytes quantizes for this model).
+    """
+    if quantized is None:
+        quantized = quantized_weight_keys(base_dir) if round_trip else set()
     sources: list[tuple[Path, TensorEntry]] = []
     for shard in base_shards(base_dir):
         with safe_open(shard, framework="pt") as reader:
