@@ -84,9 +84,7 @@ def seconds_to_first_resumed_step(work: Path, uri: str) -> tuple[float, int]:
     from trainer.config import load_config
     from trainer.training.train import train
 
-    half = overrides(work, "resume", f"{uri}/resume", STEPS, INTERVALS[-1] // 2)
-    half[half.index(f"training.max_steps={STEPS}")] = f"training.max_steps={STEPS // 2}"
-    train(load_config(CONFIG, half))
+    train(load_config(CONFIG, overrides(work, "resume", f"{uri}/resume", STEPS // 2, INTERVALS[-1] // 2)))
     shutil.rmtree(work / "resume")
     shutil.rmtree(work / "resume-logs")
     args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(CONFIG)]
