@@ -11,8 +11,11 @@ TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements.lock)
 TORCH_PIP_ARGS ?=
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Real Go source for the demo and the tests (under /usr/share/gocode/src), and the Go toolchain whose go/doc is the
+# tests' ground truth. Installed with apt when missing and allowed (root, or sudo without a password).
+GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev
 
-.PHONY: setup install dev synthesize train train-debug evaluate export pipeline demo test bench lint format lock clean
+.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test bench lint format lock clean
 
 setup: $(BIN)/python
 
@@ -33,6 +36,17 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -c requirements.lock -e ".[dev]"
 	touch $@
 
+go-sources:
+	@missing=$$(for p in $(GO_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else sudo=none; fi; \
+	if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null; then \
+		echo "note: install the Debian packages" $$missing "for the Go source tests and the demo's chi source"; \
+		exit 0; fi; \
+	echo "installing" $$missing; \
+	$$sudo apt-get update -qq >/dev/null && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
 synthesize: install
 	$(BIN)/trainer synthesize --config $(CONFIG)
 
@@ -51,16 +65,17 @@ export: install
 pipeline: install
 	$(BIN)/trainer pipeline --config $(CONFIG)
 
-demo: install
+demo: install go-sources
 	$(OFFLINE) $(BIN)/trainer pipeline --config $(DEBUG_CONFIG) --set training.resume=never
 
-test: dev lint
+test: dev go-sources lint
 	$(OFFLINE) $(BIN)/pytest -q
 
 # Benchmarks: each appends a dated section of ratios (ours / baseline, same run) to docs/benchmarks.md.
-bench: dev
+bench: dev go-sources
 	$(OFFLINE) $(BIN)/python benchmarks/export_merge.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/preemption.py --report docs/benchmarks.md
+	$(OFFLINE) $(BIN)/python benchmarks/go_extraction.py --report docs/benchmarks.md
 
 lint: dev
 	$(BIN)/ruff check .

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from trainer.config import DEFAULT_CONFIG, Config, load_config
+from trainer.config import DEFAULT_CONFIG, Config, GoSource, load_config
 from trainer.errors import Preempted, TrainerError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -62,7 +63,20 @@ def _synthesize(config: Config) -> None:
     manifest = synthesize(config).manifest
     counts = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
     print(f"synthesize: {counts} → {config.data.output_dir}")
-    for kind in ("skipped", "duplicates", "normalised"):
+    for entry in manifest["sources"]:
+        cached = " (cached)" if entry["index_cached"] else ""
+        commit = f"@{entry['commit'][:12]}" if entry["commit"] else ""
+        print(f"  source {entry['source']}{commit}: {entry['files']} files, {entry['symbols']} symbols{cached}")
+    generated = manifest["generated"]
+    if generated["count"] or manifest["sources"]:
+        templates = ", ".join(f"{name} {n}" for name, n in sorted(generated["by_template"].items()))
+        print(f"  hand-written {manifest['hand_written']}, generated {generated['count']} ({templates})")
+        capped = generated["capped"]
+        print(
+            f"  capped: {capped['per_symbol']} over data.generation.max_per_symbol, "
+            f"{capped['package_share']} over data.generation.max_package_share"
+        )
+    for kind in ("skipped", "skipped_files", "duplicates", "near_duplicates", "conflicts", "normalised"):
         if manifest[kind]["count"]:
             print(f"  {kind}: {manifest[kind]['count']}")
             for record in manifest[kind]["records"]:
@@ -91,9 +105,20 @@ def _export(config: Config, checkpoint: Path | None) -> None:
 
 
 @app.command()
-def synthesize(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
-    """Validate chat examples, deduplicate, split and save them as a Hugging Face dataset."""
-    _synthesize(_load(config, set_))
+def synthesize(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = [],  # noqa: B006
+    source: Annotated[
+        list[str], typer.Option("--source", help="Go repo to learn from: path or git URL (repeatable)")
+    ] = [],  # noqa: B006
+) -> None:
+    """Validate chat examples, extract Go sources' API, generate conversations, deduplicate, split and save."""
+    cfg = _load(config, set_)
+    try:
+        cfg.data.sources.extend(GoSource(url=url) for url in source)
+    except ValidationError as exc:
+        raise TrainerError(f"--source: {exc.errors()[0]['msg']}") from None
+    _synthesize(cfg)
 
 
 @app.command()

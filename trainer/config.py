@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.errors import TrainerError, problems_error
 
@@ -92,7 +92,42 @@ class ModelConfig(StrictModel):
     quantization: QuantizationSettings | None = None
 
 
+class GoSource(StrictModel):
+    """One Go repository to learn from: a git URL (https, ssh, file://) or a local folder."""
+
+    url: str = Field(description="https://github.com/org/repo, git@github.com:org/repo, file:///path or a local path")
+    ref: str | None = Field(None, description="Branch, tag or commit; default: the remote's HEAD")
+    name: str | None = Field(None, description="Short name in manifests and provenance; default: the last URL part")
+    import_path: str | None = Field(None, description="Module import path; default: read from go.mod")
+    include: list[str] = Field(["**/*.go", "*.md", "docs/**/*.md"], description="Globs relative to the repo root")
+    exclude: list[str] = []
+
+    @field_validator("url")
+    @classmethod
+    def _no_option_injection(cls, url: str) -> str:
+        if not url.strip() or url.lstrip().startswith("-"):
+            raise ValueError("must be a URL or path, and must not start with '-'")
+        return url
+
+
+class GenerationSettings(StrictModel):
+    """How conversations are generated from the extracted API index (`trainer/synthesis/generate.py`)."""
+
+    seed: int = 0
+    max_per_symbol: int = Field(4, gt=0, description="Generated conversations per symbol, at most")
+    max_package_share: float = Field(
+        0.5, gt=0, le=1, description="Share of all generated conversations one package may hold (with 2+ packages)"
+    )
+    include_internal: bool = Field(False, description="Extract internal/ packages (not importable by users)")
+    include_testdata: bool = False
+    include_vendor: bool = False
+    max_file_bytes: ByteSize = Field(ByteSize(1_000_000), description="Larger files are skipped and reported")
+
+
 class DataConfig(StrictModel):
+    sources: list[GoSource] = Field([], description="Go repositories to extract an API index and conversations from")
+    generation: GenerationSettings = GenerationSettings()
+    cache_dir: Path = Field(Path("data/cache"), description="Clones and extraction results, reused across runs")
     examples_dir: Path = Path("data/raw/examples")
     output_dir: Path = Path("data/processed")
     on_error: Literal["fail", "skip"] = Field("fail", description="fail: any bad record stops the run")

@@ -1,4 +1,9 @@
-"""The synthesize stage: validated examples → deduplicated → split by content hash → `datasets.DatasetDict`.
+"""The synthesize stage: hand-written examples + conversations generated from Go sources → deduplicated → split by
+content hash → `datasets.DatasetDict`, with `symbols.jsonl` (the API index) and `manifest.json` beside it.
+
+Hand-written examples come first, so they win every conflict: a generated conversation asking a question a
+hand-written one already asks is dropped, as are exact and near duplicates (same text up to case, spacing and
+punctuation). Every drop is counted in the manifest.
 
 Messages and tools are stored as JSON text. Arrow would otherwise merge the keys of every tool call's `arguments`
 across rows into one struct, and a tool call would come back with `null` arguments it never had.
@@ -8,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +23,13 @@ from datasets import Dataset, DatasetDict, Features, Value
 
 from trainer.config import Config, save_config
 from trainer.errors import TrainerError, problems_error
-from trainer.synthesis.examples import Example, load_examples
+from trainer.synthesis.examples import Example, LoadResult, load_examples
+from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
+from trainer.synthesis.go_repo import index_repo
+from trainer.synthesis.sources import fetch_source
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ("id", "messages", "tools", "source")
+COLUMNS = ("id", "messages", "tools", "source", "provenance")
 FEATURES = Features({column: Value("string") for column in COLUMNS})
 
 
@@ -46,39 +56,135 @@ class SynthesisResult:
     manifest: dict[str, Any]
 
 
-def _rows(examples: list[Example]) -> tuple[list[dict[str, str]], list[str]]:
-    rows, duplicates, seen = [], [], {}
-    for example in examples:
-        identifier = example_id(example.messages, example.tools)
-        if identifier in seen:
-            duplicates.append(f"{example.source}: duplicate of {seen[identifier]}")
-            continue
-        seen[identifier] = example.source
-        rows.append(
-            {
-                "id": identifier,
-                "messages": json.dumps(example.messages, ensure_ascii=False),
-                "tools": json.dumps(example.tools, ensure_ascii=False) if example.tools else "",
-                "source": example.source,
+@dataclass
+class SourceReport:
+    """What one Go source gave: its symbols (as written to symbols.jsonl), conversations and manifest entry."""
+
+    symbols: list[dict[str, Any]] = field(default_factory=list)
+    generated: list[Generated] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    capped: dict[str, int] = field(default_factory=lambda: {"per_symbol": 0, "package_share": 0})
+
+
+def collect_sources(config: Config) -> SourceReport:
+    data, report = config.data, SourceReport()
+    for source in data.sources:
+        local = fetch_source(source, data.cache_dir)
+        index, index_cached = index_repo(local.root, source, local.name, data.generation, data.cache_dir)
+        origin = {"source": local.name, "commit": local.commit}
+        report.symbols.extend(origin | symbol.to_json() for symbol in index.symbols)
+        items, capped = cap_per_key(
+            generate(index, local.name, local.commit, data.generation),
+            data.generation.max_per_symbol,
+            data.generation.seed,
+        )
+        report.capped["per_symbol"] += capped
+        report.generated.extend(items)
+        report.skipped_files.extend(f"{local.name}: {line}" for line in index.skipped)
+        report.entries.append(
+            origin
+            | {
+                "url": local.url,
+                "import_path": index.import_path,
+                "clone_cached": local.cached,
+                "index_cached": index_cached,
+                "files": index.files,
+                "bytes": index.bytes,
+                "symbols": len(index.symbols),
+                "examples": len(index.examples),
+                "doc_sections": len(index.sections),
+                "skipped_files": len(index.skipped),
             }
         )
-    return rows, duplicates
+    report.generated, capped = cap_package_share(
+        report.generated, data.generation.max_package_share, data.generation.seed
+    )
+    report.capped["package_share"] = capped
+    return report
+
+
+def _normalised(text: str) -> str:
+    return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
+
+
+@dataclass
+class _Rows:
+    rows: list[dict[str, str]] = field(default_factory=list)
+    dropped: dict[str, list[str]] = field(
+        default_factory=lambda: {"duplicates": [], "near_duplicates": [], "conflicts": []}
+    )
+    seen: dict[str, str] = field(default_factory=dict)  # id or near-duplicate key → source of the kept one
+    questions: dict[str, str] = field(default_factory=dict)  # normalised user question → source
+
+    def add(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        source: str,
+        provenance: dict[str, Any],
+        generated: bool,
+    ) -> None:
+        identifier = example_id(messages, tools)
+        near = "near:" + _normalised(json.dumps([m.get("content") or m.get("tool_calls") for m in messages]))
+        question = _normalised(" ".join(m["content"] for m in messages if m["role"] == "user"))
+        if identifier in self.seen:
+            self.dropped["duplicates"].append(f"{source}: duplicate of {self.seen[identifier]}")
+            return
+        if near in self.seen:
+            self.dropped["near_duplicates"].append(f"{source}: near duplicate of {self.seen[near]}")
+            return
+        if generated and question in self.questions:
+            self.dropped["conflicts"].append(f"{source}: same question as {self.questions[question]}")
+            return
+        self.seen[identifier] = self.seen[near] = source
+        self.questions.setdefault(question, source)
+        self.rows.append(
+            {
+                "id": identifier,
+                "messages": json.dumps(messages, ensure_ascii=False),
+                "tools": json.dumps(tools, ensure_ascii=False) if tools else "",
+                "source": source,
+                "provenance": json.dumps(provenance, ensure_ascii=False),
+            }
+        )
+
+
+def _rows(examples: list[Example], generated: list[Generated]) -> _Rows:
+    result = _Rows()
+    for example in examples:
+        file, _, line = example.source.rpartition(":")
+        result.add(example.messages, example.tools, example.source, {"file": file, "line": int(line)}, False)
+    for item in generated:
+        where = item.provenance
+        commit = f"@{where['commit'][:12]}" if where["commit"] else ""
+        source = f"{where['source']}{commit}:{where['file']}:{where['line']} ({where['template']})"
+        result.add(item.messages, item.tools, source, where, True)
+    return result
+
+
+def _counted(records: list[str]) -> dict[str, Any]:
+    return {"count": len(records), "records": records}
 
 
 def synthesize(config: Config) -> SynthesisResult:
     data = config.data
     if data.validation_fraction + data.test_fraction >= 1:
         raise TrainerError("data.validation_fraction + data.test_fraction must leave room for a train split")
-    if not data.examples_dir.is_dir():
+    if data.examples_dir.is_dir():
+        loaded = load_examples(data.examples_dir)
+    elif data.sources:
+        loaded = LoadResult()  # generated conversations only
+    else:
         raise TrainerError(f"{data.examples_dir}: examples directory not found (data.examples_dir)")
-    loaded = load_examples(data.examples_dir)
     if loaded.errors and data.on_error == "fail":
         raise problems_error("invalid example (--set data.on_error=skip skips and counts them)", loaded.errors)
-    rows, duplicates = _rows(loaded.examples)
-    if not rows:
-        raise TrainerError(f"{data.examples_dir}: no valid examples found in *.jsonl files")
+    sources = collect_sources(config)
+    built = _rows(loaded.examples, sources.generated)
+    if not built.rows:
+        raise TrainerError(f"{data.examples_dir}: no valid examples found in *.jsonl files, and no Go sources")
     by_split: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
-    for row in rows:
+    for row in built.rows:
         by_split[assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)].append(row)
     dataset = DatasetDict(
         {
@@ -90,18 +196,37 @@ def synthesize(config: Config) -> SynthesisResult:
     for name in SPLITS:
         for row in sorted(by_split[name], key=lambda r: r["id"]):
             content.update(f"{name}:{row['id']}\n".encode())
+    provenances = [json.loads(row["provenance"]) for row in built.rows]
+    kept = [provenance for provenance in provenances if "template" in provenance]
     manifest = {
         "examples_dir": str(data.examples_dir),
         "files": loaded.per_file,
         "counts": {name: len(split) for name, split in by_split.items()},
-        "skipped": {"count": len(loaded.errors), "records": loaded.errors},
-        "duplicates": {"count": len(duplicates), "records": duplicates},
-        "normalised": {"count": len(loaded.normalised), "records": loaded.normalised},
+        "hand_written": len(built.rows) - len(kept),
+        "generated": {
+            "count": len(kept),
+            "by_source": dict(Counter(p["source"] for p in kept)),
+            "by_package": dict(Counter(p["package"] for p in kept)),
+            "by_template": dict(Counter(p["template"] for p in kept)),
+            "capped": sources.capped,
+        },
+        "sources": sources.entries,
+        "symbols": {
+            "count": len(sources.symbols),
+            "by_package": dict(Counter(s["package"] for s in sources.symbols)),
+            "by_kind": dict(Counter(s["kind"] for s in sources.symbols)),
+        },
+        "skipped": _counted(loaded.errors),
+        "skipped_files": _counted(sources.skipped_files),
+        **{kind: _counted(records) for kind, records in built.dropped.items()},
+        "normalised": _counted(loaded.normalised),
         "content_hash": content.hexdigest(),
     }
     data.output_dir.mkdir(parents=True, exist_ok=True)
     # datasets cannot load a saved empty split back, so only non-empty ones are written; load_processed adds the rest.
     DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(data.output_dir))
+    with (data.output_dir / "symbols.jsonl").open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(symbol, ensure_ascii=False) + "\n" for symbol in sources.symbols)
     (data.output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     save_config(config, data.output_dir / "resolved_config.yaml")
     return SynthesisResult(dataset=dataset, manifest=manifest)
