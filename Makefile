@@ -32,8 +32,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
 
 dev: $(VENV)/.installed-dev
 
+# SkyPilot's own YAML loader checks sky/*.yaml in the tests. It cannot share .venv (it pins an older click than
+# typer needs), so it gets a venv of its own.
+SKY_VENV := .venv-sky
+SKYPILOT_VERSION := 0.14.1
+
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -c requirements.lock -e ".[dev]"
+	$(PYTHON) -m venv $(SKY_VENV)
+	$(SKY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "skypilot==$(SKYPILOT_VERSION)"
 	touch $@
 
 go-sources:

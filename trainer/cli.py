@@ -83,19 +83,21 @@ def _synthesize(config: Config) -> None:
                 print(f"    {record}")
 
 
-def _train(config: Config) -> None:
+def _train(config: Config) -> Path:
     from trainer.training.train import train as run_training
 
     result = run_training(config)
     print(f"train: adapter at {result.final_checkpoint}")
+    return result.final_checkpoint
 
 
-def _evaluate(config: Config, checkpoint: Path | None) -> None:
+def _evaluate(config: Config, checkpoint: Path | None) -> dict:
     from trainer.evaluation.evaluate import evaluate as run_evaluation
     from trainer.evaluation.evaluate import format_report
 
     report = run_evaluation(config, checkpoint)
     print(f"evaluate: {format_report(report)} → {config.evaluation.output_dir / 'report.json'}")
+    return report
 
 
 def _export(config: Config, checkpoint: Path | None) -> None:
@@ -160,13 +162,101 @@ def export(
 
 
 @app.command()
-def pipeline(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
-    """synthesize → train → evaluate → export, with one config."""
-    cfg = _load(config, set_)
-    _synthesize(cfg)
-    _train(cfg)
-    _evaluate(cfg, None)
-    _export(cfg, None)
+def pipeline(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = [],  # noqa: B006
+    run_uri: Annotated[
+        str | None,
+        typer.Option(help="s3://BUCKET/runs/RUN_NAME: checkpoints, eval report, model and run.json go there"),
+    ] = None,
+    skip_synthesize: Annotated[bool, typer.Option("--skip-synthesize", help="Use data.output_dir as is")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo a completed --run-uri run")] = False,
+) -> None:
+    """synthesize → train → evaluate → export, with one config; with --run-uri, every artifact lands in S3."""
+    if run_uri is None:
+        cfg = _load(config, set_)
+        if not skip_synthesize:
+            _synthesize(cfg)
+        _train(cfg)
+        _evaluate(cfg, None)
+        _export(cfg, None)
+        return
+    _cloud_pipeline(config, set_, run_uri, skip_synthesize, force)
+
+
+def _cloud_pipeline(config: Path, set_: list[str], run_uri: str, skip_synthesize: bool, force: bool) -> None:
+    """The pipeline with its artifacts in `run_uri` (the SkyPilot tasks' and `docker run`'s path), run.json kept
+    current: a recovered spot job resumes training from the run's checkpoints and redoes only what is missing."""
+    from trainer.artifacts import begin_run, part_uri, update_run
+    from trainer.storage import upload_folder
+    from trainer.training.checkpoints import step_of
+
+    wiring = [
+        f"training.checkpoint_uri={part_uri(run_uri, 'checkpoints')}",
+        f"export.upload={part_uri(run_uri, 'model')}",
+    ]
+    cfg = _load(config, [*wiring, "export.force=true", *set_])
+    begin_run(run_uri, cfg.training.run_name, force)
+    try:
+        if not skip_synthesize:
+            _synthesize(cfg)
+            upload_folder(cfg.data.output_dir, part_uri(run_uri, "data"), force=True)
+        step = step_of(_train(cfg).name)
+        update_run(run_uri, step=step)
+        report = _evaluate(cfg, None)
+        upload_folder(cfg.evaluation.output_dir, part_uri(run_uri, "report"), force=True)
+        metrics = {key: report.get(key) for key in ("loss", "perplexity", "token_accuracy", "exact_match")}
+        update_run(run_uri, metrics=metrics)
+        _export(cfg, None)
+    except Preempted:
+        update_run(run_uri, status="preempted")
+        raise
+    except TrainerError as exc:
+        update_run(run_uri, status="failed", error=str(exc))
+        raise
+    update_run(run_uri, status="complete")
+    print(f"pipeline: run complete → {run_uri}")
+
+
+artifacts_app = typer.Typer(no_args_is_help=True, help="List, pull and push run artifacts in S3.")
+app.add_typer(artifacts_app, name="artifacts")
+
+
+@artifacts_app.command("ls")
+def artifacts_ls(uri: Annotated[str, typer.Argument(help="s3://BUCKET/runs/")]) -> None:
+    """Runs under URI with status, step, loss, token accuracy and size."""
+    from trainer.artifacts import format_runs, list_runs
+
+    print(format_runs(list_runs(uri)))
+
+
+@artifacts_app.command("pull")
+def artifacts_pull(
+    uri: Annotated[str, typer.Argument(help="s3://BUCKET/runs/RUN_NAME or any s3:// prefix")],
+    out: Annotated[Path, typer.Option("--out", help="Destination folder")],
+    what: Annotated[str | None, typer.Option(help="data | checkpoints | report | model (default: all)")] = None,
+) -> None:
+    """Download with sha256 checks; an interrupted pull resumes; keys escaping --out are refused."""
+    from trainer.artifacts import PARTS, pull
+
+    if what is not None and what not in PARTS:
+        raise TrainerError(f"--what {what!r}: expected one of {', '.join(PARTS)}")
+    downloaded, present = pull(uri, out, what)
+    print(f"pull: {downloaded} downloaded, {present} already present → {out}")
+
+
+@artifacts_app.command("push")
+def artifacts_push(
+    folder: Annotated[Path, typer.Argument(help="Local folder")],
+    uri: Annotated[str, typer.Argument(help="s3://BUCKET/prefix")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished upload")] = False,
+) -> None:
+    """Upload a folder, SHA256SUMS last; a finished upload is not overwritten unless --force."""
+    from trainer.storage import upload_folder
+
+    if not folder.is_dir():
+        raise TrainerError(f"{folder}: folder not found")
+    print(f"push: {len(upload_folder(folder, uri, force=force))} files → {uri}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,12 +110,16 @@ class ObjectStore:
         finally:
             Path(staging).unlink(missing_ok=True)
 
-    def list(self, relative: str = "") -> list[str]:
-        """Keys under `relative/`, relative to this store's prefix."""
+    def objects(self, relative: str = "") -> list[tuple[str, int]]:
+        """(key, size) of every object under `relative/`, keys relative to this store's prefix."""
         start = self.key(relative).rstrip("/") + "/" if (self.prefix or relative) else ""
         cut = len(self.prefix) + 1 if self.prefix else 0
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
-        return [item["Key"][cut:] for page in pages for item in page.get("Contents", [])]
+        return [(item["Key"][cut:], item["Size"]) for page in pages for item in page.get("Contents", [])]
+
+    def list(self, relative: str = "") -> list[str]:
+        """Keys under `relative/`, relative to this store's prefix."""
+        return [key for key, _ in self.objects(relative)]
 
     def folders(self) -> list[str]:
         """Names of the immediate sub-prefixes ("folders")."""
@@ -129,7 +133,7 @@ class ObjectStore:
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
 
-def _s3_errors():
+def s3_errors():
     from botocore.exceptions import BotoCoreError, ClientError
 
     return (BotoCoreError, ClientError)
@@ -147,7 +151,7 @@ def upload_folder(folder: Path, uri: str, force: bool = False) -> list[str]:
             relative = path.relative_to(folder).as_posix()
             store.upload(path, relative)
             keys.append(store.key(relative))
-    except _s3_errors() as exc:
+    except s3_errors() as exc:
         raise TrainerError(f"upload to {uri} failed: {exc}") from None
     return keys
 
@@ -161,7 +165,7 @@ def download_folder(uri: str, destination: Path) -> list[Path]:
             target = safe_destination(destination, relative)
             store.download(relative, target)
             written.append(target)
-    except _s3_errors() as exc:
+    except s3_errors() as exc:
         raise TrainerError(f"download of {uri} failed: {exc}") from None
     if not written:
         raise TrainerError(f"{uri}: no objects found")

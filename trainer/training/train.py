@@ -38,11 +38,10 @@ def resolve_precision(precision: str) -> str:
 
 
 def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
-    """The given adapter checkpoint, or the latest complete one in training.output_dir."""
+    """The given adapter checkpoint, or the newest complete one in training.output_dir or training.checkpoint_uri
+    (fetched and verified: evaluation and export on a fresh machine find what a spot training run left in S3)."""
     if checkpoint is None:
-        # Newest first, stopping at the first complete one: checking a checkpoint hashes all its files.
-        candidates = reversed(checkpoint_dirs(config.training.output_dir))
-        checkpoint = next((p for p in candidates if problem(p) is None), None)
+        checkpoint = checkpoint_store(config.training).latest_complete()
         if checkpoint is None:
             raise TrainerError(
                 f"{config.training.output_dir}: no checkpoint found; run `trainer train` or pass --checkpoint"

@@ -1,0 +1,213 @@
+"""The cloud path: Dockerfile lint and lock file, SkyPilot YAMLs through SkyPilot's loader, and every task's setup
+and run scripts executed with bash against a local S3 server, a kill in the middle included."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from tests.conftest import REPO, SAMPLE_EXAMPLES
+from trainer.errors import Preempted
+
+SKY_PYTHON = REPO / ".venv-sky" / "bin" / "python"
+SKY_YAMLS = sorted((REPO / "sky").glob("*.yaml"))
+JOB_RECOVERY_KEYS = {"strategy", "max_restarts_on_errors", "recover_on_exit_codes"}
+LOAD_WITH_SKYPILOT = """
+import json, sys
+from sky.utils import dag_utils
+out = {}
+for path in sys.argv[1:]:
+    dag = dag_utils.load_chain_dag_from_yaml(path)
+    out[path] = [
+        {"name": t.name, "num_nodes": t.num_nodes, "envs": t.envs, "run": t.run, "setup": t.setup,
+         "resources": [{"accelerators": r.accelerators, "use_spot": r.use_spot, "image_id": r.image_id,
+                        "job_recovery": r.job_recovery, "cpus": r.cpus} for r in t.resources]}
+        for t in dag.tasks
+    ]
+print(json.dumps(out, default=str))
+"""
+
+
+def test_dockerfile_passes_hadolint():
+    done = subprocess.run([Path(sys.executable).parent / "hadolint", "Dockerfile"], cwd=REPO, capture_output=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+
+
+def test_dockerfile_installs_from_the_lock_file_ci_uses_and_runs_as_non_root():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs and all("-c requirements.lock" in line for line in installs)
+    assert "-c requirements.lock -e ." in makefile  # CI's install: the same constraints file
+    assert re.search(r"^COPY .*requirements\.lock", dockerfile, re.MULTILINE)
+    # Dependencies are installed before the code is copied, so a code change keeps their layer.
+    assert dockerfile.index("-c requirements.lock .") < dockerfile.index("COPY trainer/")
+    assert re.search(r"^FROM nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.04$", dockerfile, re.MULTILINE)
+    assert re.search(r"^USER 1001:1001$", dockerfile, re.MULTILINE)
+    assert 'ENTRYPOINT ["trainer"]' in dockerfile
+    assert not re.search(r"(TOKEN|SECRET|API_KEY|PASSWORD)\s*=", dockerfile)
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert ignored[1] == "*"  # everything out, then only code, configs and the lock file back in
+    assert {line for line in ignored if line.startswith("!")} == {
+        "!pyproject.toml", "!requirements.lock", "!README.md", "!trainer/", "!configs/", "!scripts/",
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sky_tasks() -> dict[str, list[dict]]:
+    if not SKY_PYTHON.exists():
+        pytest.fail(f"{SKY_PYTHON} missing: `make dev` installs SkyPilot into .venv-sky")
+    done = subprocess.run(
+        [SKY_PYTHON, "-c", LOAD_WITH_SKYPILOT, *map(str, SKY_YAMLS)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {Path(path).name: tasks for path, tasks in json.loads(done.stdout.splitlines()[-1]).items()}
+
+
+def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
+    assert sorted(sky_tasks) == [
+        "evaluate.yaml", "export.yaml", "pipeline.yaml", "synthesize.yaml", "train-multinode.yaml", "train.yaml",
+    ]  # fmt: skip
+    for name, tasks in sky_tasks.items():
+        raw = [doc for doc in yaml.safe_load_all((REPO / "sky" / name).read_text()) if doc and "run" in doc]
+        assert len(raw) == len(tasks)
+        for doc, task in zip(raw, tasks, strict=True):
+            assert all(r["image_id"] == {"null": "docker:ghcr.io/trainer-dev/trainer:0.1.0"} for r in task["resources"])
+            assert "spot_recovery" not in json.dumps(doc)
+            assert all(value is not None for value in doc.get("envs", {}).values())
+            assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(doc["secrets"])
+            recovery = doc["resources"].get("job_recovery")
+            if recovery:  # SkyPilot lets unknown keys in here pass offline: check them ourselves
+                assert set(recovery) <= JOB_RECOVERY_KEYS
+                assert Preempted.exit_code in recovery["recover_on_exit_codes"]
+                assert all(r["job_recovery"] == recovery for r in task["resources"])
+
+
+def test_train_task_prefers_cheap_spot_gpus_in_order(sky_tasks):
+    (task,) = sky_tasks["train.yaml"]
+    gpus = [next(iter(r["accelerators"])) for r in task["resources"]]
+    assert sorted(gpus) == sorted(["L4", "A10G", "L40S", "A100", "H100"])
+    ordered = [next(iter(item["accelerators"].split(":"))) for item in yaml.safe_load(
+        (REPO / "sky/train.yaml").read_text())["resources"]["ordered"]]  # fmt: skip
+    assert ordered == ["L4", "A10G", "L40S", "A100", "H100"]
+    assert all(r["use_spot"] for r in task["resources"])
+    secrets = yaml.safe_load((REPO / "sky/train.yaml").read_text())["secrets"]
+    assert {"WANDB_API_KEY", "HF_TOKEN"} <= set(secrets) and set(secrets.values()) == {None}
+    pipeline = sky_tasks["pipeline.yaml"]
+    assert [t["name"] for t in pipeline] == ["synthesize", "train", "evaluate", "export"]
+    assert [bool(t["resources"][0]["accelerators"]) for t in pipeline] == [False, True, True, False]
+    assert sky_tasks["train-multinode.yaml"][0]["num_nodes"] == 2
+
+
+def run_task(task: dict, env: dict[str, str], workspace: Path) -> subprocess.CompletedProcess:
+    """A task's setup then run, with bash, the way a SkyPilot node does, in the given environment."""
+    full = {**os.environ, **task["envs"], **env, "WORKSPACE": str(workspace)}
+    full["PATH"] = f"{Path(sys.executable).parent}:{full['PATH']}"
+    setup = subprocess.run(["bash", "-c", task["setup"]], env=full, capture_output=True, text=True)
+    assert setup.returncode == 0, setup.stderr
+    return subprocess.run(["bash", "-c", task["run"]], env=full, capture_output=True, text=True, timeout=900)
+
+
+def objects(bucket: str, prefix: str) -> set[str]:
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])}
+
+
+def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
+    sky_tasks, s3_server, bucket, model_cache, tmp_path
+):
+    client = boto3.client("s3")
+    for path in SAMPLE_EXAMPLES.glob("*.jsonl"):
+        client.upload_file(str(path), bucket, f"examples/{path.name}")
+    extra = f"--set model.cache_dir={model_cache} --set training.max_steps=20 --set training.save_steps=10"
+    env = {
+        "BUCKET": bucket, "RUN_NAME": "demo", "TRAINER_HOME": str(REPO), "CONFIG": "configs/training/debug.yaml",
+        "EXAMPLES_URI": f"s3://{bucket}/examples", "SYNTHESIZE": "false", "SKYPILOT_TASK_ID": "sky-managed-1_train",
+        "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_NODES": "1",
+        "SKYPILOT_NUM_GPUS_PER_NODE": "0", "WANDB_API_KEY": "", "HF_TOKEN": "",
+        "EXTRA_ARGS": extra,
+    }  # fmt: skip
+    run = "runs/demo/"
+
+    synthesized = run_task(sky_tasks["synthesize.yaml"][0], env, tmp_path / "cpu-node")
+    assert synthesized.returncode == 0, synthesized.stderr[-3000:]
+    assert {"data/dataset_dict.json", "data/manifest.json", "data/symbols.jsonl"} <= objects(bucket, run)
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{run}data/manifest.json")["Body"].read())
+    assert manifest["hand_written"] == 63 and manifest["generated"]["by_source"]["chi"] > 100
+
+    (train,) = sky_tasks["train.yaml"]
+    killed = run_task(train, {**env, "TRAINER_KILL_AT": "step:15"}, tmp_path / "spot-1")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    run_record = json.loads(client.get_object(Bucket=bucket, Key=f"{run}run.json")["Body"].read())
+    assert run_record["status"] == "running"
+    assert "checkpoints/checkpoint-10/MANIFEST.json" in objects(bucket, run)
+
+    recovered = run_task(train, env, tmp_path / "spot-2")  # a fresh machine: nothing local
+    assert recovered.returncode == 0, recovered.stderr[-3000:]
+    train_run = json.loads((tmp_path / "spot-2/outputs/logs/train_run.json").read_text())
+    assert train_run["resumed_from"].endswith("checkpoint-10") and train_run["global_step"] == 20
+    run_record = json.loads(client.get_object(Bucket=bucket, Key=f"{run}run.json")["Body"].read())
+    assert (run_record["status"], run_record["step"], run_record["run_name"]) == ("complete", 20, "tiny-debug")
+    report = json.loads(client.get_object(Bucket=bucket, Key=f"{run}eval/report.json")["Body"].read())
+    assert run_record["metrics"]["loss"] == report["loss"]
+    stored = objects(bucket, run)
+    assert {
+        "model/SHA256SUMS",
+        "model/config.json",
+        "model/model.safetensors.index.json",
+        "eval/predictions.jsonl",
+    } <= stored
+
+    evaluated = run_task(sky_tasks["evaluate.yaml"][0], env, tmp_path / "gpu-node")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads((tmp_path / "gpu-node/outputs/eval/report.json").read_text())["loss"] == report["loss"]
+
+    client.delete_object(Bucket=bucket, Key=f"{run}model/SHA256SUMS")
+    exported = run_task(sky_tasks["export.yaml"][0], env, tmp_path / "export-node")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "model/SHA256SUMS" in objects(bucket, run)
+
+    listing = subprocess.run(
+        [Path(sys.executable).parent / "trainer", "artifacts", "ls", f"s3://{bucket}/runs/"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    row = listing.stdout.splitlines()[1].split()
+    assert row[:3] == ["demo", "complete", "20"] and float(row[3]) == pytest.approx(report["loss"], abs=1e-4)
+
+
+def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bucket, tmp_path, capsys):
+    from trainer.cli import main
+
+    source = tmp_path / "model"
+    (source / "sub").mkdir(parents=True)
+    for name, text in {"a.txt": "alpha", "sub/b.txt": "beta", "SHA256SUMS": "sums"}.items():
+        (source / name).write_text(text)
+    uri = f"s3://{bucket}/runs/r1/model"
+    assert main(["artifacts", "push", str(source), uri]) == 0
+    assert main(["artifacts", "push", str(source), uri]) == 2  # a finished upload is not overwritten
+    assert "already holds a finished upload" in capsys.readouterr().err
+
+    out = tmp_path / "pulled"
+    assert main(["artifacts", "pull", f"s3://{bucket}/runs/r1", "--what", "model", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"3 downloaded, 0 already present → {out}")
+    (out / "a.txt").write_text("tampered")
+    (out / "sub/b.txt").unlink()
+    assert main(["artifacts", "pull", f"s3://{bucket}/runs/r1", "--what", "model", "--out", str(out)]) == 0
+    assert "2 downloaded, 1 already present" in capsys.readouterr().out
+    assert (out / "a.txt").read_text() == "alpha" and (out / "sub/b.txt").read_text() == "beta"
+
+    boto3.client("s3").put_object(Bucket=bucket, Key="runs/r2/model/../../x", Body=b"evil")
+    boto3.client("s3").put_object(Bucket=bucket, Key="runs/r2/model/ok.txt", Body=b"fine")
+    target = tmp_path / "deep" / "er" / "out"
+    assert main(["artifacts", "pull", f"s3://{bucket}/runs/r2/model", "--out", str(target)]) == 2
+    assert "refusing object key '../../x'" in capsys.readouterr().err
+    assert not (tmp_path / "deep" / "x").exists() and not target.exists()  # nothing written at all
+    assert main(["artifacts", "pull", f"s3://{bucket}/runs/r1", "--what", "weights", "--out", str(out)]) == 2
+    shutil.rmtree(out)

@@ -1,0 +1,131 @@
+"""A run's artifacts in object storage, and the `trainer artifacts` commands over them.
+
+Layout of one run, shared by `trainer pipeline --run-uri`, the SkyPilot tasks and `docker run`:
+
+    s3://BUCKET/runs/RUN_NAME/
+      run.json        status (running | preempted | failed | complete), step, metrics headline, URIs, times
+      data/           the processed dataset (sky/synthesize.yaml)
+      checkpoints/    every checkpoint, manifest last (training.checkpoint_uri; spot recovery resumes from here)
+      eval/           report.json, predictions.jsonl
+      model/          the merged model, SHA256SUMS last
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+from trainer.errors import TrainerError
+from trainer.storage import ObjectStore, s3_errors, safe_destination, sha256_file
+
+RUN_RECORD = "run.json"
+PARTS = {"data": "data", "checkpoints": "checkpoints", "report": "eval", "model": "model"}
+
+
+def part_uri(run_uri: str, part: str) -> str:
+    return f"{run_uri.rstrip('/')}/{PARTS[part]}"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_run(run_uri: str) -> dict[str, Any] | None:
+    try:
+        return ObjectStore(run_uri).get_json(RUN_RECORD)
+    except s3_errors() as exc:
+        raise TrainerError(f"{run_uri}/{RUN_RECORD}: cannot read: {exc}") from None
+
+
+def update_run(run_uri: str, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into the run record (created on first use) and write it back."""
+    record = read_run(run_uri) or {"run_uri": run_uri, "started": _now()}
+    record |= fields | {"updated": _now()}
+    try:
+        ObjectStore(run_uri).put_json(RUN_RECORD, record)
+    except s3_errors() as exc:
+        raise TrainerError(f"{run_uri}/{RUN_RECORD}: cannot write: {exc}") from None
+    return record
+
+
+def begin_run(run_uri: str, run_name: str, force: bool) -> None:
+    """Mark the run as running; a completed run is never redone over its artifacts unless `force`."""
+    record = read_run(run_uri)
+    if record and record.get("status") == "complete" and not force:
+        raise TrainerError(f"{run_uri} is a completed run; use another run name or pass --force to redo it")
+    update_run(run_uri, run_name=run_name, status="running", **{p: part_uri(run_uri, p) for p in PARTS})
+
+
+def list_runs(uri: str) -> list[dict[str, Any]]:
+    """One row per run folder under `uri`: name, status, step, loss, size in bytes."""
+    store = ObjectStore(uri)
+    rows = []
+    try:
+        sizes: dict[str, int] = {}
+        for key, size in store.objects():
+            name = key.split("/", 1)[0]
+            sizes[name] = sizes.get(name, 0) + size
+        for name in store.folders():
+            record = store.get_json(f"{name}/{RUN_RECORD}") or {}
+            metrics = record.get("metrics") or {}
+            rows.append(
+                {
+                    "run": name,
+                    "status": record.get("status", "no run.json"),
+                    "step": record.get("step"),
+                    "loss": metrics.get("loss"),
+                    "token_accuracy": metrics.get("token_accuracy"),
+                    "bytes": sizes.get(name, 0),
+                    "updated": record.get("updated"),
+                }
+            )
+    except s3_errors() as exc:
+        raise TrainerError(f"cannot list {uri}: {exc}") from None
+    return rows
+
+
+def pull(uri: str, out: Path, what: str | None = None) -> tuple[int, int]:
+    """Download `uri` (or one part of a run) into `out`, verified; files already there and equal are kept.
+
+    Every key is checked before anything is written: one key escaping `out` refuses the whole pull. An interrupted
+    pull resumes: files whose sha256 already matches the object's are not downloaded again.
+    Returns (downloaded, already present).
+    """
+    source = part_uri(uri, what) if what else uri.rstrip("/")
+    store = ObjectStore(source)
+    try:
+        objects = store.objects()
+        if not objects:
+            raise TrainerError(f"{source}: no objects found")
+        targets = [(key, size, safe_destination(out, key)) for key, size in objects]
+        downloaded = present = 0
+        columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task(f"pull {source}", total=sum(size for _, size, _ in targets))
+            for key, size, target in targets:
+                head = store.client.head_object(Bucket=store.bucket, Key=store.key(key))
+                expected = head["Metadata"].get("sha256")
+                if expected and target.is_file() and sha256_file(target) == expected:
+                    present += 1
+                else:
+                    store.download(key, target, expected)
+                    downloaded += 1
+                progress.advance(task, size)
+    except s3_errors() as exc:
+        raise TrainerError(f"pull of {source} failed: {exc}") from None
+    return downloaded, present
+
+
+def format_runs(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'run':<28} {'status':<12} {'step':>6} {'loss':>8} {'tok acc':>8} {'size':>10}  updated"]
+    for row in rows:
+        loss = f"{row['loss']:.4f}" if isinstance(row["loss"], float) else "-"
+        accuracy = f"{row['token_accuracy']:.3f}" if isinstance(row["token_accuracy"], float) else "-"
+        size = f"{row['bytes'] / 2**20:.1f} MiB"
+        step = row["step"] if row["step"] is not None else "-"
+        updated = row["updated"] or "-"
+        lines.append(f"{row['run']:<28} {row['status']:<12} {step:>6} {loss:>8} {accuracy:>8} {size:>10}  {updated}")
+    return "\n".join(lines)
