@@ -18,6 +18,7 @@ import torch
 import trl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.utils import logging as hf_logging
 
 from trainer.config import TinyModelSpec
 
@@ -85,6 +86,8 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: Path) -> Path:
     )
     # Build beside the target and rename, so a crash or a concurrent build never leaves a half-written model.
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".building-"))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar for writing one 1 MB shard is noise in front of `trainer train`
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -94,4 +97,6 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: Path) -> Path:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if bars:
+            hf_logging.enable_progress_bar()
     return target

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
 from trainer.config import Config, TrainingConfig, save_config
@@ -25,7 +26,7 @@ from trainer.errors import Preempted, TrainerError
 from trainer.synthesis.build import load_processed
 from trainer.training.callbacks import METRICS, JsonlMetrics, PreemptionGuard, restore_metrics
 from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, checkpoint_name, problem
-from trainer.training.model import load_base_model, load_tokenizer, lora_config
+from trainer.training.model import base_model_path, load_base_model, load_tokenizer, lora_config
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -126,6 +127,7 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
     return SFTConfig(
         output_dir=str(t.output_dir),
         run_name=t.run_name,
+        use_cpu=not torch.cuda.is_available(),  # accelerate forms a gloo process group on CPU only when told
         max_steps=t.max_steps,
         num_train_epochs=t.num_train_epochs,
         save_strategy="steps",
@@ -211,12 +213,20 @@ def train(config: Config, callbacks: tuple = ()) -> TrainResult:
     config = config.model_copy(update={"training": config.training.model_copy(update={"precision": precision})})
     t = config.training
     store = checkpoint_store(t)
-    resume = resolve_resume(t, store)
+    # The tiny debug model is built before joining the process group: once there is one, transformers writes
+    # weights on global rank 0 only, and every node needs its own copy.
+    base_model_path(config.model)
+    # Under torchrun this joins the process group (a no-op in one process). The node's first process finds (and
+    # fetches) the checkpoint to resume from before the others look, so they find it local instead of racing.
+    processes = PartialState(cpu=not torch.cuda.is_available())
+    with processes.local_main_process_first():
+        resume = resolve_resume(t, store)
     metrics_log = t.logging_dir / METRICS
     if resume:
         print(f"resuming from {resume}")
+    if processes.is_local_main_process and resume:
         restore_metrics(resume, metrics_log)
-    else:
+    elif processes.is_local_main_process:
         metrics_log.unlink(missing_ok=True)
     trainer, data_report = build_trainer(config)
     guard = PreemptionGuard(store, metrics_log)
@@ -235,6 +245,8 @@ def train(config: Config, callbacks: tuple = ()) -> TrainResult:
         raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved {note}; restart to resume")
     # With a step save strategy transformers always saves at the last step too.
     final = t.output_dir / checkpoint_name(step)
+    if not processes.is_main_process:
+        return TrainResult(final_checkpoint=final, metrics=output.metrics)  # rank 0 saved, uploads and reports
     store.finish(final)
     run = {"resumed_from": str(resume) if resume else None, "global_step": step, **output.metrics, "data": data_report}
     t.logging_dir.mkdir(parents=True, exist_ok=True)
