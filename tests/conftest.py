@@ -56,6 +56,7 @@ def pipeline_run(tmp_path_factory, model_cache):
 
     root = tmp_path_factory.mktemp("pipeline")
     overrides = [*debug_overrides(root, model_cache), "training.max_steps=20", "training.save_steps=10"]
+    overrides.append("evaluation.baseline=true")
     args = ["pipeline", "--config", str(DEBUG_CONFIG)]
     for item in overrides:
         args += ["--set", item]

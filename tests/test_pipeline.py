@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,13 +61,25 @@ def test_evaluation_report_and_predictions(pipeline_run):
     out = pipeline_run.evaluation.output_dir
     report = json.loads((out / "report.json").read_text())
     manifest = json.loads((pipeline_run.data.output_dir / "manifest.json").read_text())
-    assert report["examples"] == manifest["counts"]["test"]
+    assert report["n_examples"] == manifest["counts"]["test"]
+    assert report["dataset_hash"] == manifest["content_hash"]
     assert math.isclose(report["perplexity"], math.exp(report["loss"]), rel_tol=1e-12)
     assert 0 <= report["token_accuracy"] <= 1 and 0 <= report["exact_match"] <= 1
+    for key in ("rougeL", "chrf"):
+        assert 0 <= report[key] <= 1
+    assert set(report["tool_call"]) == {"wellformed_rate", "name_accuracy", "args_exact", "false_call_rate"}
+    assert report["api_grounding"]["mentions"] >= 0 and isinstance(report["api_grounding"]["invented"], list)
+    # --baseline: the base model on the same prompts; the delta is finetuned minus base, metric by metric.
+    assert report["baseline"]["n_examples"] == report["n_examples"]
+    assert report["delta"]["loss"] == pytest.approx(report["loss"] - report["baseline"]["loss"])
+    assert report["loss"] < report["baseline"]["loss"]  # the adapter learned something about the test answers
+    markdown = (out / "report.md").read_text()
+    assert f"| loss (lower is better) | {report['loss']:.4f} | {report['baseline']['loss']:.4f} |" in markdown
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and (out / "metrics.png").is_file()
     records = [json.loads(line) for line in (out / "predictions.jsonl").open()]
-    assert len(records) == report["examples"]
+    assert len(records) == report["n_examples"]
     for record in records:
-        assert set(record) == {"id", "messages", "reference", "prediction"}
+        assert set(record) == {"id", "messages", "reference", "prediction", "baseline"}
         assert record["reference"]["role"] == record["prediction"]["role"] == "assistant"
         assert record["messages"][-1]["role"] in ("user", "tool")
 
@@ -99,6 +112,6 @@ def test_evaluate_flags_limit_the_run(pipeline_run, tmp_path):
     for item in [*debug_overrides(root, pipeline_run.model.cache_dir), f"evaluation.output_dir={tmp_path}"]:
         args += ["--set", item]
     assert main(args) == 0
-    assert json.loads((tmp_path / "report.json").read_text())["examples"] == 1
+    assert json.loads((tmp_path / "report.json").read_text())["n_examples"] == 1
     assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 1
     assert "max_new_tokens: 3\n" in (tmp_path / "resolved_config.yaml").read_text()

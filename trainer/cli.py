@@ -136,12 +136,24 @@ def evaluate(
     checkpoint: CheckpointOption = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N test conversations")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Generation length limit")] = None,
+    baseline: Annotated[bool, typer.Option("--baseline", help="Also score the base model; report the deltas")] = False,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Score this predictions.jsonl instead of generating (no model loaded)")
+    ] = None,
+    symbols: Annotated[Path | None, typer.Option(help="symbols.jsonl for API grounding")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: evaluation.output_dir)")] = None,
 ) -> None:
-    """Score an adapter on the test split: loss, perplexity, token accuracy, generations, report.json."""
-    flags = {"evaluation.limit": limit, "evaluation.max_new_tokens": max_new_tokens}
-    _evaluate(
-        _load(config, [*set_, *(f"{key}={value}" for key, value in flags.items() if value is not None)]), checkpoint
-    )
+    """Score an adapter on the test split (or a predictions file): loss, text, tool use, Go code, API grounding."""
+    flags = {"evaluation.limit": limit, "evaluation.max_new_tokens": max_new_tokens, "evaluation.symbols": symbols}
+    flags |= {"evaluation.baseline": baseline or None, "evaluation.output_dir": out}
+    cfg = _load(config, [*set_, *_flag_overrides(flags)])
+    if predictions is None:
+        _evaluate(cfg, checkpoint)
+        return
+    from trainer.evaluation.evaluate import format_report, score_predictions
+
+    report = score_predictions(predictions, cfg.evaluation.symbols, cfg.evaluation.output_dir)
+    print(f"evaluate: {format_report(report)} → {cfg.evaluation.output_dir / 'report.json'}")
 
 
 @app.command()

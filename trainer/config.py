@@ -183,7 +183,9 @@ class EvaluationConfig(StrictModel):
     output_dir: Path = Path("outputs/eval")
     max_new_tokens: int = Field(256, gt=0)
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N test conversations")
-    batch_size: int = Field(8, gt=0)
+    batch_size: int = Field(8, gt=0, description="Prompts generated together (left padding, KV cache)")
+    baseline: bool = Field(False, description="Also evaluate the base model on the same prompts and report deltas")
+    symbols: Path | None = Field(None, description="API index for grounding; default: data.output_dir/symbols.jsonl")
 
 
 class ExportConfig(StrictModel):

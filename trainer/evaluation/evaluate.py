@@ -1,8 +1,9 @@
-"""The evaluate stage: teacher-forced loss/perplexity/token accuracy on the test split, greedy generations for the
-test prompts, `predictions.jsonl` and `report.json`.
+"""The evaluate stage: teacher-forced loss/perplexity/token accuracy on the test split, batched greedy generations
+for the test prompts scored by `metrics.py`, optionally the base model on the same prompts (`--baseline`), and
+`predictions.jsonl`, `report.json`, `report.md`.
 
 The adapter is evaluated on the same base it was trained on (4-bit when the config quantizes), so the numbers
-describe the function that was trained.
+describe the function that was trained; the baseline is that base with the adapter switched off.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from rich.progress import track
 
 from trainer.config import Config, save_config
 from trainer.errors import TrainerError
+from trainer.evaluation.metrics import SymbolIndex, score
+from trainer.evaluation.report import deltas, load_predictions, metric, write_report
 from trainer.synthesis.build import conversation, load_processed
+from trainer.training.callbacks import METRICS
 from trainer.training.model import load_base_model, load_tokenizer
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 from trainer.training.train import PRECISION_DTYPES, resolve_checkpoint, resolve_precision
@@ -35,17 +39,24 @@ def load_finetuned(config: Config, checkpoint: Path):
     return model, tokenizer
 
 
+def _parsed_call(block: str) -> bool:
+    try:
+        call = json.loads(block)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(call, dict) and isinstance(call.get("name"), str)
+
+
 def parse_assistant(text: str) -> dict[str, Any]:
     """A generated assistant turn → `{"content", "tool_calls"}` in the training data's format."""
     calls = []
     for block in TOOL_CALL.findall(text):
-        try:
+        if _parsed_call(block):
             call = json.loads(block)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(call, dict) and isinstance(call.get("name"), str):
             calls.append({"name": call["name"], "arguments": call.get("arguments", {})})
-    message: dict[str, Any] = {"role": "assistant", "content": TOOL_CALL.sub("", text).strip()}
+    # Blocks that parsed become tool calls; the others stay in the text, where the scorer counts them as malformed.
+    content = TOOL_CALL.sub(lambda m: "" if _parsed_call(m.group(1)) else m.group(0), text)
+    message: dict[str, Any] = {"role": "assistant", "content": content.strip()}
     if calls:
         message["tool_calls"] = calls
     return message
@@ -103,10 +114,15 @@ def generate(model, tokenizer, rows: list[dict[str, str]], max_new_tokens: int, 
     return records
 
 
-def _same_answer(reference: dict[str, Any], prediction: dict[str, Any]) -> bool:
-    return reference.get("content", "").strip() == prediction.get("content", "").strip() and reference.get(
-        "tool_calls"
-    ) == prediction.get("tool_calls")
+def _symbols(config: Config) -> SymbolIndex | None:
+    path = config.evaluation.symbols or config.data.output_dir / "symbols.jsonl"
+    return SymbolIndex.load(path) if path.is_file() or config.evaluation.symbols else None
+
+
+def _model_report(model, tokenizer, rows, config: Config, symbols: SymbolIndex | None) -> tuple[dict, list[dict]]:
+    ev = config.evaluation
+    predictions = generate(model, tokenizer, rows, ev.max_new_tokens, ev.batch_size)
+    return {**teacher_forced(model, tokenizer, rows), **score(predictions, symbols)}, predictions
 
 
 def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
@@ -118,23 +134,47 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
             f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
         )
     rows = list(test)[: ev.limit]
+    symbols = _symbols(config)
     model, tokenizer = load_finetuned(config, checkpoint)
-    report: dict[str, Any] = {"checkpoint": str(checkpoint), "examples": len(rows)}
-    report.update(teacher_forced(model, tokenizer, rows))
-    predictions = generate(model, tokenizer, rows, ev.max_new_tokens, ev.batch_size)
-    report["exact_match"] = sum(_same_answer(p["reference"], p["prediction"]) for p in predictions) / len(rows)
+    manifest = config.data.output_dir / "manifest.json"
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "dataset_hash": json.loads(manifest.read_text())["content_hash"] if manifest.is_file() else None,
+    }
+    finetuned, predictions = _model_report(model, tokenizer, rows, config, symbols)
+    report |= finetuned
+    if ev.baseline:
+        with model.disable_adapter():
+            baseline, base_predictions = _model_report(model, tokenizer, rows, config, symbols)
+        report["baseline"], report["delta"] = baseline, deltas(finetuned, baseline)
+        for record, base in zip(predictions, base_predictions, strict=True):
+            record["baseline"] = base["prediction"]
+    report["config"] = config.model_dump(mode="json")
     ev.output_dir.mkdir(parents=True, exist_ok=True)
     with (ev.output_dir / "predictions.jsonl").open("w", encoding="utf-8") as out:
         for record in predictions:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    (ev.output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    metrics_log = config.training.logging_dir / METRICS
+    write_report(report, ev.output_dir, metrics_log if metrics_log.is_file() else None)
     save_config(config, ev.output_dir / "resolved_config.yaml")
     return report
 
 
+def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[str, Any]:
+    """Score a predictions file made anywhere (vLLM, another trainer) without loading a model."""
+    report = {"predictions": str(path), **score(load_predictions(path), SymbolIndex.load(symbols) if symbols else None)}
+    write_report(report, out_dir)
+    return report
+
+
 def format_report(report: dict[str, Any]) -> str:
-    return (
-        f"{report['examples']} test conversations · loss {report['loss']:.4f} · "
-        f"perplexity {report['perplexity']:.2f} · token accuracy {report['token_accuracy']:.3f} · "
-        f"exact match {report['exact_match']:.3f}"
-    )
+    parts = [f"{report['n_examples']} test conversations"]
+    if "loss" in report:
+        parts.append(f"loss {report['loss']:.4f} · perplexity {report['perplexity']:.2f}")
+        parts.append(f"token accuracy {report['token_accuracy']:.3f}")
+    for key in ("rougeL", "chrf", "tool_call.name_accuracy", "api_grounding.grounded_rate"):
+        value = metric(report, key)
+        if value is not None:
+            delta = report.get("delta", {}).get(key)
+            parts.append(f"{key} {value:.3f}" + (f" ({delta:+.3f} vs base)" if delta is not None else ""))
+    return " · ".join(parts)

@@ -58,7 +58,7 @@ class ParsedFile:
 
 
 @cache
-def _parser() -> tree_sitter.Parser:
+def parser() -> tree_sitter.Parser:
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_go.language()))
 
 
@@ -231,7 +231,7 @@ def _example(function: tree_sitter.Node, doc: str, package: str, path: str) -> G
 
 def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) -> ParsedFile:
     """Symbols (or, for `_test.go` files, Example functions) of one file. `package` is the import path."""
-    tree = _parser().parse(source)
+    tree = parser().parse(source)
     root = tree.root_node
     if root.has_error:
         raise GoSyntaxError(f"syntax error near line {_first_error(root).start_point.row + 1}")

@@ -1,0 +1,136 @@
+"""Generation metrics on hand-made records whose right values are known, and scoring a predictions file."""
+
+import json
+import shutil
+
+import pytest
+
+from trainer.cli import main
+from trainer.evaluation.evaluate import parse_assistant
+from trainer.evaluation.metrics import SymbolIndex, go_code_metrics, grounding_metrics, score, tool_call_metrics
+
+SYMBOLS = [
+    {"package": "github.com/go-chi/chi/v5", "name": "NewRouter", "kind": "func"},
+    {"package": "github.com/go-chi/chi/v5", "name": "URLParam", "kind": "func"},
+    {"package": "github.com/go-chi/chi/v5", "name": "Mux", "kind": "type"},
+    {"package": "github.com/go-chi/chi/v5", "name": "Mux.Get", "kind": "method"},
+    {"package": "github.com/go-chi/chi/v5/middleware", "name": "Logger", "kind": "func"},
+]
+
+
+def answer(content=None, calls=None):
+    message = {"role": "assistant"}
+    if content is not None:
+        message["content"] = content
+    if calls is not None:
+        message["tool_calls"] = calls
+    return message
+
+
+def record(reference, prediction):
+    return {"id": "x", "messages": [{"role": "user", "content": "q"}], "reference": reference, "prediction": prediction}
+
+
+CALL = {"name": "lookup_docs", "arguments": {"package": "chi", "name": "URLParam"}}
+
+
+def test_tool_call_metrics_count_each_denominator_separately():
+    records = [
+        record(answer(calls=[CALL]), answer(calls=[CALL])),  # right name, right arguments
+        record(answer(calls=[CALL]), answer(calls=[{**CALL, "arguments": {"name": "Get"}}])),  # right name only
+        record(answer(calls=[CALL]), answer("It is chi.URLParam.")),  # missed call: wrong on both
+        record(answer("Use chi.NewRouter()."), answer(calls=[CALL])),  # false call
+        record(answer("Use chi.NewRouter()."), answer('<tool_call>{"name": broken</tool_call>')),  # malformed, false
+        record(answer("Use chi.NewRouter()."), answer("Use chi.NewRouter().")),
+    ]
+    assert tool_call_metrics(records) == {
+        "wellformed_rate": 3 / 4,  # 4 predictions attempt a call, the broken one is not well formed
+        "name_accuracy": 2 / 3,
+        "args_exact": 1 / 3,
+        "false_call_rate": 2 / 3,
+    }
+    assert tool_call_metrics([records[-1]]) == {
+        "wellformed_rate": None, "name_accuracy": None, "args_exact": None, "false_call_rate": 0.0,
+    }  # fmt: skip
+
+
+def test_generated_text_keeps_unparsable_tool_calls_for_the_scorer():
+    text = '<tool_call>{"name": "lookup_docs", "arguments": {"name": "Mux"}}</tool_call>\n<tool_call>{oops</tool_call>'
+    message = parse_assistant(text)
+    assert message["tool_calls"] == [{"name": "lookup_docs", "arguments": {"name": "Mux"}}]
+    assert message["content"] == "<tool_call>{oops</tool_call>"
+
+
+def test_go_blocks_parse_as_files_declarations_or_statements():
+    content = (
+        '```go\nr := chi.NewRouter()\nr.Get("/", h)\n```\n'  # statements
+        "```go\nfunc h(w http.ResponseWriter, r *http.Request) {}\n```\n"  # a declaration
+        "```go\npackage main\n\nfunc main() {}\n```\n"  # a file
+        "```go\nr := chi.NewRouter(\n```\n"  # broken
+        "```python\nnot go\n```"
+    )
+    result = go_code_metrics([record(answer("x"), answer(content))])
+    assert (result["blocks"], result["parse_rate"]) == (4, 3 / 4)
+    if shutil.which("gofmt"):
+        assert result["gofmt_parse_rate"] == 3 / 4
+    assert go_code_metrics([record(answer("x"), answer("no code"))])["parse_rate"] is None
+
+
+def test_api_grounding_finds_invented_names():
+    index = SymbolIndex(SYMBOLS)
+    text = (
+        'Call `chi.NewRouter()` then `r.Get`; read params with chi.URLParam(r, "id") or chi.PathParam(r). '
+        "Mux.Get registers a route, Mux.Route does not exist, middleware.Logger logs and middleware.Tracer "
+        "does not. http.Request is the standard library's. `Serve()` is invented too."
+    )
+    result = grounding_metrics([record(answer("x"), answer(text))], index)
+    assert result["invented"] == ["Mux.Route", "Serve", "chi.PathParam", "middleware.Tracer"]
+    assert result["mentions"] == 8 and result["grounded_rate"] == 4 / 8
+    assert grounding_metrics([record(answer("x"), answer("plain words"))], index)["grounded_rate"] is None
+
+
+def test_text_metrics_are_one_for_identical_answers_and_lower_otherwise():
+    same = score([record(answer("Call chi.NewRouter() first."), answer("Call chi.NewRouter() first."))], None)
+    assert (same["rougeL"], same["chrf"], same["exact_match"]) == (1.0, 1.0, 1.0)
+    other = score([record(answer("Call chi.NewRouter() first."), answer("Use gin.New() instead."))], None)
+    assert other["rougeL"] < 0.3 and other["chrf"] < 0.3 and other["exact_match"] == 0.0
+    only_calls = score([record(answer(calls=[CALL]), answer(calls=[CALL]))], None)
+    assert only_calls["rougeL"] is None and only_calls["chrf"] is None
+
+
+def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
+    symbols = tmp_path / "symbols.jsonl"
+    symbols.write_text("".join(json.dumps(s) + "\n" for s in SYMBOLS))
+    predictions = tmp_path / "predictions.jsonl"
+    rows = [
+        record(answer("Use `chi.NewRouter()`."), answer("Use `chi.NewRouter()`.")),
+        record(answer(calls=[CALL]), answer(calls=[CALL])),
+        record(answer("Use chi.URLParam."), answer("Use chi.Param.")),
+    ]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    code = main(["evaluate", "--predictions", str(predictions), "--symbols", str(symbols), "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_examples"] == 3 and report["tool_call"]["name_accuracy"] == 1.0
+    assert report["api_grounding"] == {"grounded_rate": 1 / 2, "mentions": 2, "invented": ["chi.Param"]}
+    assert "loss" not in report and report["go_code"]["parse_rate"] is None
+    markdown = (out / "report.md").read_text()
+    assert "| api_grounding.grounded_rate | 0.5000 | – | – |" in markdown and "`chi.Param`" in markdown
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("{not json", "invalid JSON"),
+        (json.dumps({"reference": {}, "prediction": {}, "extra": 1}), "expected an object with keys"),
+        (json.dumps({"reference": {"content": 3}, "prediction": {}}), "'reference.content' must be a string"),
+        (json.dumps({"reference": {}, "prediction": {"tool_calls": "x"}}), "'prediction.tool_calls' must be a list"),
+    ],
+)
+def test_bad_prediction_lines_are_named(tmp_path, capsys, line, reason):
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text(json.dumps(record(answer("a"), answer("a"))) + "\n" + line + "\n")
+    assert main(["evaluate", "--predictions", str(predictions), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{predictions}:2: " in err and reason in err

@@ -1,0 +1,181 @@
+"""Scores for generated answers, computed from prediction records alone (the same scorer serves `trainer evaluate`
+and `trainer evaluate --predictions FILE` for answers produced anywhere).
+
+A record is `{"id", "messages": [prompt turns], "reference": {assistant message}, "prediction": {assistant
+message}}`; an assistant message has `content` and/or `tool_calls` (`[{"name", "arguments": {...}}]`). A metric
+with nothing to measure is None (shown as null), never 0 or 1. Definitions: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from trainer.synthesis.go_parser import parser
+
+GO_FENCE = re.compile(r"```(?:go|golang)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+INLINE_CODE = re.compile(r"`([^`\n]+)`")
+QUALIFIED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?")
+BARE_CALL = re.compile(r"(?<![.\w])([A-Z]\w*)\(")
+TOOL_CALL_TEXT = "<tool_call>"
+
+
+def _rate(hits: int, total: int) -> float | None:
+    return hits / total if total else None
+
+
+def _calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return message.get("tool_calls") or []
+
+
+def _attempts_call(message: dict[str, Any]) -> bool:
+    return bool(_calls(message)) or TOOL_CALL_TEXT in (message.get("content") or "")
+
+
+def _wellformed(message: dict[str, Any]) -> bool:
+    """Every call has a string name and object arguments, and no unparsed `<tool_call>` text is left over."""
+    calls_ok = all(isinstance(c.get("name"), str) and isinstance(c.get("arguments"), dict) for c in _calls(message))
+    return calls_ok and TOOL_CALL_TEXT not in (message.get("content") or "")
+
+
+def tool_call_metrics(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    attempted = [r for r in records if _attempts_call(r["prediction"])]
+    with_call = [r for r in records if _calls(r["reference"])]
+    without_call = [r for r in records if not _calls(r["reference"])]
+
+    def names(message):
+        return [c.get("name") for c in _calls(message)]
+
+    def exact(message):
+        return [(c.get("name"), json.dumps(c.get("arguments"), sort_keys=True)) for c in _calls(message)]
+
+    return {
+        "wellformed_rate": _rate(sum(_wellformed(r["prediction"]) for r in attempted), len(attempted)),
+        "name_accuracy": _rate(sum(names(r["prediction"]) == names(r["reference"]) for r in with_call), len(with_call)),
+        "args_exact": _rate(sum(exact(r["prediction"]) == exact(r["reference"]) for r in with_call), len(with_call)),
+        "false_call_rate": _rate(sum(_attempts_call(r["prediction"]) for r in without_call), len(without_call)),
+    }
+
+
+def text_metrics(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """ROUGE-L F1 (mean over answers) and corpus chrF (scaled to [0, 1]) on answers whose reference has text."""
+    pairs = [
+        (r["reference"]["content"], r["prediction"].get("content") or "")
+        for r in records
+        if (r["reference"].get("content") or "").strip()
+    ]
+    if not pairs:
+        return {"rougeL": None, "chrf": None}
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = sum(scorer.score(ref, pred)["rougeL"].fmeasure for ref, pred in pairs) / len(pairs)
+    chrf = sacrebleu.corpus_chrf([pred for _, pred in pairs], [[ref for ref, _ in pairs]]).score / 100
+    return {"rougeL": rouge, "chrf": chrf}
+
+
+def _tree_sitter_parses(code: str) -> bool:
+    return not parser().parse(code.encode("utf-8")).root_node.has_error
+
+
+def _gofmt_parses(code: str, gofmt: str) -> bool:
+    with tempfile.NamedTemporaryFile("w", suffix=".go", delete=False) as handle:
+        handle.write(code)
+    try:
+        return subprocess.run([gofmt, "-e", handle.name], capture_output=True, timeout=30).returncode == 0
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+
+
+def go_parses(block: str, check) -> bool:
+    """A fenced block parses as a Go file, or as declarations in one, or as statements in a function body (answers
+    show fragments more often than whole files)."""
+    candidates = (block, f"package snippet\n\n{block}", f"package snippet\n\nfunc _() {{\n{block}\n}}\n")
+    return any(check(candidate) for candidate in candidates)
+
+
+def go_code_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    blocks = [b for r in records for b in GO_FENCE.findall(r["prediction"].get("content") or "")]
+    result: dict[str, Any] = {
+        "blocks": len(blocks),
+        "parse_rate": _rate(sum(go_parses(b, _tree_sitter_parses) for b in blocks), len(blocks)),
+    }
+    gofmt = shutil.which("gofmt")
+    if gofmt:
+        parsed = sum(go_parses(b, lambda code: _gofmt_parses(code, gofmt)) for b in blocks)
+        result["gofmt_parse_rate"] = _rate(parsed, len(blocks))
+    return result
+
+
+class SymbolIndex:
+    """The framework's exported API from symbols.jsonl: package short names, and names per package."""
+
+    def __init__(self, symbols: Iterable[dict[str, Any]]):
+        self.by_package: dict[str, set[str]] = {}
+        self.types: set[str] = set()
+        for symbol in symbols:
+            short = re.sub(r"/v\d+$", "", symbol["package"]).rsplit("/", 1)[-1]
+            self.by_package.setdefault(short, set()).add(symbol["name"])
+            if symbol["kind"] == "type":
+                self.types.add(symbol["name"])
+        self.names = set().union(*self.by_package.values()) if self.by_package else set()
+
+    @classmethod
+    def load(cls, path: Path) -> SymbolIndex:
+        from trainer.errors import TrainerError
+
+        if not path.is_file():
+            raise TrainerError(
+                f"{path}: symbols file not found (run `trainer synthesize` with Go sources, or --symbols)"
+            )
+        with path.open(encoding="utf-8") as handle:
+            return cls(json.loads(line) for line in handle if line.strip())
+
+    def mentions(self, text: str) -> list[tuple[str, bool]]:
+        """(name, known) for each API the text presents: `pkg.Name`, `pkg.Type.Method` and `Type.Method` with a
+        framework package or type, and `Name(` inside inline code."""
+        found = []
+        for first, second, third in QUALIFIED.findall(text):
+            if first in self.by_package:
+                name = f"{second}.{third}" if third else second
+                found.append((f"{first}.{name}", name in self.by_package[first]))
+            elif first in self.types:
+                found.append((f"{first}.{second}", f"{first}.{second}" in self.names))
+        for span in INLINE_CODE.findall(text):
+            found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
+        return found
+
+
+def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
+    if index is None:
+        return {"grounded_rate": None, "mentions": 0, "invented": []}
+    mentions = [m for r in records for m in index.mentions(r["prediction"].get("content") or "")]
+    return {
+        "grounded_rate": _rate(sum(known for _, known in mentions), len(mentions)),
+        "mentions": len(mentions),
+        "invented": sorted({name for name, known in mentions if not known}),
+    }
+
+
+def score(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
+    """Every generation metric over `records`."""
+    exact = sum(
+        (r["reference"].get("content") or "").strip() == (r["prediction"].get("content") or "").strip()
+        and _calls(r["reference"]) == _calls(r["prediction"])
+        for r in records
+    )
+    return {
+        "n_examples": len(records),
+        "exact_match": _rate(exact, len(records)),
+        **text_metrics(records),
+        "tool_call": tool_call_metrics(records),
+        "go_code": go_code_metrics(records),
+        "api_grounding": grounding_metrics(records, index),
+    }

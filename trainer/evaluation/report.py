@@ -1,0 +1,148 @@
+"""Prediction files in and reports out: `predictions.jsonl`, `report.json`, `report.md` and its PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import problems_error
+
+RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline"}  # baseline: the base model's answer
+# The headline metrics, in the report's order; dotted paths into report.json.
+HEADLINE = (
+    "loss", "perplexity", "token_accuracy", "exact_match", "rougeL", "chrf", "tool_call.wellformed_rate",
+    "tool_call.name_accuracy", "tool_call.args_exact", "tool_call.false_call_rate", "go_code.parse_rate",
+    "api_grounding.grounded_rate",
+)  # fmt: skip
+LOWER_IS_BETTER = {"loss", "perplexity", "tool_call.false_call_rate"}
+
+
+def _message_problem(value: Any, key: str) -> str | None:
+    if not isinstance(value, dict):
+        return f"'{key}' must be an assistant message object"
+    if not isinstance(value.get("content", ""), str | type(None)):
+        return f"'{key}.content' must be a string"
+    calls = value.get("tool_calls", [])
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        return f"'{key}.tool_calls' must be a list of objects"
+    return None
+
+
+def load_predictions(path: Path) -> list[dict[str, Any]]:
+    """Records of a predictions file; every bad line is reported as `file:line: reason`, all at once."""
+    if not path.is_file():
+        raise problems_error("cannot score predictions", [f"{path}: file not found"])
+    records, problems = [], []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{where}: invalid JSON ({exc.msg})")
+                continue
+            required = {"reference", "prediction"}
+            if not isinstance(record, dict) or set(record) - RECORD_KEYS or not required <= set(record):
+                problems.append(
+                    f"{where}: expected an object with keys {sorted(RECORD_KEYS)}, {sorted(required)} required"
+                )
+                continue
+            problem = _message_problem(record["reference"], "reference") or _message_problem(
+                record["prediction"], "prediction"
+            )
+            if problem:
+                problems.append(f"{where}: {problem}")
+                continue
+            records.append(record)
+    if problems:
+        raise problems_error("invalid predictions file", problems)
+    if not records:
+        raise problems_error("cannot score predictions", [f"{path}: no records"])
+    return records
+
+
+def metric(report: dict[str, Any], dotted: str) -> Any:
+    value: Any = report
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def deltas(finetuned: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+    """finetuned − baseline for every headline metric both have."""
+    out = {}
+    for key in HEADLINE:
+        ours, theirs = metric(finetuned, key), metric(baseline, key)
+        if isinstance(ours, int | float) and isinstance(theirs, int | float):
+            out[key] = ours - theirs
+    return out
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _plots(report: dict[str, Any], out_dir: Path, metrics_log: Path | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    records = [json.loads(line) for line in metrics_log.read_text().splitlines()] if metrics_log else []
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    valid = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if train or valid:
+        figure, axes = plt.subplots(figsize=(6, 3.5))
+        for points, label in ((train, "train"), (valid, "validation")):
+            if points:
+                axes.plot(*zip(*points, strict=True), marker="o" if label == "validation" else None, label=label)
+        axes.set(xlabel="step", ylabel="loss (assistant tokens)", title="Training")
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(out_dir / "loss.png", dpi=110)
+        plt.close(figure)
+        written.append("loss.png")
+    baseline = report.get("baseline")
+    rates = [k for k in HEADLINE if k not in ("loss", "perplexity") and isinstance(metric(report, k), float)]
+    if baseline and rates:
+        figure, axes = plt.subplots(figsize=(7, 3.5))
+        positions = range(len(rates))
+        axes.bar([p - 0.2 for p in positions], [metric(baseline, k) or 0 for k in rates], 0.4, label="base")
+        axes.bar([p + 0.2 for p in positions], [metric(report, k) for k in rates], 0.4, label="finetuned")
+        axes.set_xticks(list(positions), [k.split(".")[-1] for k in rates], rotation=35, ha="right")
+        axes.set(ylim=(0, 1), title="Base vs finetuned")
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(out_dir / "metrics.png", dpi=110)
+        plt.close(figure)
+        written.append("metrics.png")
+    return written
+
+
+def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None = None) -> None:
+    """report.json, and report.md with a table (finetuned, base, delta) and the plots."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    baseline = report.get("baseline") or {}
+    lines = ["# Evaluation", "", f"{report['n_examples']} test conversations."]
+    if report.get("checkpoint"):
+        lines.append(f"Model: `{report['checkpoint']}`.")
+    lines += ["", "| metric | finetuned | base | delta |", "| --- | ---: | ---: | ---: |"]
+    for key in HEADLINE:
+        if metric(report, key) is None and metric(baseline, key) is None:
+            continue
+        arrow = " (lower is better)" if key in LOWER_IS_BETTER else ""
+        delta = report.get("delta", {}).get(key)
+        lines.append(
+            f"| {key}{arrow} | {_cell(metric(report, key))} | {_cell(metric(baseline, key))} | {_cell(delta)} |"
+        )
+    invented = metric(report, "api_grounding.invented") or []
+    if invented:
+        lines += ["", f"Invented APIs ({len(invented)}): " + ", ".join(f"`{name}`" for name in invented[:50])]
+    lines += ["", *[f"![{name}]({name})" for name in _plots(report, out_dir, metrics_log)]]
+    lines.append("Per-example results: `predictions.jsonl`. Metric definitions: docs/evaluation.md.")
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
