@@ -83,6 +83,7 @@ bench: dev go-sources
 	$(OFFLINE) $(BIN)/python benchmarks/export_merge.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/preemption.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/go_extraction.py --report docs/benchmarks.md
+	$(OFFLINE) $(BIN)/python benchmarks/generation.py --report docs/benchmarks.md
 
 lint: dev
 	$(BIN)/ruff check .

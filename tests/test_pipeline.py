@@ -115,3 +115,32 @@ def test_evaluate_flags_limit_the_run(pipeline_run, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["n_examples"] == 1
     assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 1
     assert "max_new_tokens: 3\n" in (tmp_path / "resolved_config.yaml").read_text()
+
+
+@pytest.mark.parametrize("which", ["exported", "base"])
+def test_evaluate_an_exported_folder_or_the_bare_base(pipeline_run, tmp_path, which):
+    from tests.conftest import DEBUG_CONFIG, debug_overrides
+    from trainer.cli import main
+
+    root = pipeline_run.data.output_dir.parent
+    model = str(exported_folder(pipeline_run)) if which == "exported" else "base"
+    args = [
+        "evaluate",
+        "--config",
+        str(DEBUG_CONFIG),
+        "--model",
+        model,
+        "--out",
+        str(tmp_path),
+        "--max-new-tokens",
+        "4",
+    ]
+    for item in debug_overrides(root, pipeline_run.model.cache_dir):
+        args += ["--set", item]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    trained = json.loads((pipeline_run.evaluation.output_dir / "report.json").read_text())
+    # The merged folder is the trained function (merged into the NF4 round trip); `base` is the baseline's model.
+    expected = trained["loss"] if which == "exported" else trained["baseline"]["loss"]
+    assert report["checkpoint"] == model
+    assert report["loss"] == pytest.approx(expected, rel=1e-4)

@@ -186,6 +186,9 @@ class EvaluationConfig(StrictModel):
     batch_size: int = Field(8, gt=0, description="Prompts generated together (left padding, KV cache)")
     baseline: bool = Field(False, description="Also evaluate the base model on the same prompts and report deltas")
     symbols: Path | None = Field(None, description="API index for grounding; default: data.output_dir/symbols.jsonl")
+    model: str | None = Field(
+        None, description="Evaluate this instead of an adapter checkpoint: an exported model folder, or `base`"
+    )
 
 
 class ExportConfig(StrictModel):

@@ -39,6 +39,17 @@ def load_finetuned(config: Config, checkpoint: Path):
     return model, tokenizer
 
 
+def load_plain(config: Config, which: str):
+    """`base`: the base model as training loaded it (4-bit when the config quantizes); else an exported folder."""
+    dtype = PRECISION_DTYPES[resolve_precision(config.training.precision)]
+    if which == "base":
+        return load_base_model(config.model, dtype, quantized=True).eval(), load_tokenizer(config.model)
+    if not (Path(which) / "config.json").is_file():
+        raise TrainerError(f"{which}: not a model folder (no config.json); pass an exported model or `base`")
+    folder = config.model.model_copy(update={"name_or_path": which, "tiny": None, "revision": None})
+    return load_base_model(folder, dtype, quantized=False).eval(), load_tokenizer(folder, which)
+
+
 def _parsed_call(block: str) -> bool:
     try:
         call = json.loads(block)
@@ -127,7 +138,8 @@ def _model_report(model, tokenizer, rows, config: Config, symbols: SymbolIndex |
 
 def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
     ev = config.evaluation
-    checkpoint = resolve_checkpoint(config, checkpoint)
+    if ev.model and ev.baseline:
+        raise TrainerError("--baseline compares an adapter with its base; with --model, evaluate each model on its own")
     test = load_processed(config.data.output_dir)["test"]
     if len(test) == 0:
         raise TrainerError(
@@ -135,10 +147,15 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
         )
     rows = list(test)[: ev.limit]
     symbols = _symbols(config)
-    model, tokenizer = load_finetuned(config, checkpoint)
+    if ev.model:
+        evaluated = ev.model
+        model, tokenizer = load_plain(config, ev.model)
+    else:
+        evaluated = str(resolve_checkpoint(config, checkpoint))
+        model, tokenizer = load_finetuned(config, Path(evaluated))
     manifest = config.data.output_dir / "manifest.json"
     report: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": evaluated,
         "dataset_hash": json.loads(manifest.read_text())["content_hash"] if manifest.is_file() else None,
     }
     finetuned, predictions = _model_report(model, tokenizer, rows, config, symbols)
