@@ -59,8 +59,8 @@ def main(report: Path) -> None:
         f"| batched ({BATCH} per batch, left padding, KV cache) | {batched:.2f} | {len(rows) / batched:.1f} |",
         f"| **speed-up** | **{ratio:.1f}×** | |",
         "",
-        f"Identical answers in both paths: {same}/{len(rows)} (fp32; padding changes floating-point sums, so a near-tie "
-        "between two tokens can flip).",
+        f"Identical answers in both paths: {same}/{len(rows)} (fp32; padding changes floating-point sums, so a "
+        "near-tie between two tokens can flip).",
         "",
     ]
     text = "\n".join(lines)
