@@ -8,13 +8,13 @@ Usage: python benchmarks/generation.py [--report docs/benchmarks.md]
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from benchlib import append_section, report_path
 
 from trainer.config import load_config
 from trainer.evaluation.evaluate import generate, load_plain
@@ -63,13 +63,8 @@ def main(report: Path) -> None:
         "near-tie between two tokens can flip).",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    with report.open("a", encoding="utf-8") as out:
-        out.write(text)
+    append_section(report, lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
-    main(parser.parse_args().report)
+    main(report_path(__doc__))

@@ -8,12 +8,13 @@ Usage: python benchmarks/go_extraction.py [--report docs/benchmarks.md]
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import append_section, report_path
 
 from trainer.config import GenerationSettings, GoSource
 from trainer.synthesis.go_repo import index_repo
@@ -64,13 +65,8 @@ def main(report: Path) -> None:
         f"| **speed-up of the cached rerun** | **{ratio:.1f}×** | | |",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    with report.open("a", encoding="utf-8") as out:
-        out.write(text)
+    append_section(report, lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
-    main(parser.parse_args().report)
+    main(report_path(__doc__))

@@ -10,7 +10,6 @@ Usage: python benchmarks/preemption.py [--report docs/benchmarks.md]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import append_section, report_path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs/training/debug.yaml"
@@ -139,13 +140,8 @@ def main(report: Path) -> None:
         f"{to_first_step:.1f} s (imports, tiny model build from cache, data, download and verification included).",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    with report.open("a", encoding="utf-8") as out:
-        out.write(text + "\n")
+    append_section(report, lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
-    main(parser.parse_args().report)
+    main(report_path(__doc__))
