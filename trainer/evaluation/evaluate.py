@@ -140,6 +140,7 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
     ev = config.evaluation
     if ev.model and ev.baseline:
         raise TrainerError("--baseline compares an adapter with its base; with --model, evaluate each model on its own")
+    evaluated = ev.model or str(resolve_checkpoint(config, checkpoint))
     test = load_processed(config.data.output_dir)["test"]
     if len(test) == 0:
         raise TrainerError(
@@ -147,12 +148,7 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
         )
     rows = list(test)[: ev.limit]
     symbols = _symbols(config)
-    if ev.model:
-        evaluated = ev.model
-        model, tokenizer = load_plain(config, ev.model)
-    else:
-        evaluated = str(resolve_checkpoint(config, checkpoint))
-        model, tokenizer = load_finetuned(config, Path(evaluated))
+    model, tokenizer = load_plain(config, ev.model) if ev.model else load_finetuned(config, Path(evaluated))
     manifest = config.data.output_dir / "manifest.json"
     report: dict[str, Any] = {
         "checkpoint": evaluated,
