@@ -153,6 +153,9 @@ class ServerOutage(TrainerCallback):
         if state.global_step == self.down:
             self.server.stop()
         if state.global_step == self.up:
+            # Let the background upload that started during the outage run out of retries (connection refused
+            # fails fast) before the server returns: otherwise a fast step lets a retry succeed.
+            time.sleep(2)
             self.server.start()
 
 

@@ -20,7 +20,10 @@ from trainer.training.train import build_trainer, train, wandb_env
 def test_packed_batch_logits_equal_each_conversation_alone(make_config, quantization, rtol):
     """TRL's BFD packing + the model call as TRL makes it: packed conversations must not see each other."""
     config = make_config(
-        "training.per_device_train_batch_size=4", "training.max_length=1024", f"model.quantization={quantization}"
+        "training.per_device_train_batch_size=4",
+        "training.max_length=1024",
+        f"model.quantization={quantization}",
+        "training.packing=true",
     )
     synthesize(config)
     trainer, _ = build_trainer(config)

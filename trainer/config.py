@@ -170,7 +170,12 @@ class TrainingConfig(StrictModel):
     overlong: Literal["truncate", "drop", "error"] = Field(
         "truncate", description="What to do with conversations longer than max_length; always counted and shown"
     )
-    packing: bool = True
+    packing: bool | Literal["auto"] = Field(
+        "auto",
+        description="auto: pack only with flash_attention_2, whose varlen kernels skip the pairs a packed row masks "
+        "out; otherwise batches of similar length, padded to their longest (SDPA computes every pair of a packed row: "
+        "on CPU that made packing slower than padding, see docs/benchmarks.md)",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on a GPU, else fp32")
     gradient_checkpointing: bool = True
     optim: str = "adamw_torch"

@@ -124,6 +124,7 @@ def _report_to(training: TrainingConfig) -> list[str]:
 
 def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
     t = config.training
+    packing = t.packing if t.packing != "auto" else config.model.attn_implementation == "flash_attention_2"
     return SFTConfig(
         output_dir=str(t.output_dir),
         run_name=t.run_name,
@@ -145,8 +146,9 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         max_length=t.max_length,
-        packing=t.packing,
+        packing=packing,
         packing_strategy="bfd",
+        train_sampling_strategy="random" if packing else "group_by_length",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=t.gradient_checkpointing,
