@@ -94,7 +94,8 @@ def _clone(url: str, ref: str | None, commit: str, destination: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix=".clone-", dir=destination.parent))
     try:
         _git("init", "--quiet", str(work))
-        wanted = commit if (ref is None or FULL_SHA.match(ref or "")) else ref
+        # A branch or tag (or HEAD) by name: every server serves those; a bare commit only where it allows that.
+        wanted = ref if ref and not FULL_SHA.match(ref) else (commit if ref else "HEAD")
         try:
             _git("fetch", "--quiet", "--depth", "1", "--no-tags", "--", url, wanted, cwd=work)
         except TrainerError:
