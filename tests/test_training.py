@@ -121,3 +121,17 @@ def test_wandb_true_without_the_package_is_a_clear_error(make_config):
     synthesize(config)
     with pytest.raises(TrainerError, match="wandb is not installed"):
         build_trainer(config)
+
+
+def test_generation_metrics_are_logged_at_each_evaluation(make_config):
+    config = make_config(
+        "training.max_steps=4", "training.save_steps=2", "training.eval_generation_samples=2",
+        "evaluation.max_new_tokens=4",
+    )  # fmt: skip
+    synthesize(config)
+    train(config)
+    log = config.training.logging_dir / "metrics.jsonl"
+    generated = [r for r in map(json.loads, log.read_text().splitlines()) if "eval_gen_rougeL" in r]
+    assert [r["step"] for r in generated] == [2, 4]
+    assert all(0 <= r["eval_gen_rougeL"] <= 1 and 0 <= r["eval_gen_chrf"] <= 1 for r in generated)
+    assert {"eval_gen_name_accuracy", "eval_gen_grounded_rate"} <= set(generated[0])

@@ -158,6 +158,9 @@ class TrainingConfig(StrictModel):
     )
     logging_steps: int = Field(10, gt=0)
     eval_steps: int | None = Field(None, gt=0, description="None: evaluate when saving")
+    eval_generation_samples: int = Field(
+        0, ge=0, description="Also generate answers for this many validation prompts at each evaluation (eval_gen_*)"
+    )
     per_device_train_batch_size: int = Field(4, gt=0)
     per_device_eval_batch_size: int = Field(4, gt=0)
     gradient_accumulation_steps: int = Field(4, gt=0)

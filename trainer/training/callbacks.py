@@ -30,6 +30,36 @@ class JsonlMetrics(TrainerCallback):
                 out.write(json.dumps(record) + "\n")
 
 
+class GenerationEval(TrainerCallback):
+    """After each evaluation, answers a fixed subset of validation prompts and logs generation metrics (`eval_gen_*`
+    in metrics.jsonl): the run then shows whether answers, tool calls and API names improve, not only the loss."""
+
+    KEYS = ("rougeL", "chrf", "tool_call.name_accuracy", "tool_call.false_call_rate", "go_code.parse_rate",
+            "api_grounding.grounded_rate")  # fmt: skip
+
+    def __init__(self, rows: list[dict], tokenizer, symbols: Path, max_new_tokens: int, batch_size: int, log: Path):
+        self.rows, self.tokenizer, self.symbols, self.log = rows, tokenizer, symbols, log
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero or model is None:
+            return
+        # Imported here: evaluation imports the training package.
+        from trainer.evaluation.evaluate import generate
+        from trainer.evaluation.metrics import SymbolIndex, score
+        from trainer.evaluation.report import metric
+
+        was_training = model.training
+        model.eval()
+        records = generate(model, self.tokenizer, self.rows, self.max_new_tokens, self.batch_size)
+        model.train(was_training)
+        report = score(records, SymbolIndex.load(self.symbols) if self.symbols.is_file() else None)
+        values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in self.KEYS}
+        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **values}
+        with self.log.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+
+
 def restore_metrics(checkpoint: Path, log: Path) -> None:
     """Resuming from a checkpoint rewinds the metrics log to it, so every step appears exactly once."""
     saved = checkpoint / METRICS

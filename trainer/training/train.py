@@ -24,7 +24,7 @@ from trl import SFTConfig, SFTTrainer
 from trainer.config import Config, TrainingConfig, save_config
 from trainer.errors import Preempted, TrainerError
 from trainer.synthesis.build import load_processed
-from trainer.training.callbacks import METRICS, JsonlMetrics, PreemptionGuard, restore_metrics
+from trainer.training.callbacks import METRICS, GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
 from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, checkpoint_name, problem
 from trainer.training.model import base_model_path, load_base_model, load_tokenizer, lora_config
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
@@ -195,6 +195,12 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         peft_config=lora_config(config.model),
         callbacks=[JsonlMetrics(t.logging_dir / METRICS)],
     )
+    if t.eval_generation_samples and len(splits["validation"]):
+        rows = list(splits["validation"])[: t.eval_generation_samples]
+        symbols = config.data.output_dir / "symbols.jsonl"
+        ev = config.evaluation
+        log = t.logging_dir / METRICS
+        trainer.add_callback(GenerationEval(rows, tokenizer, symbols, ev.max_new_tokens, ev.batch_size, log))
     # TRL stores QLoRA adapters in bf16, but resuming reloads them in fp32 (PEFT's default), so a resumed run would
     # continue from other weights than an uninterrupted one. fp32 master weights in both, computed in the run's
     # precision under autocast, keep resume exact (and are the sounder mixed-precision choice anyway).
