@@ -3,6 +3,7 @@ trains the same model as one process with the same global batch."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -39,13 +40,20 @@ def test_two_nodes_match_one_process(s3_server, bucket, model_cache, tmp_path):
     assert main(["artifacts", "push", str(data), f"s3://{bucket}/runs/mn/data"]) == 0
 
     task = yaml.safe_load((REPO / "sky/train-multinode.yaml").read_text())
+    with socket.socket() as probe:  # a free port for the rendezvous, so parallel runs cannot collide
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
     extra = [f"model.cache_dir={model_cache}", "data.sources=[]", *COMMON, "training.gradient_accumulation_steps=1"]
     nodes = []
     for rank in range(2):
         env = {**os.environ, **task["envs"], "BUCKET": bucket, "RUN_NAME": "mn", "TRAINER_HOME": str(REPO)}
         env |= {"CONFIG": "configs/training/debug.yaml", "WORKSPACE": str(tmp_path / f"node{rank}")}
         env |= {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": str(rank), "SKYPILOT_NUM_GPUS_PER_NODE": "1"}
-        env |= {"SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1", "MASTER_PORT": "29517", "EXTRA_ARGS": set_args(extra)}
+        env |= {
+            "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1",
+            "MASTER_PORT": str(free_port),
+            "EXTRA_ARGS": set_args(extra),
+        }
         env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
         nodes.append(
             subprocess.Popen(["bash", "-c", task["run"]], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
