@@ -143,7 +143,8 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     assert manifest["hand_written"] == 63 and manifest["generated"]["by_source"]["chi"] > 100
 
     (train,) = sky_tasks["train.yaml"]
-    killed = run_task(train, {**env, "TRAINER_KILL_AT": "step:15"}, tmp_path / "spot-1")
+    # Killed as soon as checkpoint-10 is wholly in the bucket, while training goes on past it.
+    killed = run_task(train, {**env, "TRAINER_KILL_AT": "uploaded:10"}, tmp_path / "spot-1")
     assert killed.returncode == -9, killed.stderr[-3000:]
     run_record = json.loads(client.get_object(Bucket=bucket, Key=f"{run}run.json")["Body"].read())
     assert run_record["status"] == "running"

@@ -163,6 +163,7 @@ class CheckpointStore:
                 if number == 0:
                     maybe_kill("upload", step_of(folder.name))
             self.remote.put_json(f"{folder.name}/{MANIFEST}", manifest)
+            maybe_kill("uploaded", step_of(folder.name))
         except Exception as exc:  # the next save uploads a newer checkpoint; nothing visible is corrupted
             self.warn(f"warning: upload of {folder.name} to {self.remote.uri} failed: {exc}; the next save retries")
             return False

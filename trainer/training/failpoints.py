@@ -2,7 +2,8 @@
 
 `TRAINER_KILL_AT=<point>:<step>` SIGKILLs the process at that point, as a spot reclaim would:
 `step` after optimizer step N; `save` once transformers has written checkpoint-N but before its manifest;
-`upload` after the first file of checkpoint-N has been uploaded, before the rest and the remote manifest.
+`upload` after the first file of checkpoint-N has been uploaded, before the rest and the remote manifest;
+`uploaded` once checkpoint-N, manifest included, is in the bucket (training has gone on meanwhile).
 Unset (always, outside tests) it does nothing.
 """
 

@@ -27,6 +27,7 @@ from trainer.synthesis.build import load_processed
 from trainer.training.callbacks import METRICS, GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
 from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, checkpoint_name, problem
 from trainer.training.model import base_model_path, load_base_model, load_tokenizer, lora_config
+from trainer.training.sampler import LengthBucketSampler
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -86,6 +87,13 @@ def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | N
 
 class SupervisedSFTTrainer(SFTTrainer):
     """SFTTrainer that refuses a batch with no supervised token instead of silently training on a zero loss."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.packing or self.args.world_size > 1:
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        return LengthBucketSampler(lengths, self.args.train_batch_size, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not bool((inputs["labels"][..., 1:] != IGNORE_INDEX).any()):
@@ -148,6 +156,8 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         max_length=t.max_length,
         packing=packing,
         packing_strategy="bfd",
+        # Unpacked single-process runs use LengthBucketSampler (SupervisedSFTTrainer); with several processes,
+        # transformers' length-grouped sampler.
         train_sampling_strategy="random" if packing else "group_by_length",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
