@@ -193,7 +193,7 @@ def test_upload_then_download_round_trip_with_checksums(pipeline_run, bucket, tm
         upload_folder(folder, uri)
     upload_folder(folder, uri, force=True)
 
-    files = download_folder(uri, tmp_path / "down")
+    files = download_folder(uri, tmp_path / "down").downloaded
     assert sorted(p.name for p in files) == sorted(p.name for p in folder.iterdir())
     assert (tmp_path / "down" / "config.json").read_bytes() == (folder / "config.json").read_bytes()
 

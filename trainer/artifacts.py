@@ -16,10 +16,8 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
 from trainer.errors import TrainerError
-from trainer.storage import ObjectStore, s3_errors, safe_destination, sha256_file
+from trainer.storage import ObjectStore, download_folder, s3_errors
 
 RUN_RECORD = "run.json"
 PARTS = {"data": "data", "checkpoints": "checkpoints", "report": "eval", "model": "model"}
@@ -88,35 +86,10 @@ def list_runs(uri: str) -> list[dict[str, Any]]:
 
 
 def pull(uri: str, out: Path, what: str | None = None) -> tuple[int, int]:
-    """Download `uri` (or one part of a run) into `out`, verified; files already there and equal are kept.
-
-    Every key is checked before anything is written: one key escaping `out` refuses the whole pull. An interrupted
-    pull resumes: files whose sha256 already matches the object's are not downloaded again.
-    Returns (downloaded, already present).
-    """
-    source = part_uri(uri, what) if what else uri.rstrip("/")
-    store = ObjectStore(source)
-    try:
-        objects = store.objects()
-        if not objects:
-            raise TrainerError(f"{source}: no objects found")
-        targets = [(key, size, safe_destination(out, key)) for key, size in objects]
-        downloaded = present = 0
-        columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
-        with Progress(*columns, transient=True) as progress:
-            task = progress.add_task(f"pull {source}", total=sum(size for _, size, _ in targets))
-            for key, size, target in targets:
-                head = store.client.head_object(Bucket=store.bucket, Key=store.key(key))
-                expected = head["Metadata"].get("sha256")
-                if expected and target.is_file() and sha256_file(target) == expected:
-                    present += 1
-                else:
-                    store.download(key, target, expected)
-                    downloaded += 1
-                progress.advance(task, size)
-    except s3_errors() as exc:
-        raise TrainerError(f"pull of {source} failed: {exc}") from None
-    return downloaded, present
+    """Download `uri` (or one part of a run) into `out` with `download_folder`: verified, resumable, and refused
+    whole when a key would escape `out`. Returns (downloaded, already present)."""
+    result = download_folder(part_uri(uri, what) if what else uri.rstrip("/"), out)
+    return len(result.downloaded), len(result.present)
 
 
 def format_runs(rows: list[dict[str, Any]]) -> str:

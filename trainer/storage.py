@@ -13,8 +13,11 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
 from trainer.errors import TrainerError
 
@@ -156,17 +159,36 @@ def upload_folder(folder: Path, uri: str, force: bool = False) -> list[str]:
     return keys
 
 
-def download_folder(uri: str, destination: Path) -> list[Path]:
-    """Download every object under `uri` into `destination`, each verified against its sha256 metadata."""
+@dataclass
+class Downloaded:
+    downloaded: list[Path] = field(default_factory=list)
+    present: list[Path] = field(default_factory=list)  # already there with the object's sha256: not fetched again
+
+
+def download_folder(uri: str, destination: Path) -> Downloaded:
+    """Download every object under `uri` into `destination`, each verified against its sha256 metadata.
+
+    Every key is checked before anything is written: one key escaping `destination` refuses the whole download.
+    An interrupted download resumes: files whose sha256 already matches the object's are kept as they are.
+    """
     store = ObjectStore(uri)
-    written = []
+    result = Downloaded()
     try:
-        for relative in store.list():
-            target = safe_destination(destination, relative)
-            store.download(relative, target)
-            written.append(target)
+        objects = store.objects()
+        if not objects:
+            raise TrainerError(f"{uri}: no objects found")
+        targets = [(key, size, safe_destination(destination, key)) for key, size in objects]
+        columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task(f"download {uri}", total=sum(size for _, size, _ in targets))
+            for key, size, target in targets:
+                expected = store.client.head_object(Bucket=store.bucket, Key=store.key(key))["Metadata"].get("sha256")
+                if expected and target.is_file() and sha256_file(target) == expected:
+                    result.present.append(target)
+                else:
+                    store.download(key, target, expected)
+                    result.downloaded.append(target)
+                progress.advance(task, size)
     except s3_errors() as exc:
         raise TrainerError(f"download of {uri} failed: {exc}") from None
-    if not written:
-        raise TrainerError(f"{uri}: no objects found")
-    return written
+    return result
