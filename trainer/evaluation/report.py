@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import problems_error
+from trainer.synthesis.examples import read_jsonl
 
 RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline"}  # baseline: the base model's answer
 # The headline metrics, in the report's order; dotted paths into report.json.
@@ -34,29 +35,21 @@ def load_predictions(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise problems_error("cannot score predictions", [f"{path}: file not found"])
     records, problems = [], []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: invalid JSON ({exc.msg})")
-                continue
-            required = {"reference", "prediction"}
-            if not isinstance(record, dict) or set(record) - RECORD_KEYS or not required <= set(record):
-                problems.append(
-                    f"{where}: expected an object with keys {sorted(RECORD_KEYS)}, {sorted(required)} required"
-                )
-                continue
-            problem = _message_problem(record["reference"], "reference") or _message_problem(
-                record["prediction"], "prediction"
-            )
-            if problem:
-                problems.append(f"{where}: {problem}")
-                continue
-            records.append(record)
+    required = {"reference", "prediction"}
+    for where, record, problem in read_jsonl(path):
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        if not isinstance(record, dict) or set(record) - RECORD_KEYS or not required <= set(record):
+            problems.append(f"{where}: expected an object with keys {sorted(RECORD_KEYS)}, {sorted(required)} required")
+            continue
+        problem = _message_problem(record["reference"], "reference") or _message_problem(
+            record["prediction"], "prediction"
+        )
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        records.append(record)
     if problems:
         raise problems_error("invalid predictions file", problems)
     if not records:

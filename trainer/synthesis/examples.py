@@ -7,6 +7,7 @@ pipeline uses: `{"messages": [...], "tools": [...] | None}` with tool calls as `
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,33 +138,40 @@ def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[
     return normalised, tools or None
 
 
+def read_jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    """(`file:line`, decoded value, None) for each non-blank line, or (`file:line`, None, problem) when a line is not
+    UTF-8 (a leading BOM is allowed), not JSON, or nested too deeply; (`file`, None, problem) if it cannot be read."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        yield str(path), None, f"cannot read: {exc}"
+        return
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        if not raw.strip():
+            continue
+        try:
+            yield where, json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8")), None
+        except UnicodeDecodeError as exc:
+            yield where, None, f"not valid UTF-8 (byte {exc.start})"
+        except json.JSONDecodeError as exc:
+            yield where, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+        except RecursionError:
+            yield where, None, "JSON nested too deeply"
+
+
 def load_examples(directory: Path) -> LoadResult:
     """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line."""
     result = LoadResult()
     for path in track(sorted(directory.rglob("*.jsonl")), description="Reading examples", transient=True):
         result.per_file[str(path)] = 0
-        try:
-            lines = path.read_bytes().splitlines()
-        except OSError as exc:
-            result.errors.append(f"{path}: cannot read: {exc}")
-            continue
-        for number, raw in enumerate(lines, start=1):
-            where = f"{path}:{number}"
-            if not raw.strip():
+        for where, record, problem in read_jsonl(path):
+            if problem:
+                result.errors.append(f"{where}: {problem}")
                 continue
             notes: list[str] = []
             try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                messages, tools = normalise_record(json.loads(text), notes)
-            except UnicodeDecodeError as exc:
-                result.errors.append(f"{where}: not valid UTF-8 (byte {exc.start})")
-                continue
-            except json.JSONDecodeError as exc:
-                result.errors.append(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            except RecursionError:
-                result.errors.append(f"{where}: JSON nested too deeply")
-                continue
+                messages, tools = normalise_record(record, notes)
             except InvalidRecord as exc:
                 result.errors.append(f"{where}: {exc}")
                 continue
