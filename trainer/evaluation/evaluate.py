@@ -50,24 +50,30 @@ def load_plain(config: Config, which: str):
     return load_base_model(folder, dtype, quantized=False).eval(), load_tokenizer(folder, which)
 
 
-def _parsed_call(block: str) -> bool:
+def _tool_call(block: str) -> dict[str, Any] | None:
+    """A `<tool_call>` block's call, or None when it is not JSON with a string name."""
     try:
         call = json.loads(block)
     except json.JSONDecodeError:
-        return False
-    return isinstance(call, dict) and isinstance(call.get("name"), str)
+        return None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        return None
+    return {"name": call["name"], "arguments": call.get("arguments", {})}
 
 
 def parse_assistant(text: str) -> dict[str, Any]:
     """A generated assistant turn → `{"content", "tool_calls"}` in the training data's format."""
     calls = []
-    for block in TOOL_CALL.findall(text):
-        if _parsed_call(block):
-            call = json.loads(block)
-            calls.append({"name": call["name"], "arguments": call.get("arguments", {})})
-    # Blocks that parsed become tool calls; the others stay in the text, where the scorer counts them as malformed.
-    content = TOOL_CALL.sub(lambda m: "" if _parsed_call(m.group(1)) else m.group(0), text)
-    message: dict[str, Any] = {"role": "assistant", "content": content.strip()}
+
+    def take(match: re.Match[str]) -> str:
+        # Blocks that parse become tool calls; the others stay in the text, where the scorer counts them malformed.
+        call = _tool_call(match.group(1))
+        if call is None:
+            return match.group(0)
+        calls.append(call)
+        return ""
+
+    message: dict[str, Any] = {"role": "assistant", "content": TOOL_CALL.sub(take, text).strip()}
     if calls:
         message["tool_calls"] = calls
     return message
