@@ -116,6 +116,7 @@ class _Rows:
     )
     seen: dict[str, str] = field(default_factory=dict)  # id or near-duplicate key → source of the kept one
     questions: dict[str, str] = field(default_factory=dict)  # normalised user question → source
+    generated: list[dict[str, Any]] = field(default_factory=list)  # provenance of each kept generated row
 
     def add(
         self,
@@ -139,6 +140,8 @@ class _Rows:
             return
         self.seen[identifier] = self.seen[near] = source
         self.questions.setdefault(question, source)
+        if generated:
+            self.generated.append(provenance)
         self.rows.append(
             {
                 "id": identifier,
@@ -196,8 +199,7 @@ def synthesize(config: Config) -> SynthesisResult:
     for name in SPLITS:
         for row in sorted(by_split[name], key=lambda r: r["id"]):
             content.update(f"{name}:{row['id']}\n".encode())
-    provenances = [json.loads(row["provenance"]) for row in built.rows]
-    kept = [provenance for provenance in provenances if "template" in provenance]
+    kept = built.generated
     manifest = {
         "examples_dir": str(data.examples_dir),
         "files": loaded.per_file,

@@ -37,7 +37,8 @@ class GenerationEval(TrainerCallback):
     KEYS = ("rougeL", "chrf", "tool_call.name_accuracy", "tool_call.false_call_rate", "go_code.parse_rate",
             "api_grounding.grounded_rate")  # fmt: skip
 
-    def __init__(self, rows: list[dict], tokenizer, symbols: Path, max_new_tokens: int, batch_size: int, log: Path):
+    def __init__(self, rows: list[dict], tokenizer, symbols, max_new_tokens: int, batch_size: int, log: Path):
+        """`symbols`: the SymbolIndex for API grounding, or None."""
         self.rows, self.tokenizer, self.symbols, self.log = rows, tokenizer, symbols, log
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
@@ -46,14 +47,14 @@ class GenerationEval(TrainerCallback):
             return
         # Imported here: evaluation imports the training package.
         from trainer.evaluation.evaluate import generate
-        from trainer.evaluation.metrics import SymbolIndex, score
+        from trainer.evaluation.metrics import score
         from trainer.evaluation.report import metric
 
         was_training = model.training
         model.eval()
         records = generate(model, self.tokenizer, self.rows, self.max_new_tokens, self.batch_size)
         model.train(was_training)
-        report = score(records, SymbolIndex.load(self.symbols) if self.symbols.is_file() else None)
+        report = score(records, self.symbols)
         values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in self.KEYS}
         record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **values}
         with self.log.open("a", encoding="utf-8") as out:
