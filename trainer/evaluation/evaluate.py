@@ -20,7 +20,7 @@ from rich.progress import track
 
 from trainer.config import Config, save_config
 from trainer.errors import TrainerError
-from trainer.evaluation.metrics import SymbolIndex, score
+from trainer.evaluation.metrics import SymbolIndex, load_symbols, score
 from trainer.evaluation.report import deltas, load_predictions, metric, write_report
 from trainer.synthesis.build import conversation, load_processed
 from trainer.training.callbacks import METRICS
@@ -131,11 +131,6 @@ def generate(model, tokenizer, rows: list[dict[str, str]], max_new_tokens: int, 
     return records
 
 
-def _symbols(config: Config) -> SymbolIndex | None:
-    path = config.evaluation.symbols or config.data.output_dir / "symbols.jsonl"
-    return SymbolIndex.load(path) if path.is_file() or config.evaluation.symbols else None
-
-
 def _model_report(model, tokenizer, rows, config: Config, symbols: SymbolIndex | None) -> tuple[dict, list[dict]]:
     ev = config.evaluation
     predictions = generate(model, tokenizer, rows, ev.max_new_tokens, ev.batch_size)
@@ -153,7 +148,7 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
             f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
         )
     rows = list(test)[: ev.limit]
-    symbols = _symbols(config)
+    symbols = load_symbols(config.data.output_dir, config.evaluation.symbols)
     model, tokenizer = load_plain(config, ev.model) if ev.model else load_finetuned(config, Path(evaluated))
     manifest = config.data.output_dir / "manifest.json"
     report: dict[str, Any] = {

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trainer.synthesis.build import SYMBOLS_FILE
 from trainer.synthesis.go_parser import parser
 
 GO_FENCE = re.compile(r"```(?:go|golang)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -151,6 +152,14 @@ class SymbolIndex:
         for span in INLINE_CODE.findall(text):
             found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
         return found
+
+
+def load_symbols(processed_dir: Path, path: Path | None = None) -> SymbolIndex | None:
+    """The index at `path` (which must exist), else the one synthesis wrote beside the dataset, else None."""
+    if path is not None:
+        return SymbolIndex.load(path)
+    written = processed_dir / SYMBOLS_FILE
+    return SymbolIndex.load(written) if written.is_file() else None
 
 
 def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:

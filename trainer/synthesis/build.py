@@ -29,6 +29,7 @@ from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source
 
 SPLITS = ("train", "validation", "test")
+SYMBOLS_FILE = "symbols.jsonl"  # the API index, beside the dataset; evaluation reads it for grounding
 COLUMNS = ("id", "messages", "tools", "source", "provenance")
 FEATURES = Features({column: Value("string") for column in COLUMNS})
 
@@ -227,7 +228,7 @@ def synthesize(config: Config) -> SynthesisResult:
     data.output_dir.mkdir(parents=True, exist_ok=True)
     # datasets cannot load a saved empty split back, so only non-empty ones are written; load_processed adds the rest.
     DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(data.output_dir))
-    with (data.output_dir / "symbols.jsonl").open("w", encoding="utf-8") as handle:
+    with (data.output_dir / SYMBOLS_FILE).open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(symbol, ensure_ascii=False) + "\n" for symbol in sources.symbols)
     (data.output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     save_config(config, data.output_dir / "resolved_config.yaml")

@@ -23,7 +23,7 @@ from trl import SFTConfig, SFTTrainer
 
 from trainer.config import Config, TrainingConfig, save_config
 from trainer.errors import Preempted, TrainerError
-from trainer.evaluation.metrics import SymbolIndex
+from trainer.evaluation.metrics import load_symbols
 from trainer.synthesis.build import load_processed
 from trainer.training.callbacks import METRICS, GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
 from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, checkpoint_name, problem
@@ -208,8 +208,7 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
     )
     if t.eval_generation_samples and len(splits["validation"]):
         rows = list(splits["validation"])[: t.eval_generation_samples]
-        path = config.data.output_dir / "symbols.jsonl"
-        symbols = SymbolIndex.load(path) if path.is_file() else None  # read once, not at every evaluation
+        symbols = load_symbols(config.data.output_dir)  # read once, not at every evaluation
         ev = config.evaluation
         log = t.logging_dir / METRICS
         trainer.add_callback(GenerationEval(rows, tokenizer, symbols, ev.max_new_tokens, ev.batch_size, log))
