@@ -225,19 +225,64 @@ class Config(StrictModel):
 SECTIONS = tuple(Config.model_fields)
 
 
+MAX_CONFIG_NODES = 100_000  # values after expanding YAML aliases: a real config has a few hundred
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}: the earlier value would be lost", key_node.start_mark
+                )
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_size(value: Any, where: str) -> None:
+    """Refuse a tree that refers to itself or expands past MAX_CONFIG_NODES (an alias bomb) before validating it."""
+    stack, visited, open_ids = [(value, False)], 0, set()
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            open_ids.discard(id(node))
+            continue
+        visited += 1
+        if visited > MAX_CONFIG_NODES:
+            raise TrainerError(f"{where}: more than {MAX_CONFIG_NODES:,} values after expanding aliases")
+        if isinstance(node, dict | list):
+            if id(node) in open_ids:
+                raise TrainerError(f"{where}: a YAML alias refers to a value that contains it")
+            open_ids.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in (node.values() if isinstance(node, dict) else node))
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TrainerError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
         raise TrainerError(f"{path}: cannot read config: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise TrainerError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise TrainerError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise TrainerError(f"{path}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise TrainerError(f"{path}: invalid YAML: {str(exc).split(';')[0]}") from None
+    _check_size(data, str(path))
+    return data
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -276,8 +321,11 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
     origin = {section: str(path) for section in tree}
     for section, value in list(tree.items()):
         if isinstance(value, str) and section in SECTIONS:
-            included = (path.parent / value).resolve()
-            tree[section] = _read_mapping(included)
+            included = path.parent / value
+            try:
+                tree[section] = _read_mapping(included)
+            except TrainerError as exc:
+                raise TrainerError(f"{path}: {section}: {exc}") from None
             origin[section] = str(included)
     overridden = {_apply_override(tree, item): item for item in overrides}
     try:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rich.progress import track
 
@@ -57,9 +57,11 @@ def _tool_call(call: Any, where: str, notes: list[str]) -> dict[str, Any]:
     arguments = call.get("arguments", {})
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            raise InvalidRecord(f"{where}: tool call 'arguments' is a string that is not JSON") from None
+            arguments = strict_loads(arguments)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidRecord(
+                f"{where}: tool call 'arguments' is a string that is not JSON: {_problem(exc)}"
+            ) from None
         notes.append(f"{where}: 'arguments' given as a JSON string, converted to an object")
     if not isinstance(arguments, dict):
         raise InvalidRecord(f"{where}: tool call 'arguments' must be an object")
@@ -138,26 +140,83 @@ def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[
     return normalised, tools or None
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:
-    """(`file:line`, decoded value, None) for each non-blank line, or (`file:line`, None, problem) when a line is not
-    UTF-8 (a leading BOM is allowed), not JSON, or nested too deeply; (`file`, None, problem) if it cannot be read."""
+MAX_LINE_BYTES = 16 * 2**20  # one conversation per line; a longer line is reported and skipped, never held whole
+CHUNK_BYTES = 2**20
+
+
+class _BadJson(ValueError):
+    """A line that parses as JSON but is not data we can keep whole (duplicate keys, NaN, lone surrogates)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _BadJson(f"duplicate key {key!r} (one of its values would be lost)")
+        record[key] = value
+    return record
+
+
+def _no_constant(name: str) -> Any:
+    raise _BadJson(f"{name} is not a JSON number")
+
+
+def strict_loads(text: str) -> Any:
+    """`text`'s value; ValueError (or RecursionError) with the reason when it is not strict, lossless JSON."""
+    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    try:  # "\ud800" escapes decode to lone surrogates, which no later stage can write as UTF-8
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _BadJson("a string holds an unpaired \\u surrogate escape") from None
+    return value
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte {exc.start})"
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    if isinstance(exc, _BadJson):
+        return f"invalid JSON: {exc}"
+    return f"invalid JSON: {str(exc).split(';')[0]}"  # e.g. Python's limit on the digits of an integer
+
+
+def _skip_line(handle: BinaryIO) -> int:
+    """Read past the rest of the current line in bounded chunks; the number of bytes skipped."""
+    skipped = 0
+    while chunk := handle.readline(CHUNK_BYTES):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
+
+
+def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, Any, str | None]]:
+    """(`file:line`, decoded value, None) for each non-blank line, or (`file:line`, None, problem) for a line that
+    is not UTF-8 (a leading BOM is allowed), not strict JSON, nested too deeply or longer than `max_line_bytes`;
+    (`file`, None, problem) if the file cannot be read. Streams: memory is bounded by one line, not the file."""
     try:
-        lines = path.read_bytes().splitlines()
+        handle = path.open("rb")
     except OSError as exc:
         yield str(path), None, f"cannot read: {exc}"
         return
-    for number, raw in enumerate(lines, start=1):
-        where = f"{path}:{number}"
-        if not raw.strip():
-            continue
-        try:
-            yield where, json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8")), None
-        except UnicodeDecodeError as exc:
-            yield where, None, f"not valid UTF-8 (byte {exc.start})"
-        except json.JSONDecodeError as exc:
-            yield where, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-        except RecursionError:
-            yield where, None, "JSON nested too deeply"
+    with handle:
+        number = 0
+        while raw := handle.readline(max_line_bytes + 1):
+            number += 1
+            where = f"{path}:{number}"
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                size = len(raw) + _skip_line(handle)
+                yield where, None, f"line of {size:,} bytes is over the {max_line_bytes:,}-byte limit; skipped"
+                continue
+            if not raw.strip():
+                continue
+            try:
+                yield where, strict_loads(raw.decode("utf-8-sig" if number == 1 else "utf-8")), None
+            except (ValueError, RecursionError) as exc:
+                yield where, None, _problem(exc)
 
 
 def load_examples(directory: Path) -> LoadResult:
