@@ -6,6 +6,7 @@ Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Pro
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -18,6 +19,9 @@ from pydantic import ValidationError
 
 from trainer.config import DEFAULT_CONFIG, Config, GoSource, load_config
 from trainer.errors import Preempted, TrainerError
+
+# A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -282,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE:
+            raise
+        print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+        return 2
     except (typer.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
         return 130

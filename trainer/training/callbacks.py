@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from trainer.training.checkpoints import CheckpointStore, checkpoint_name
+from trainer.training.checkpoints import CheckpointStore, SaveFailed, checkpoint_name
 from trainer.training.failpoints import maybe_kill
 
 METRICS = "metrics.jsonl"
@@ -101,7 +101,10 @@ class PreemptionGuard(TrainerCallback):
         folder = Path(args.output_dir) / checkpoint_name(state.global_step)
         maybe_kill("save", state.global_step)
         if state.is_world_process_zero:
-            self.store.publish(folder, before_manifest=self._copy_metrics)
+            try:
+                self.store.publish(folder, before_manifest=self._copy_metrics)
+            except OSError as exc:
+                raise SaveFailed(folder, exc) from exc
 
     def _copy_metrics(self, folder: Path) -> None:
         if self.metrics_log.is_file():

@@ -59,6 +59,25 @@ def write_manifest(folder: Path) -> dict:
     return manifest
 
 
+class SaveFailed(Exception):
+    """Writing or sealing a checkpoint failed (disk full, read-only folder, quota): training cannot go on safely."""
+
+    def __init__(self, folder: Path, cause: BaseException):
+        super().__init__(f"{folder}: {cause}")
+        self.folder, self.cause = folder, cause
+
+
+def abandon(failed: SaveFailed) -> str:
+    """Remove the torn folder a failed save left (freeing its space) and say where the run stands, for the error."""
+    reason = (str(failed.cause).strip().splitlines() or [type(failed.cause).__name__])[0]
+    if not (failed.folder / MANIFEST).is_file():
+        shutil.rmtree(failed.folder, ignore_errors=True)  # may fail on a read-only folder: it is skipped as torn
+    newest = next((p for p in reversed(checkpoint_dirs(failed.folder.parent)) if problem(p) is None), None)
+    free = shutil.disk_usage(failed.folder.parent).free
+    kept = f"{newest} is complete and a rerun resumes from it" if newest else "no earlier checkpoint exists"
+    return f"cannot save {failed.folder}: {reason} ({free:,} bytes free there); {kept} once there is room to write"
+
+
 def problem(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or None if it is."""
     try:

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,17 @@ from trainer.errors import Preempted, TrainerError
 from trainer.evaluation.metrics import load_symbols
 from trainer.synthesis.build import load_processed
 from trainer.training.callbacks import METRICS, GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
-from trainer.training.checkpoints import MANIFEST, CheckpointStore, checkpoint_dirs, checkpoint_name, problem
+from trainer.training.checkpoints import (
+    MANIFEST,
+    CheckpointStore,
+    SaveFailed,
+    abandon,
+    checkpoint_dirs,
+    checkpoint_name,
+    problem,
+)
 from trainer.training.model import base_model_path, load_base_model, load_tokenizer, lora_config
+from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
 
@@ -95,6 +105,13 @@ class SupervisedSFTTrainer(SFTTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = [len(ids) for ids in dataset["input_ids"]]
         return LengthBucketSampler(lengths, self.args.train_batch_size, self.args.seed)
+
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self.args.output_dir) / checkpoint_name(self.state.global_step)
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as exc:  # torch.save and safetensors wrap a full disk in their own exception types
+            raise SaveFailed(folder, exc) from exc
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not bool((inputs["labels"][..., 1:] != IGNORE_INDEX).any()):
@@ -238,6 +255,13 @@ def train(config: Config, callbacks: tuple = ()) -> TrainResult:
     # Under torchrun this joins the process group (a no-op in one process). The node's first process finds (and
     # fetches) the checkpoint to resume from before the others look, so they find it local instead of racing.
     processes = PartialState(cpu=not torch.cuda.is_available())
+    # Rank 0 holds the output folder (the ranks of one run share it) from before anything is resumed or deleted.
+    with run_lock(t.output_dir) if processes.is_main_process else nullcontext():
+        return _train(config, store, processes, callbacks)
+
+
+def _train(config: Config, store: CheckpointStore, processes: PartialState, callbacks: tuple) -> TrainResult:
+    t = config.training
     with processes.local_main_process_first():
         resume = resolve_resume(t, store)
     metrics_log = t.logging_dir / METRICS
@@ -255,6 +279,8 @@ def train(config: Config, callbacks: tuple = ()) -> TrainResult:
     guard.install()
     try:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except SaveFailed as failed:
+        raise TrainerError(abandon(failed)) from None
     finally:
         guard.uninstall()
     step = trainer.state.global_step
