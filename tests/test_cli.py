@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import DEBUG_CONFIG, REPO, debug_overrides
 from trainer.cli import main
+from trainer.errors import TrainerError
 
 
 def run(capsys, *args):
@@ -73,3 +74,20 @@ def test_scripts_are_thin_wrappers_with_the_same_exit_codes(script, tmp_path):
     )
     assert result.returncode == 2
     assert_one_error_line(result.stderr, f"{tmp_path / 'missing.yaml'}: config file not found")
+
+
+@pytest.mark.parametrize(("raised", "code"), [(TrainerError, 2), (RuntimeError, 1)])
+def test_errors_and_tracebacks_never_print_a_secret(capsys, monkeypatch, raised, code):
+    import trainer.cli
+
+    monkeypatch.setenv("HF_TOKEN", "hf_planted_secret_value")
+
+    def leaky(config):
+        raise raised("cannot reach https://bot:pass123@example.com/repo with token hf_planted_secret_value")
+
+    monkeypatch.setattr(trainer.cli, "_synthesize", leaky)
+    exit_code, err = run(capsys, "synthesize", "--config", DEBUG_CONFIG)
+    assert exit_code == code
+    assert "hf_planted_secret_value" not in err and "pass123" not in err
+    assert "cannot reach https://***@example.com/repo with token ***" in err
+    assert ("Traceback" in err) == (raised is RuntimeError)  # a bug keeps its (masked) traceback

@@ -13,7 +13,9 @@ import boto3
 import pytest
 import yaml
 
-from tests.conftest import CHI, REPO, SAMPLE_EXAMPLES
+from tests.conftest import CHI, DEBUG_CONFIG, REPO, SAMPLE_EXAMPLES
+from trainer.artifacts import begin_run, read_run, update_run
+from trainer.cli import main
 from trainer.errors import Preempted
 
 SKY_PYTHON = REPO / ".venv-sky" / "bin" / "python"
@@ -106,13 +108,26 @@ def test_train_task_prefers_cheap_spot_gpus_in_order(sky_tasks):
     assert sky_tasks["train-multinode.yaml"][0]["num_nodes"] == 2
 
 
+# The moto server checks no signatures, so the AWS keys can be planted values too.
+PLANTED_SECRETS = {
+    "WANDB_API_KEY": "wandb-planted-9f8e7d6c5b",
+    "HF_TOKEN": "hf_planted_5a4b3c2d1e",
+    "GITHUB_TOKEN": "ghp_planted_1q2w3e4r5t",
+    "AWS_ACCESS_KEY_ID": "AKIAPLANTED7X6Y5Z4W",
+    "AWS_SECRET_ACCESS_KEY": "aws-planted-secret-0p9o8i7u",
+}
+TASK_OUTPUTS: list[str] = []  # every task's stdout and stderr, grepped for the planted secrets
+
+
 def run_task(task: dict, env: dict[str, str], workspace: Path) -> subprocess.CompletedProcess:
     """A task's setup then run, with bash, the way a SkyPilot node does, in the given environment."""
     full = {**os.environ, **task["envs"], **env, "WORKSPACE": str(workspace)}
     full["PATH"] = f"{Path(sys.executable).parent}:{full['PATH']}"
     setup = subprocess.run(["bash", "-c", task["setup"]], env=full, capture_output=True, text=True)
     assert setup.returncode == 0, setup.stderr
-    return subprocess.run(["bash", "-c", task["run"]], env=full, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(["bash", "-c", task["run"]], env=full, capture_output=True, text=True, timeout=900)
+    TASK_OUTPUTS.extend([setup.stdout, setup.stderr, done.stdout, done.stderr])
+    return done
 
 
 def objects(bucket: str, prefix: str) -> set[str]:
@@ -128,12 +143,12 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     for path in SAMPLE_EXAMPLES.glob("*.jsonl"):
         client.upload_file(str(path), bucket, f"examples/{path.name}")
     extra = f"--set model.cache_dir={model_cache} --set training.max_steps=20 --set training.save_steps=10"
+    extra += " --set training.wandb=false"  # a W&B key is planted below, and wandb is not installed here
     env = {
         "BUCKET": bucket, "RUN_NAME": "demo", "TRAINER_HOME": str(REPO), "CONFIG": "configs/training/debug.yaml",
         "EXAMPLES_URI": f"s3://{bucket}/examples", "SYNTHESIZE": "false", "SKYPILOT_TASK_ID": "sky-managed-1_train",
         "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_NODES": "1",
-        "SKYPILOT_NUM_GPUS_PER_NODE": "0", "WANDB_API_KEY": "", "HF_TOKEN": "",
-        "EXTRA_ARGS": extra,
+        "SKYPILOT_NUM_GPUS_PER_NODE": "0", "EXTRA_ARGS": extra, **PLANTED_SECRETS,
     }  # fmt: skip
     run = "runs/demo/"
 
@@ -183,10 +198,24 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     row = listing.stdout.splitlines()[1].split()
     assert row[:3] == ["demo", "complete", "20"] and float(row[3]) == pytest.approx(report["loss"], abs=1e-4)
 
+    # Secrets: no planted value in any file the five machines wrote, any object in the bucket, or any output.
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
+    blobs = {str(p): p.read_bytes() for p in files}
+    blobs |= {
+        f"s3://{bucket}/{key}": client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in objects(bucket, "")
+    }
+    blobs |= {f"task output {i}": text.encode() for i, text in enumerate(TASK_OUTPUTS)}
+    assert len(files) > 100 and len(blobs) > len(files) + 50
+    leaks = [
+        (where, name)
+        for where, blob in blobs.items()
+        for name, value in PLANTED_SECRETS.items()
+        if value.encode() in blob
+    ]
+    assert leaks == []
+
 
 def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bucket, tmp_path, capsys):
-    from trainer.cli import main
-
     source = tmp_path / "model"
     (source / "sub").mkdir(parents=True)
     for name, text in {"a.txt": "alpha", "sub/b.txt": "beta", "SHA256SUMS": "sums"}.items():
@@ -213,3 +242,14 @@ def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bu
     assert not (tmp_path / "deep" / "x").exists() and not target.exists()  # nothing written at all
     assert main(["artifacts", "pull", f"s3://{bucket}/runs/r1", "--what", "weights", "--out", str(out)]) == 2
     shutil.rmtree(out)
+
+
+def test_a_completed_run_is_never_redone_over_its_artifacts_without_force(s3_server, bucket, capsys):
+    run_uri = f"s3://{bucket}/runs/done"
+    update_run(run_uri, run_name="done", status="complete", step=20)
+    assert main(["pipeline", "--config", str(DEBUG_CONFIG), "--run-uri", run_uri]) == 2
+    assert f"{run_uri} is a completed run; use another run name or pass --force to redo it" in capsys.readouterr().err
+    assert objects(bucket, "runs/done/") == {"run.json"}
+    assert read_run(run_uri)["status"] == "complete"
+    begin_run(run_uri, "done", force=True)
+    assert read_run(run_uri)["status"] == "running"

@@ -84,6 +84,7 @@ def test_unknown_ref_is_a_clear_error(upstream, tmp_path):
         ("--upload-pack=touch /tmp/pwned", "must not start with '-'"),
         ("ext::sh -c touch% /tmp/pwned", "source folder not found"),
         ("/no/such/folder", "source folder not found"),
+        ("https://me:ghp_planted@github.com/o/r", "must not hold credentials"),
     ],
 )
 def test_hostile_or_missing_sources_are_refused(tmp_path, capsys, url, message):
@@ -96,3 +97,25 @@ def test_hostile_or_missing_sources_are_refused(tmp_path, capsys, url, message):
 def test_a_local_git_checkout_records_its_commit(upstream, tmp_path):
     local = fetch_source(GoSource(url=str(upstream)), tmp_path / "cache")
     assert (local.root, local.commit, local.cached) == (upstream, git(upstream, "rev-parse", "HEAD"), False)
+
+
+def test_submodules_are_fetched_only_when_asked_and_obey_the_transport_rules(upstream, tmp_path):
+    library = tmp_path / "library"
+    library.mkdir()
+    git(library, "init", "-q", "-b", "main")
+    commit(library, "lib.go", "package lib\n")
+    git(upstream, "-c", "protocol.file.allow=always", "submodule", "add", "-q", f"file://{library}", "lib")
+    git(upstream, "commit", "-q", "-m", "add lib")
+    url = f"file://{upstream}"
+
+    default = fetch_source(GoSource(url=url), tmp_path / "cache")
+    assert (default.root / "lib").is_dir() and not any((default.root / "lib").iterdir())
+    asked = fetch_source(GoSource(url=url, submodules=True), tmp_path / "cache")
+    assert (asked.root / "lib" / "lib.go").read_text() == "package lib\n"
+    assert not list(asked.root.rglob(".git"))  # snapshots: no git metadata, no remote URLs
+
+    (upstream / ".gitmodules").write_text('[submodule "lib"]\n\tpath = lib\n\turl = ext::sh -c touch% /tmp/pwned\n')
+    git(upstream, "commit", "-q", "-am", "hostile submodule URL")
+    with pytest.raises(TrainerError, match="git submodule: fatal: transport 'ext' not allowed"):
+        fetch_source(GoSource(url=url, submodules=True), tmp_path / "cache")
+    assert not Path("/tmp/pwned").exists()

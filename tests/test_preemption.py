@@ -1,5 +1,6 @@
 """Spot preemption: SIGKILL at any instant, torn checkpoints, an object store that goes away, SIGTERM."""
 
+import hashlib
 import json
 import os
 import random
@@ -141,6 +142,30 @@ def test_torn_checkpoints_are_skipped_locally_and_remotely(make_config, bucket, 
     assert found == empty / "checkpoint-3" and len(warnings) == 2
     assert all("checkpoint-5" in w or "checkpoint-4" in w for w in warnings)
     assert problem(found) is None  # downloaded, verified, and sealed with its manifest
+
+
+def test_a_remote_manifest_naming_files_outside_its_checkpoint_is_skipped(bucket, tmp_path):
+    writer = CheckpointStore(tmp_path / "writer", f"s3://{bucket}/run")
+    for step in (1, 2):
+        folder = tmp_path / "writer" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights %d" % step)
+        writer.publish(folder)
+        assert writer.wait(timeout=30)
+    # Whoever can write to the bucket points checkpoint-2's manifest at a file two levels above the checkpoint.
+    entry = {"size": 7, "sha256": hashlib.sha256(b"planted").hexdigest()}
+    boto3.client("s3").put_object(Bucket=bucket, Key="run/checkpoint-2/../../planted.txt", Body=b"planted")
+    writer.remote.put_json(f"checkpoint-2/{MANIFEST}", {"files": {"../../planted.txt": entry}})
+
+    warnings = []
+    machine = tmp_path / "a" / "b" / "machine"
+    found = CheckpointStore(machine, f"s3://{bucket}/run", warn=warnings.append).latest_complete()
+    assert found == machine / "checkpoint-1"
+    assert warnings == [
+        f"warning: skipping s3://{bucket}/run/checkpoint-2: refusing object key '../../planted.txt': it escapes "
+        f"the destination {machine / 'checkpoint-2'}"
+    ]
+    assert not list(tmp_path.rglob("planted.txt"))
 
 
 class ServerOutage(TrainerCallback):

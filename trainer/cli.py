@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from trainer.config import DEFAULT_CONFIG, Config, GoSource, load_config
 from trainer.errors import Preempted, TrainerError
+from trainer.redact import redact
 
 # A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -229,7 +230,7 @@ def _cloud_pipeline(config: Path, set_: list[str], run_uri: str, skip_synthesize
         update_run(run_uri, status="preempted")
         raise
     except TrainerError as exc:
-        update_run(run_uri, status="failed", error=str(exc))
+        update_run(run_uri, status="failed", error=redact(str(exc)))
         raise
     update_run(run_uri, status="complete")
     print(f"pipeline: run complete → {run_uri}")
@@ -278,18 +279,22 @@ def artifacts_push(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and of `scripts/*.py`; returns the exit code."""
+    # A checkpoint from a shared bucket holds pickles (optimizer.pt, rng_state.pth): torch.load in this process and
+    # its children unpickles tensors and plain data only, never code, whatever a library passes.
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     try:
         app(args=argv, prog_name="trainer", standalone_mode=False)
     except TrainerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return 2
     except Preempted as exc:
-        print(f"preempted: {exc}", file=sys.stderr)
+        print(redact(f"preempted: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if exc.errno not in UNWRITABLE:
-            raise
-        print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+            return _bug()
+        print(redact(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror}"), file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
@@ -300,8 +305,16 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, ClickException):
             exc.show()
             return exc.exit_code
-        raise
+        return _bug()
     return 0
+
+
+def _bug() -> int:
+    """An unexpected exception: its traceback is for a bug report, with credentials masked."""
+    import traceback
+
+    print(redact(traceback.format_exc()), file=sys.stderr, end="")
+    return 1
 
 
 if __name__ == "__main__":

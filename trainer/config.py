@@ -13,6 +13,7 @@ name the file (or the --set) and the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,7 +87,12 @@ class ModelConfig(StrictModel):
     revision: str | None = None
     tiny: TinyModelSpec | None = Field(None, description="Build this tiny model locally instead of loading one")
     cache_dir: Path = Path("data/cache/models")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="Run Python code shipped with the model (auto_map); off")
+    allow_pickle_weights: bool = Field(
+        False,
+        description="Accept pickled .bin weights (base model, adapters) where no safetensors exist; they are still "
+        "read with torch.load(weights_only=True). Export always needs safetensors.",
+    )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     lora: LoraSettings = LoraSettings()
     quantization: QuantizationSettings | None = None
@@ -101,12 +107,16 @@ class GoSource(StrictModel):
     import_path: str | None = Field(None, description="Module import path; default: read from go.mod")
     include: list[str] = Field(["**/*.go", "*.md", "docs/**/*.md"], description="Globs relative to the repo root")
     exclude: list[str] = []
+    submodules: bool = Field(False, description="Also fetch git submodules (same transports, no hooks, depth 1)")
 
     @field_validator("url")
     @classmethod
-    def _no_option_injection(cls, url: str) -> str:
+    def _no_option_injection_or_credentials(cls, url: str) -> str:
         if not url.strip() or url.lstrip().startswith("-"):
             raise ValueError("must be a URL or path, and must not start with '-'")
+        if re.match(r"https?://[^/]*@", url):
+            # It would be written to manifests, provenance and logs; a token in the environment is not.
+            raise ValueError("must not hold credentials (user:token@); set GITHUB_TOKEN for private GitHub repos")
         return url
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from rich.progress import track
 
 from trainer.config import Config, save_config
@@ -24,7 +23,7 @@ from trainer.evaluation.metrics import SymbolIndex, load_symbols, score
 from trainer.evaluation.report import deltas, load_predictions, metric, write_report
 from trainer.synthesis.build import conversation, load_processed
 from trainer.training.callbacks import METRICS
-from trainer.training.model import load_base_model, load_tokenizer
+from trainer.training.model import load_adapter, load_base_model, load_tokenizer
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 from trainer.training.train import PRECISION_DTYPES, resolve_checkpoint, resolve_precision
 
@@ -35,7 +34,7 @@ def load_finetuned(config: Config, checkpoint: Path):
     dtype = PRECISION_DTYPES[resolve_precision(config.training.precision)]
     tokenizer = load_tokenizer(config.model, checkpoint)
     base = load_base_model(config.model, dtype, quantized=True)
-    model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+    model = load_adapter(base, checkpoint, config.model)
     return model, tokenizer
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError
-from trainer.training.model import load_base_model
+from trainer.training.model import load_adapter, load_base_model
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2}
 PROMPTS = [
@@ -39,7 +38,7 @@ def reference_model(model_config: ModelConfig, checkpoint: Path, round_trip, qua
             for name, parameter in base.named_parameters():
                 if name in quantized_keys:
                     parameter.copy_(round_trip(parameter))
-    return PeftModel.from_pretrained(base, str(checkpoint)).eval()
+    return load_adapter(base, checkpoint, model_config)
 
 
 def verify_export(folder: Path, reference_factory, dtype: str) -> float:
@@ -52,7 +51,9 @@ def verify_export(folder: Path, reference_factory, dtype: str) -> float:
     reference = reference_factory()
     expected = _logits(reference, encoded)
     del reference
-    merged = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+    merged = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, local_files_only=True, use_safetensors=True
+    ).eval()
     got = _logits(merged, encoded)
     del merged
     scale = max(float(e.abs().max()) for e in expected)

@@ -2,8 +2,8 @@
 
 Clones live in `<cache>/repos/<name>-<url hash>/<commit>` and are reused while the ref still points at that
 commit. git is always called with argument lists, `--` before URLs, hooks off, symlinks checked out as plain files
-and only the https/ssh/file transports allowed. A `GITHUB_TOKEN` reaches git through the environment
-(`GIT_CONFIG_*`), never through a URL, an argument or a file.
+and only the https/ssh/file transports allowed; submodules are fetched only when the source asks for them. A
+`GITHUB_TOKEN` reaches git through the environment (`GIT_CONFIG_*`), never through a URL, an argument or a file.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from trainer.config import GoSource
 from trainer.errors import TrainerError
+from trainer.redact import redact
 
 REMOTE = re.compile(r"^(https://|ssh://|file://|[\w.-]+@[\w.-]+:)")
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -59,9 +60,9 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     except subprocess.TimeoutExpired:
         raise TrainerError(f"git {args[0]} took over 10 minutes") from None
     if done.returncode != 0:
-        message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}"
-        token = os.environ.get("GITHUB_TOKEN")
-        raise TrainerError(f"git {args[0]}: {message.replace(token, '***') if token else message}")
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        message = next((line for line in lines if line.startswith("fatal: ")), lines[-1])  # the cause, not a retry
+        raise TrainerError(f"git {args[0]}: {redact(message)}")
     return done.stdout
 
 
@@ -89,7 +90,7 @@ def resolve_ref(url: str, ref: str | None) -> str:
     raise TrainerError(f"{url}: ref {wanted!r} not found on the remote")
 
 
-def _clone(url: str, ref: str | None, commit: str, destination: Path) -> None:
+def _clone(url: str, ref: str | None, commit: str, destination: Path, submodules: bool) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".clone-", dir=destination.parent))
     try:
@@ -106,7 +107,10 @@ def _clone(url: str, ref: str | None, commit: str, destination: Path) -> None:
         got = _git("rev-parse", "HEAD", cwd=work).strip()
         if got != commit:
             raise TrainerError(f"{url}: {ref or 'HEAD'} moved while cloning ({commit[:12]} → {got[:12]}); run again")
-        shutil.rmtree(work / ".git")  # history is not needed; the commit is recorded in the manifest
+        if submodules:  # child gits inherit SAFE_GIT and the transport list, so a submodule URL gets no more
+            _git("submodule", "update", "--init", "--recursive", "--depth", "1", cwd=work)
+        for git_dir in [work / ".git", *work.rglob(".git")]:  # history is not needed: the manifest has the commit
+            shutil.rmtree(git_dir) if git_dir.is_dir() else git_dir.unlink(missing_ok=True)
         (work / COMPLETE).write_text(commit + "\n", encoding="utf-8")
         work.rename(destination)
     finally:
@@ -128,8 +132,9 @@ def fetch_source(source: GoSource, cache_dir: Path) -> LocalSource:
                 commit = None
         return LocalSource(name, url, root, commit, cached=False)
     commit = resolve_ref(url, source.ref)
-    destination = cache_dir / "repos" / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}" / commit
+    key = f"{url} submodules" if source.submodules else url
+    destination = cache_dir / "repos" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}" / commit
     if (destination / COMPLETE).is_file():
         return LocalSource(name, url, destination, commit, cached=True)
-    _clone(url, source.ref, commit, destination)
+    _clone(url, source.ref, commit, destination, source.submodules)
     return LocalSource(name, url, destination, commit, cached=False)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from trainer.storage import ObjectStore, sha256_file
+from trainer.errors import TrainerError
+from trainer.storage import ObjectStore, safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
 
@@ -87,7 +88,10 @@ def problem(folder: Path) -> str | None:
     except (OSError, ValueError) as exc:
         return f"unreadable manifest ({exc})"
     for relative, expected in manifest["files"].items():
-        path = folder / relative
+        try:
+            path = safe_destination(folder, relative)
+        except TrainerError as exc:
+            return str(exc)
         if not path.is_file():
             return f"{relative} is missing"
         if path.stat().st_size != expected["size"]:
@@ -128,10 +132,12 @@ class CheckpointStore:
             self.warn(f"warning: skipping {self.remote.uri}/{name}: no manifest (upload interrupted)")
             return None
         local = self.output_dir / name
-        # Each file is either a local one matching its sha256 or a download checked against it (which raises on
-        # a mismatch), so the folder is complete by construction once the loop ends.
+        # Every path is checked before anything is written: a manifest naming a file outside the folder (a tampered
+        # bucket) makes the whole checkpoint skipped. Each file is either a local one matching its sha256 or a
+        # download checked against it (which raises on a mismatch): the folder is complete once the loop ends.
+        targets = {relative: safe_destination(local, relative) for relative in manifest["files"]}
         for relative, expected in manifest["files"].items():
-            path = local / relative
+            path = targets[relative]
             if path.is_file() and path.stat().st_size == expected["size"] and sha256_file(path) == expected["sha256"]:
                 continue
             self.remote.download(f"{name}/{relative}", path, expected["sha256"])
@@ -204,8 +210,6 @@ class CheckpointStore:
         if self.remote is None or self.wait():
             return
         if not self._upload(folder):
-            from trainer.errors import TrainerError
-
             raise TrainerError(
                 f"training finished, but {folder.name} could not be uploaded to {self.remote.uri}; it is complete "
                 f"locally at {folder}: run `trainer train` again to retry the upload"

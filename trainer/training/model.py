@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
 from trainer.config import ModelConfig
@@ -52,14 +52,26 @@ def quantization_config(config: ModelConfig) -> BitsAndBytesConfig | None:
     )
 
 
+def _refuse_pickles(folder: Path, config: ModelConfig) -> None:
+    """A local folder with pickled weights and no safetensors is refused unless the config allows pickles."""
+    pickled = sorted(p.name for p in folder.glob("*.bin") if "model" in p.name)
+    if pickled and not any(folder.glob("*.safetensors")) and not config.allow_pickle_weights:
+        raise TrainerError(
+            f"{folder}: only pickled weights ({', '.join(pickled)}), no safetensors; refused. Convert them, or set "
+            "model.allow_pickle_weights=true to load them with torch.load(weights_only=True)"
+        )
+
+
 def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) -> PreTrainedModel:
     """The base model in `dtype`, 4-bit quantized when `quantized` and the config has a quantization section."""
     source = base_model_path(config)
+    if Path(source).is_dir():
+        _refuse_pickles(Path(source), config)
     kwargs = {
         "dtype": dtype,
         "attn_implementation": config.attn_implementation,
         "trust_remote_code": config.trust_remote_code,
-        "use_safetensors": True,
+        "use_safetensors": None if config.allow_pickle_weights else True,  # None: safetensors first, then .bin
     }
     if source == config.name_or_path and config.revision:
         kwargs["revision"] = config.revision
@@ -74,6 +86,12 @@ def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) ->
     if "quantization_config" in kwargs and not torch.cuda.is_available():
         _keep_cpu_4bit_layout(model)
     return model
+
+
+def load_adapter(base: PreTrainedModel, checkpoint: Path, config: ModelConfig) -> PeftModel:
+    """`base` with the LoRA adapter of `checkpoint` applied (not merged), in eval mode."""
+    _refuse_pickles(checkpoint, config)
+    return PeftModel.from_pretrained(base, str(checkpoint)).eval()
 
 
 def _keep_cpu_4bit_layout(model: PreTrainedModel) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Mapping
@@ -281,6 +282,8 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except SaveFailed as failed:
         raise TrainerError(abandon(failed)) from None
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met something other than tensors
+        raise TrainerError(f"{resume}: refused to unpickle a checkpoint file: {str(exc).splitlines()[0]}") from None
     finally:
         guard.uninstall()
     step = trainer.state.global_step
