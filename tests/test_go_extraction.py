@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,27 @@ def test_gin_api_matches_go_doc(tmp_path):
     for kind in ("func", "method", "type"):
         recall, precision = scores[kind]
         assert recall >= 0.99 and precision >= 0.99, (kind, recall, precision)
+
+
+GOCODE = Path("/usr/share/gocode/src")
+PEAK_RSS_LIMIT = 640 * 2**20
+
+
+@pytest.mark.skipif(not GIN.is_dir(), reason="gin's Debian package is missing: run `make go-sources`")
+def test_all_of_debians_go_sources_synthesize_in_bounded_memory(tmp_path):
+    """Every package under /usr/share/gocode/src (gin, chi and their dependencies: ~4,000 files, ~100 MB) as one
+    source. Files are read and parsed one at a time; what stays in memory is the extracted index."""
+    sets = [f"data.output_dir={tmp_path / 'out'}", f"data.cache_dir={tmp_path / 'cache'}", "data.sources=[]"]
+    args = [str(Path(sys.executable).parent / "trainer"), "synthesize", "--source", str(GOCODE)]
+    args += [arg for item in sets for arg in ("--set", item)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not the test run's other children
+    assert os.waitstatus_to_exitcode(status) == 0, output[-3000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    source_bytes = sum(p.stat().st_size for p in GOCODE.rglob("*.go") if p.is_file() and not p.is_symlink())
+    files, symbols = (int(n) for n in output.split("  source src: ")[1].split(" symbols")[0].split(" files, "))
+    peak = usage.ru_maxrss * 1024
+    print(f"{files} files, {source_bytes / 2**20:.0f} MiB of Go, {symbols} symbols: peak RSS {peak / 2**20:.0f} MiB")
+    assert files > 1000 and symbols > 10000 and manifest["generated"]["count"] > 10000
+    assert peak < PEAK_RSS_LIMIT
