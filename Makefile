@@ -99,4 +99,4 @@ lock: dev
 	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf outputs data/processed .pytest_cache .ruff_cache
+	rm -rf outputs data/processed .pytest_cache .ruff_cache .hypothesis
