@@ -7,6 +7,7 @@ must give valid records or an error naming file, line (or key) and reason, never
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -183,3 +184,12 @@ def test_hostile_yaml_is_refused_with_file_and_reason(tmp_path, text, reason):
     with pytest.raises(TrainerError) as error:
         load_config(path)
     assert str(error.value).startswith(f"{path}{reason}")
+
+
+def test_a_mapping_of_100_000_keys_is_refused_in_seconds(tmp_path):
+    path = tmp_path / "wide.yaml"
+    path.write_text("training:\n" + "".join(f"  k{i}: 1\n" for i in range(100_000)), encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(TrainerError, match="more than 100,000 values"):
+        load_config(path)
+    assert time.perf_counter() - started < 30  # the duplicate-key check was quadratic: about a minute here

@@ -242,16 +242,20 @@ class _StrictLoader(yaml.SafeLoader):
     """safe_load that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: list[Any] = []
+        seen: set[Any] = set()  # a set: a list made a wide hostile mapping quadratic (100,000 keys: about a minute)
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's construct_mapping below refuses it
+                continue
+            if duplicate:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}: the earlier value would be lost", key_node.start_mark
                 )
-            seen.append(key)
+            seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
