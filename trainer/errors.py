@@ -19,3 +19,8 @@ def problems_error(headline: str, problems: list[str]) -> TrainerError:
     if len(problems) == 1:
         return TrainerError(f"{headline}: {problems[0]}")
     return TrainerError(f"{headline} ({len(problems)} problems):\n  " + "\n  ".join(problems))
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line for a one-line error (its type's name when the message is empty)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from trainer.config import Config, load_config, save_config
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, first_line
 from trainer.export.card import base_licence, model_card, write_checksums
 from trainer.export.merge import load_adapter, nf4_round_trip, quantized_weight_keys, stream_merge
 from trainer.export.verify import reference_model, verify_export
@@ -46,7 +46,7 @@ def local_base(config: Config) -> Path:
     try:
         return Path(snapshot_download(source, revision=config.model.revision, allow_patterns=patterns))
     except Exception as exc:  # the hub client raises many types for one cause: the files could not be had
-        raise TrainerError(f"cannot fetch base model {source!r}: {str(exc).splitlines()[0]}") from None
+        raise TrainerError(f"cannot fetch base model {source!r}: {first_line(exc)}") from None
 
 
 def _publishable(folder: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, first_line
 from trainer.storage import ObjectStore, safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
@@ -70,13 +70,13 @@ class SaveFailed(Exception):
 
 def abandon(failed: SaveFailed) -> str:
     """Remove the torn folder a failed save left (freeing its space) and say where the run stands, for the error."""
-    reason = (str(failed.cause).strip().splitlines() or [type(failed.cause).__name__])[0]
     if not (failed.folder / MANIFEST).is_file():
         shutil.rmtree(failed.folder, ignore_errors=True)  # may fail on a read-only folder: it is skipped as torn
     newest = next((p for p in reversed(checkpoint_dirs(failed.folder.parent)) if problem(p) is None), None)
     free = shutil.disk_usage(failed.folder.parent).free
     kept = f"{newest} is complete and a rerun resumes from it" if newest else "no earlier checkpoint exists"
-    return f"cannot save {failed.folder}: {reason} ({free:,} bytes free there); {kept} once there is room to write"
+    reason = f"{first_line(failed.cause)} ({free:,} bytes free there)"
+    return f"cannot save {failed.folder}: {reason}; {kept} once there is room to write"
 
 
 def problem(folder: Path) -> str | None:

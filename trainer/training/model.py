@@ -9,7 +9,7 @@ from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
 from trainer.config import ModelConfig
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, first_line
 from trainer.training.tiny_model import build_tiny_model
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -23,8 +23,7 @@ def base_model_path(config: ModelConfig) -> str:
 
 
 def _load_error(what: str, source: str, exc: Exception) -> TrainerError:
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return TrainerError(f"cannot load {what} from {source!r}: {first_line}")
+    return TrainerError(f"cannot load {what} from {source!r}: {first_line(exc)}")
 
 
 def load_tokenizer(config: ModelConfig, source: str | Path | None = None):

@@ -24,7 +24,7 @@ from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
 from trainer.config import Config, TrainingConfig, save_config
-from trainer.errors import Preempted, TrainerError
+from trainer.errors import Preempted, TrainerError, first_line
 from trainer.evaluation.metrics import load_symbols
 from trainer.synthesis.build import load_processed
 from trainer.training.callbacks import METRICS, GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
@@ -283,7 +283,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     except SaveFailed as failed:
         raise TrainerError(abandon(failed)) from None
     except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met something other than tensors
-        raise TrainerError(f"{resume}: refused to unpickle a checkpoint file: {str(exc).splitlines()[0]}") from None
+        raise TrainerError(f"{resume}: refused to unpickle a checkpoint file: {first_line(exc)}") from None
     finally:
         guard.uninstall()
     step = trainer.state.global_step
