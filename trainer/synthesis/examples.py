@@ -144,21 +144,17 @@ MAX_LINE_BYTES = 16 * 2**20  # one conversation per line; a longer line is repor
 CHUNK_BYTES = 2**20
 
 
-class _BadJson(ValueError):
-    """A line that parses as JSON but is not data we can keep whole (duplicate keys, NaN, lone surrogates)."""
-
-
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for key, value in pairs:
         if key in record:
-            raise _BadJson(f"duplicate key {key!r} (one of its values would be lost)")
+            raise ValueError(f"duplicate key {key!r} (one of its values would be lost)")
         record[key] = value
     return record
 
 
 def _no_constant(name: str) -> Any:
-    raise _BadJson(f"{name} is not a JSON number")
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def strict_loads(text: str) -> Any:
@@ -167,7 +163,7 @@ def strict_loads(text: str) -> Any:
     try:  # "\ud800" escapes decode to lone surrogates, which no later stage can write as UTF-8
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise _BadJson("a string holds an unpaired \\u surrogate escape") from None
+        raise ValueError("a string holds an unpaired \\u surrogate escape") from None
     return value
 
 
@@ -178,9 +174,8 @@ def _problem(exc: Exception) -> str:
         return "JSON nested too deeply"
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON: {exc.msg} (column {exc.colno})"
-    if isinstance(exc, _BadJson):
-        return f"invalid JSON: {exc}"
-    return f"invalid JSON: {str(exc).split(';')[0]}"  # e.g. Python's limit on the digits of an integer
+    # Ours (duplicate keys, NaN, surrogates) or Python's limit on an integer's digits, cut before its advice.
+    return f"invalid JSON: {str(exc).split(';')[0]}"
 
 
 def _skip_line(handle: BinaryIO) -> int:

@@ -109,7 +109,7 @@ def _clone(url: str, ref: str | None, commit: str, destination: Path, submodules
             raise TrainerError(f"{url}: {ref or 'HEAD'} moved while cloning ({commit[:12]} → {got[:12]}); run again")
         if submodules:  # child gits inherit SAFE_GIT and the transport list, so a submodule URL gets no more
             _git("submodule", "update", "--init", "--recursive", "--depth", "1", cwd=work)
-        for git_dir in [work / ".git", *work.rglob(".git")]:  # history is not needed: the manifest has the commit
+        for git_dir in list(work.rglob(".git")):  # history is not needed: the manifest has the commit
             shutil.rmtree(git_dir) if git_dir.is_dir() else git_dir.unlink(missing_ok=True)
         (work / COMPLETE).write_text(commit + "\n", encoding="utf-8")
         work.rename(destination)
