@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,27 @@ def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMP
         f"evaluation.output_dir={root / 'eval'}",
         f"export.output_dir={root / 'models'}",
     ]
+
+
+def train_process(config, *extra: str, kill_at: str = "", wait: bool = True):
+    """`trainer train` in a fresh process on `config`'s folders, as a restarted job runs it: `extra` are further
+    `--set` overrides, `kill_at` a failpoint (trainer/training/failpoints.py). `wait=False` returns the Popen."""
+    t = config.training
+    sets = [
+        f"model.cache_dir={config.model.cache_dir}",
+        f"data.output_dir={config.data.output_dir}",
+        f"training.output_dir={t.output_dir}",
+        f"training.logging_dir={t.logging_dir}",
+        f"training.save_steps={t.save_steps}",
+        "training.logging_steps=1",
+        *extra,
+    ]
+    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG)]
+    args += [arg for item in sets for arg in ("--set", item)]
+    env = {**os.environ, "TRAINER_KILL_AT": kill_at}
+    if not wait:
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture

@@ -10,38 +10,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from transformers import TrainerCallback
 
-from tests.conftest import DEBUG_CONFIG
+from tests.conftest import train_process
 from trainer.errors import TrainerError
 from trainer.synthesis.build import synthesize
 from trainer.training.checkpoints import MANIFEST, problem
 from trainer.training.run_lock import run_lock
 from trainer.training.train import train
-
-
-def trainer_train(config, *extra: str, wait: bool = True):
-    """`trainer train` in a fresh process on `config`'s folders."""
-    t = config.training
-    sets = [
-        f"model.cache_dir={config.model.cache_dir}",
-        f"data.output_dir={config.data.output_dir}",
-        f"training.output_dir={t.output_dir}",
-        f"training.logging_dir={t.logging_dir}",
-        f"training.save_steps={t.save_steps}",
-        "training.logging_steps=1",
-        *extra,
-    ]
-    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG)]
-    args += [arg for item in sets for arg in ("--set", item)]
-    if not wait:
-        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(args, capture_output=True, text=True, timeout=300)
 
 
 def mount(*args: str) -> None:
@@ -65,7 +45,7 @@ def small_disk(tmp_path):
 def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_runs_lock_is_free(make_config):
     config = make_config("training.save_steps=5", "training.resume=never")
     synthesize(config)
-    first = trainer_train(config, "training.max_steps=100000", "training.save_total_limit=null", wait=False)
+    first = train_process(config, "training.max_steps=100000", "training.save_total_limit=null", wait=False)
     checkpoint = config.training.output_dir / "checkpoint-5"
     deadline = time.time() + 120
     while not (checkpoint / MANIFEST).is_file() and time.time() < deadline:
@@ -73,7 +53,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_runs_lock_is_fr
     assert (checkpoint / MANIFEST).is_file(), first.stderr.read() if first.poll() is not None else "too slow"
 
     # resume=never would delete the first run's checkpoints: the lock stops it before that.
-    second = trainer_train(config, "training.max_steps=10", "training.resume=never")
+    second = train_process(config, "training.max_steps=10", "training.resume=never")
     assert second.returncode == 2
     assert (
         f"error: {config.training.output_dir} is in use by another `trainer train` (pid {first.pid} " in second.stderr
@@ -89,13 +69,13 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_runs_lock_is_fr
 def test_a_full_disk_at_a_save_keeps_the_previous_checkpoint_resumable(make_config, small_disk):
     config = make_config("training.save_steps=2", f"training.output_dir={small_disk / 'checkpoints'}")
     synthesize(config)
-    assert trainer_train(config, "training.max_steps=2").returncode == 0
+    assert train_process(config, "training.max_steps=2").returncode == 0
     complete = config.training.output_dir / "checkpoint-2"
     size = sum(p.stat().st_size for p in complete.rglob("*") if p.is_file())
     used = shutil.disk_usage(small_disk).used
     mount("-o", f"remount,size={used + size // 2}", str(small_disk))  # room for half of the next checkpoint
 
-    full = trainer_train(config, "training.max_steps=4")
+    full = train_process(config, "training.max_steps=4")
     assert full.returncode == 2, full.stderr[-2000:]
     error = full.stderr.strip().splitlines()[-1]
     assert error.startswith(f"error: cannot save {config.training.output_dir / 'checkpoint-4'}: ")
@@ -105,7 +85,7 @@ def test_a_full_disk_at_a_save_keeps_the_previous_checkpoint_resumable(make_conf
     assert problem(complete) is None
 
     mount("-o", "remount,size=64m", str(small_disk))
-    rerun = trainer_train(config, "training.max_steps=4")
+    rerun = train_process(config, "training.max_steps=4")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming from {complete}" in rerun.stdout
     assert problem(config.training.output_dir / "checkpoint-4") is None
@@ -133,12 +113,12 @@ def test_a_folder_turning_read_only_at_a_save_is_a_clear_error(make_config, smal
     assert "Read-only file system" in str(error.value)
     assert problem(folder / "checkpoint-2") is None
 
-    at_start = trainer_train(config, "training.max_steps=6")  # still read-only: refused before any work
+    at_start = train_process(config, "training.max_steps=6")  # still read-only: refused before any work
     assert at_start.returncode == 2
     assert at_start.stderr.strip().splitlines()[-1] == (
         f"error: {folder}: cannot write the training output folder: Read-only file system"
     )
     subprocess.run(["umount", str(folder)], check=True)
-    rerun = trainer_train(config, "training.max_steps=4")
+    rerun = train_process(config, "training.max_steps=4")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming from {folder / 'checkpoint-2'}" in rerun.stdout

@@ -2,12 +2,9 @@
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import boto3
@@ -15,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from tests.conftest import DEBUG_CONFIG
+from tests.conftest import train_process
 from trainer.errors import TrainerError
 from trainer.synthesis.build import synthesize
 from trainer.training.checkpoints import MANIFEST, CheckpointStore, problem
@@ -24,28 +21,11 @@ from trainer.training.train import train
 STEPS, SAVE = 12, 3
 
 
-def run_training(overrides, kill_at=None, timeout=300):
-    """`trainer train` in a fresh process, as a restarted spot job would run it."""
-    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG)]
-    for item in overrides:
-        args += ["--set", item]
-    env = {**os.environ, "TRAINER_KILL_AT": kill_at or ""}
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def cli_overrides(config):
+def spot_recovery(config) -> list[str]:
+    """The `--set` overrides of a run that mirrors every checkpoint to S3 and keeps them all."""
     t = config.training
-    return [
-        f"model.cache_dir={config.model.cache_dir}",
-        f"data.output_dir={config.data.output_dir}",
-        f"training.output_dir={t.output_dir}",
-        f"training.logging_dir={t.logging_dir}",
-        f"training.max_steps={t.max_steps}",
-        f"training.save_steps={t.save_steps}",
-        "training.logging_steps=1",
-        f"training.checkpoint_uri={t.checkpoint_uri}",
-        "training.save_total_limit=null",
-    ]
+    return [f"training.max_steps={t.max_steps}", f"training.checkpoint_uri={t.checkpoint_uri}",
+            "training.save_total_limit=null"]  # fmt: skip
 
 
 def logged_losses(logging_dir):
@@ -70,18 +50,20 @@ def test_sigkilled_three_times_resumes_to_the_same_model(make_config, bucket, tm
         f"training.output_dir={tmp_path / 'killed'}",
         f"training.logging_dir={tmp_path / 'klogs'}",
     )
-    overrides = cli_overrides(killed)
+    overrides = spot_recovery(killed)
     first_kill = random.Random(2026).choice([1, 2, 4, 5])  # any step that is not a save step
-    assert run_training(overrides, f"step:{first_kill}").returncode == -signal.SIGKILL
-    assert run_training(overrides, "save:6").returncode == -signal.SIGKILL  # mid checkpoint write
-    third = run_training(overrides, "upload:9")  # mid upload: checkpoint-9 is complete locally, torn remotely
+    assert train_process(killed, *overrides, kill_at=f"step:{first_kill}").returncode == -signal.SIGKILL
+    assert train_process(killed, *overrides, kill_at="save:6").returncode == -signal.SIGKILL  # mid checkpoint write
+    third = train_process(
+        killed, *overrides, kill_at="upload:9"
+    )  # mid upload: checkpoint-9 is complete locally, torn remotely
     assert third.returncode == -signal.SIGKILL
     assert "skipping torn checkpoint" in third.stdout and "checkpoint-6: no manifest" in third.stdout
 
     # The spot VM is gone: a new machine starts with nothing local and resumes from the object store.
     shutil.rmtree(killed.training.output_dir)
     shutil.rmtree(killed.training.logging_dir)
-    last = run_training(overrides)
+    last = train_process(killed, *overrides)
     assert last.returncode == 0, last.stderr[-2000:]
     assert f"s3://{bucket}/killed/checkpoint-9: no manifest" in last.stdout
     assert "resuming from" in last.stdout and "checkpoint-6" in last.stdout
@@ -224,10 +206,7 @@ def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
         f"training.checkpoint_uri=s3://{bucket}/term",
     )
     synthesize(config)
-    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG)]
-    for item in cli_overrides(config):
-        args += ["--set", item]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = train_process(config, *spot_recovery(config), wait=False)
     log = config.training.logging_dir / "metrics.jsonl"
     deadline = time.time() + 120
     while not (log.is_file() and log.read_text().count("\n") >= 3) and time.time() < deadline:

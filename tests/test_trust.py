@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import DEBUG_CONFIG
+from tests.conftest import train_process
 from trainer.errors import TrainerError
 from trainer.synthesis.build import synthesize
 from trainer.training.checkpoints import write_manifest
@@ -38,12 +36,7 @@ def test_a_checkpoint_pickle_that_would_run_code_is_refused(make_config, tmp_pat
     torch.save({"python": Payload(marker), "numpy": None, "cpu": torch.get_rng_state()}, checkpoint / "rng_state.pth")
     write_manifest(checkpoint)  # whoever can write to the bucket can reseal it
 
-    t = config.training
-    sets = [f"model.cache_dir={config.model.cache_dir}", f"data.output_dir={config.data.output_dir}",
-            f"training.output_dir={t.output_dir}", f"training.logging_dir={t.logging_dir}",
-            "training.max_steps=4"]  # fmt: skip
-    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG)]
-    done = subprocess.run(args + [a for s in sets for a in ("--set", s)], capture_output=True, text=True, timeout=300)
+    done = train_process(config, "training.max_steps=4")
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {checkpoint}: refused to unpickle")
     assert not marker.exists()
