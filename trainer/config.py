@@ -93,7 +93,9 @@ class ModelConfig(StrictModel):
         description="Accept pickled .bin weights (base model, adapters) where no safetensors exist; they are still "
         "read with torch.load(weights_only=True). Export always needs safetensors.",
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto: flash_attention_2 where flash-attn and a CUDA GPU are present, else sdpa"
+    )
     lora: LoraSettings = LoraSettings()
     quantization: QuantizationSettings | None = None
 
@@ -190,7 +192,13 @@ class TrainingConfig(StrictModel):
         "on CPU that made packing slower than padding, see docs/benchmarks.md)",
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on a GPU, else fp32")
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass: less memory, more compute (docs/benchmarks.md)"
+    )
+    liger_kernel: bool | Literal["auto"] = Field(
+        "auto", description="Liger's Triton kernels (RMSNorm, SwiGLU, RoPE); auto: where liger-kernel and CUDA are"
+    )
+    torch_compile: bool = Field(False, description="torch.compile the model; pays only in long runs of few shapes")
     optim: str = "adamw_torch"
     seed: int = 42
     wandb: bool | Literal["auto"] = Field("auto", description="true | false | auto: on when WANDB_API_KEY is set")

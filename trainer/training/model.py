@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError, first_line
+from trainer.training.speedups import attention_implementation
 from trainer.training.tiny_model import build_tiny_model
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -68,7 +69,7 @@ def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) ->
         _refuse_pickles(Path(source), config)
     kwargs = {
         "dtype": dtype,
-        "attn_implementation": config.attn_implementation,
+        "attn_implementation": attention_implementation(config, strict=False),
         "trust_remote_code": config.trust_remote_code,
         "use_safetensors": None if config.allow_pickle_weights else True,  # None: safetensors first, then .bin
     }

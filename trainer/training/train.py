@@ -40,6 +40,7 @@ from trainer.training.checkpoints import (
 from trainer.training.model import base_model_path, load_base_model, load_tokenizer, lora_config
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
+from trainer.training.speedups import attention_implementation, use_liger
 from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -151,7 +152,7 @@ def _report_to(training: TrainingConfig) -> list[str]:
 
 def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
     t = config.training
-    packing = t.packing if t.packing != "auto" else config.model.attn_implementation == "flash_attention_2"
+    packing = t.packing if t.packing != "auto" else attention_implementation(config.model) == "flash_attention_2"
     return SFTConfig(
         output_dir=str(t.output_dir),
         run_name=t.run_name,
@@ -181,6 +182,8 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=t.gradient_checkpointing,
+        use_liger_kernel=use_liger(t),
+        torch_compile=t.torch_compile,
         optim=t.optim,
         seed=t.seed,
         report_to=_report_to(t),
@@ -213,11 +216,12 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
     if eval_report:
         print(f"validation: {eval_report.summary()}")
     precision = resolve_precision(t.precision)
+    args = sft_config(config, precision, has_eval=eval_set is not None)  # before the model: refuses kernels early
     model = load_base_model(config.model, PRECISION_DTYPES[precision], quantized=True)
     model.config.use_cache = False
     trainer = SupervisedSFTTrainer(
         model=model,
-        args=sft_config(config, precision, has_eval=eval_set is not None),
+        args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
