@@ -17,20 +17,20 @@ import torch
 from benchlib import append_section, report_path
 
 from trainer.config import load_config
-from trainer.evaluation.evaluate import generate, load_plain
+from trainer.evaluation.evaluate import build_prompts, generate, load_plain
 from trainer.synthesis.build import synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS, NEW_TOKENS, BATCH, REPEATS, TARGET = 32, 32, 16, 3, 4.0
 
 
-def best_seconds(model, tokenizer, rows, batch_size: int) -> tuple[float, list[dict]]:
-    times, records = [], []
+def best_seconds(model, tokenizer, prompts, batch_size: int) -> tuple[float, list[str]]:
+    times, answers = [], []
     for _ in range(REPEATS):
         start = time.perf_counter()
-        records = generate(model, tokenizer, rows, NEW_TOKENS, batch_size)
+        answers = generate(model, tokenizer, prompts, NEW_TOKENS, batch_size)
         times.append(time.perf_counter() - start)
-    return min(times), records
+    return min(times), answers
 
 
 def main(report: Path) -> None:
@@ -42,9 +42,10 @@ def main(report: Path) -> None:
         )
         rows = [row for split in synthesize(config).dataset.values() for row in split][:PROMPTS]
         model, tokenizer = load_plain(config, "base")
-        sequential, one_by_one = best_seconds(model, tokenizer, rows, 1)
-        batched, together = best_seconds(model, tokenizer, rows, BATCH)
-    same = sum(a["prediction"] == b["prediction"] for a, b in zip(one_by_one, together, strict=True))
+        prompts = build_prompts(tokenizer, rows)
+        sequential, one_by_one = best_seconds(model, tokenizer, prompts, 1)
+        batched, together = best_seconds(model, tokenizer, prompts, BATCH)
+    same = sum(a == b for a, b in zip(one_by_one, together, strict=True))
     ratio = sequential / batched
     lines = [
         "",

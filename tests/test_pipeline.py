@@ -1,5 +1,6 @@
 """The debug pipeline (QLoRA on the tiny model) run once through the CLI; these tests read what it wrote."""
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -144,3 +145,37 @@ def test_evaluate_an_exported_folder_or_the_bare_base(pipeline_run, tmp_path, wh
     expected = trained["loss"] if which == "exported" else trained["baseline"]["loss"]
     assert report["checkpoint"] == model
     assert report["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def _evaluate_cli(pipeline_run, out: Path, *flags: str) -> int:
+    from tests.conftest import DEBUG_CONFIG, debug_overrides
+    from trainer.cli import main
+
+    root = pipeline_run.data.output_dir.parent
+    args = ["evaluate", "--config", str(DEBUG_CONFIG), "--out", str(out), *flags]
+    for item in debug_overrides(root, pipeline_run.model.cache_dir):
+        args += ["--set", item]
+    return main(args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without CUDA")
+def test_the_vllm_backend_is_refused_here_and_auto_uses_transformers(pipeline_run, tmp_path, capsys):
+    assert _evaluate_cli(pipeline_run, tmp_path / "vllm", "--backend", "vllm") == 2
+    assert "error: evaluation.backend=vllm: needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "vllm").exists()  # refused before any model was loaded or file written
+    assert _evaluate_cli(pipeline_run, tmp_path / "auto", "--set", "evaluation.backend=auto", "--limit", "2") == 0
+    assert json.loads((tmp_path / "auto" / "report.json").read_text())["generation_backend"] == "transformers"
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and importlib.util.find_spec("vllm")), reason="needs CUDA and vllm")
+def test_vllm_answers_like_transformers(pipeline_run, tmp_path):
+    flags = ("--baseline", "--set", "model.quantization=null", "--set", "training.precision=fp32")
+    answers = {}
+    for backend in ("transformers", "vllm"):
+        assert _evaluate_cli(pipeline_run, tmp_path / backend, *flags, "--backend", backend) == 0
+        report = json.loads((tmp_path / backend / "report.json").read_text())
+        assert report["generation_backend"] == backend and "baseline" in report
+        lines = (tmp_path / backend / "predictions.jsonl").read_text().splitlines()
+        answers[backend] = [(r["prediction"], r["baseline"]) for r in map(json.loads, lines)]
+    same = sum(a == b for a, b in zip(answers["transformers"], answers["vllm"], strict=True))
+    assert same >= 0.9 * len(answers["vllm"]), (same, len(answers["vllm"]))

@@ -148,10 +148,12 @@ def evaluate(
     symbols: Annotated[Path | None, typer.Option(help="symbols.jsonl for API grounding")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: evaluation.output_dir)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="An exported model folder, or `base`")] = None,
+    backend: Annotated[str | None, typer.Option(help="What generates: transformers | vllm | auto")] = None,
 ) -> None:
     """Score an adapter on the test split (or a predictions file): loss, text, tool use, Go code, API grounding."""
     flags = {"evaluation.limit": limit, "evaluation.max_new_tokens": max_new_tokens, "evaluation.symbols": symbols}
     flags |= {"evaluation.baseline": baseline or None, "evaluation.output_dir": out, "evaluation.model": model}
+    flags |= {"evaluation.backend": backend}
     cfg = _load(config, [*set_, *_flag_overrides(flags)])
     if predictions is None:
         _evaluate(cfg, checkpoint)

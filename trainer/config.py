@@ -210,6 +210,11 @@ class EvaluationConfig(StrictModel):
     max_new_tokens: int = Field(256, gt=0)
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N test conversations")
     batch_size: int = Field(8, gt=0, description="Prompts generated together (left padding, KV cache)")
+    backend: Literal["transformers", "vllm", "auto"] = Field(
+        "transformers",
+        description="What generates the answers: transformers (the trained function as is), vllm (faster; needs the "
+        "vllm package and a CUDA GPU), auto (vllm where it can run)",
+    )
     baseline: bool = Field(False, description="Also evaluate the base model on the same prompts and report deltas")
     symbols: Path | None = Field(None, description="API index for grounding; default: data.output_dir/symbols.jsonl")
     model: str | None = Field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from trainer.config import Config, save_config
 from trainer.errors import TrainerError
 from trainer.evaluation.metrics import SymbolIndex, load_symbols, score
 from trainer.evaluation.report import deltas, load_predictions, metric, write_report
+from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.synthesis.build import conversation, load_processed
 from trainer.training.callbacks import METRICS
 from trainer.training.model import load_adapter, load_base_model, load_tokenizer
@@ -100,46 +102,65 @@ def split_prompt(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return messages[:-1], messages[-1]
 
 
+@dataclass
+class Prompt:
+    """One test conversation to answer: its turns before the last assistant turn, rendered and tokenized."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    reference: dict[str, Any]
+    token_ids: list[int]
+
+
+def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
+    """Every backend generates from these same token ids, so their answers differ only by the engine."""
+    prompts = []
+    for row in rows:
+        messages, tools = conversation(row)
+        prompt, reference = split_prompt(messages)
+        text = tokenizer.apply_chat_template(prompt, tools=tools, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompts.append(Prompt(row["id"], prompt, reference, ids))
+    return prompts
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    return [tokenizer.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else []
+
+
+def prediction_records(prompts: list[Prompt], answers: list[str]) -> list[dict[str, Any]]:
+    """The predictions.jsonl records: what `--predictions` reads, so both scoring paths share one format."""
+    return [
+        {"id": p.id, "messages": p.messages, "reference": p.reference, "prediction": parse_assistant(answer)}
+        for p, answer in zip(prompts, answers, strict=True)
+    ]
+
+
 @torch.no_grad()
-def generate(model, tokenizer, rows: list[dict[str, str]], max_new_tokens: int, batch_size: int) -> list[dict]:
+def generate(model, tokenizer, prompts: list[Prompt], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers with transformers: batches left-padded, KV cache on."""
     tokenizer.padding_side = "left"
-    stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>",) if t in tokenizer.get_vocab()]
-    records = []
-    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    answers = []
+    batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     for batch in track(batches, description="Generating answers", transient=True):
-        prompts, references, texts = [], [], []
-        for row in batch:
-            messages, tools = conversation(row)
-            prompt, reference = split_prompt(messages)
-            prompts.append(prompt)
-            references.append(reference)
-            texts.append(tokenizer.apply_chat_template(prompt, tools=tools, tokenize=False, add_generation_prompt=True))
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
         output = model.generate(
             **encoded,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=stop or tokenizer.eos_token_id,
+            eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
         )
-        for row, prompt, reference, ids in zip(batch, prompts, references, output, strict=True):
-            text = tokenizer.decode(ids[encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-            records.append(
-                {"id": row["id"], "messages": prompt, "reference": reference, "prediction": parse_assistant(text)}
-            )
-    return records
-
-
-def _model_report(model, tokenizer, rows, config: Config, symbols: SymbolIndex | None) -> tuple[dict, list[dict]]:
-    ev = config.evaluation
-    predictions = generate(model, tokenizer, rows, ev.max_new_tokens, ev.batch_size)
-    return {**teacher_forced(model, tokenizer, rows), **score(predictions, symbols)}, predictions
+        width = encoded["input_ids"].shape[1]
+        answers += [tokenizer.decode(ids[width:], skip_special_tokens=True) for ids in output]
+    return answers
 
 
 def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
     ev = config.evaluation
     if ev.model and ev.baseline:
         raise TrainerError("--baseline compares an adapter with its base; with --model, evaluate each model on its own")
+    backend = generation_backend(ev.backend)  # an impossible backend is refused before any model is loaded
     evaluated = ev.model or str(resolve_checkpoint(config, checkpoint))
     test = load_processed(config.data.output_dir)["test"]
     if len(test) == 0:
@@ -149,23 +170,38 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
     rows = list(test)[: ev.limit]
     symbols = load_symbols(config.data.output_dir, config.evaluation.symbols)
     model, tokenizer = load_plain(config, ev.model) if ev.model else load_finetuned(config, Path(evaluated))
+    prompts = build_prompts(tokenizer, rows)
+    # Teacher-forced metrics need transformers whatever generates; vLLM then gets the GPU to itself.
+    forced = {"finetuned": teacher_forced(model, tokenizer, rows)}
+    if ev.baseline:
+        with model.disable_adapter():
+            forced["baseline"] = teacher_forced(model, tokenizer, rows)
+    if backend == "vllm":
+        del model
+        answers = vllm_answers(config, evaluated, [p.token_ids for p in prompts], stop_token_ids(tokenizer))
+    else:
+        answers = {"finetuned": generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size)}
+        if ev.baseline:
+            with model.disable_adapter():
+                answers["baseline"] = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size)
+    predictions = {name: prediction_records(prompts, texts) for name, texts in answers.items()}
+    metrics = {name: {**forced[name], **score(predictions[name], symbols)} for name in forced}
     manifest = config.data.output_dir / "manifest.json"
     report: dict[str, Any] = {
         "checkpoint": evaluated,
         "dataset_hash": json.loads(manifest.read_text())["content_hash"] if manifest.is_file() else None,
+        "generation_backend": backend,
+        **metrics["finetuned"],
     }
-    finetuned, predictions = _model_report(model, tokenizer, rows, config, symbols)
-    report |= finetuned
+    records = predictions["finetuned"]
     if ev.baseline:
-        with model.disable_adapter():
-            baseline, base_predictions = _model_report(model, tokenizer, rows, config, symbols)
-        report["baseline"], report["delta"] = baseline, deltas(finetuned, baseline)
-        for record, base in zip(predictions, base_predictions, strict=True):
+        report["baseline"], report["delta"] = metrics["baseline"], deltas(metrics["finetuned"], metrics["baseline"])
+        for record, base in zip(records, predictions["baseline"], strict=True):
             record["baseline"] = base["prediction"]
     report["config"] = config.model_dump(mode="json")
     ev.output_dir.mkdir(parents=True, exist_ok=True)
     with (ev.output_dir / "predictions.jsonl").open("w", encoding="utf-8") as out:
-        for record in predictions:
+        for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     metrics_log = config.training.logging_dir / METRICS
     write_report(report, ev.output_dir, metrics_log if metrics_log.is_file() else None)

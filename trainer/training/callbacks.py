@@ -41,20 +41,22 @@ class GenerationEval(TrainerCallback):
         """`symbols`: the SymbolIndex for API grounding, or None."""
         self.rows, self.tokenizer, self.symbols, self.log = rows, tokenizer, symbols, log
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.prompts = None  # built at the first evaluation: the evaluation package imports this one
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or model is None:
             return
         # Imported here: evaluation imports the training package.
-        from trainer.evaluation.evaluate import generate
+        from trainer.evaluation.evaluate import build_prompts, generate, prediction_records
         from trainer.evaluation.metrics import score
         from trainer.evaluation.report import metric
 
+        self.prompts = self.prompts or build_prompts(self.tokenizer, self.rows)
         was_training = model.training
         model.eval()
-        records = generate(model, self.tokenizer, self.rows, self.max_new_tokens, self.batch_size)
+        answers = generate(model, self.tokenizer, self.prompts, self.max_new_tokens, self.batch_size)
         model.train(was_training)
-        report = score(records, self.symbols)
+        report = score(prediction_records(self.prompts, answers), self.symbols)
         values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in self.KEYS}
         record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **values}
         with self.log.open("a", encoding="utf-8") as out:
