@@ -1,18 +1,19 @@
 """Benchmark training throughput against the stock recipe: TRL's SFTTrainer with its defaults plus PEFT LoRA.
 
 Same tiny model (plain LoRA, fp32, CPU), same tokens (the sample set plus conversations synthesised from gin,
-tokenized and truncated once by our code), same batch size, one epoch each, each run in its own process (peak RSS
-is that process's VmHWM):
+tokenized and truncated once by our code), same batch size, accumulation, learning rate and epochs, each run in its
+own process (peak RSS is that process's VmHWM):
 
 - stock: `SFTTrainer(model, SFTConfig(defaults), peft_config=LoraConfig(same adapter))` on those tokens as
   `input_ids` — no packing, each batch padded to its longest conversation, loss on every token, and TRL's default
-  gradient checkpointing;
+  gradient checkpointing; and `stock-assistant-loss`, the same with our labels (assistant tokens only) and our
+  learning-rate schedule: the loss reference, where batching is all that differs from ours;
 - ours: `trainer train`'s trainer as the debug config sets it (assistant-only loss; `training.packing: auto`, which
   on CPU/SDPA means batches of similar length padded to their longest; no gradient checkpointing); ours with
   gradient checkpointing on, like stock; and ours with packing forced on (BFD, padding-free, position ids reset per
   conversation), to show what packing costs without varlen attention kernels.
 
-Supervised tokens are the assistant tokens (what the model is being taught); every run sees each once, so
+Supervised tokens are the assistant tokens (what the model is being taught); every run sees each once an epoch, so
 supervised tokens/s = their total / training-loop time (train begin → end of the last optimizer step: data,
 forward, backward, optimizer and callbacks; not the evaluation and save ours does once at the end, which stock
 does not). Padding share = padded positions / all positions computed in training batches. Final loss: the
@@ -24,7 +25,9 @@ Usage: python benchmarks/throughput.py [--report docs/benchmarks.md]
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,13 +41,13 @@ from transformers import TrainerCallback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GIN = "/usr/share/gocode/src/github.com/gin-gonic/gin"
-BATCH, TRAIN_ROWS, REPEATS = 4, 400, 5
-KINDS = ("stock", "ours", "ours-checkpointing", "ours-packed")
+BATCH, ACCUMULATION, EPOCHS, LEARNING_RATE, TRAIN_ROWS, REPEATS = 4, 4, 2, 1e-2, 400, 5
+KINDS = ("stock", "stock-assistant-loss", "ours", "ours-checkpointing", "ours-packed")
 CALLBACK_PAIR = ("ours-no-callbacks", "ours-callbacks")
 TARGET_RATIO, TARGET_PADDING = 1.8, 0.05
 
 
-def config_for(work: Path, packing: str, *extra: str):
+def config_for(work: Path, packing: str, *extra: str, seed: int = 42):
     from trainer.config import load_config
 
     return load_config(
@@ -53,9 +56,10 @@ def config_for(work: Path, packing: str, *extra: str):
             f"data.output_dir={work / 'processed'}", f"data.cache_dir={work / 'cache'}",
             f"model.cache_dir={work / 'models'}", "model.quantization=null", "model.lora.dropout=0",
             f"training.output_dir={work / 'ckpt'}", f"training.logging_dir={work / 'logs'}", "training.max_steps=-1",
-            "training.num_train_epochs=1", f"training.per_device_train_batch_size={BATCH}",
+            f"training.num_train_epochs={EPOCHS}", f"training.per_device_train_batch_size={BATCH}",
+            f"training.gradient_accumulation_steps={ACCUMULATION}", f"training.seed={seed}",
             "training.save_steps=100000", "training.logging_steps=1000", f"training.packing={packing}",
-            "training.learning_rate=2e-3", *extra,
+            f"training.learning_rate={LEARNING_RATE}", *extra,
         ],
     )  # fmt: skip
 
@@ -94,7 +98,7 @@ class Clock(TrainerCallback):
             self.first_step = self.last_step
 
 
-def child(kind: str, work: Path, out: Path) -> None:
+def child(kind: str, work: Path, out: Path, seed: int) -> None:
     import torch
 
     from trainer.evaluation.evaluate import teacher_forced
@@ -103,10 +107,10 @@ def child(kind: str, work: Path, out: Path) -> None:
     from trainer.training.model import lora_config
     from trainer.training.train import build_trainer, checkpoint_store
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     checkpointing = f"training.gradient_checkpointing={kind == 'ours-checkpointing'}"
-    config = config_for(work, "true" if kind == "ours-packed" else "auto", checkpointing)
-    if kind == "stock":
+    config = config_for(work, "true" if kind == "ours-packed" else "auto", checkpointing, seed=seed)
+    if kind.startswith("stock"):
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
@@ -120,11 +124,16 @@ def child(kind: str, work: Path, out: Path) -> None:
         rows = load_processed(config.data.output_dir)["train"]
         template = training_template(tokenizer)
         tokens, _ = tokenize_split(rows, tokenizer, template, config.training.max_length, "truncate")
-        dataset = Dataset.from_dict({"input_ids": tokens["input_ids"]})
+        columns = {"input_ids": tokens["input_ids"]}
+        if kind == "stock-assistant-loss":  # stock batching with our objective: what ours must learn as well as
+            columns["labels"] = tokens["labels"]
+        dataset = Dataset.from_dict(columns)
         args = SFTConfig(
-            output_dir=str(work / "stock"), num_train_epochs=1, per_device_train_batch_size=BATCH,
-            learning_rate=2e-3, report_to=[], save_strategy="no", bf16=False, use_cpu=True, seed=42,
-            logging_steps=1000,
+            output_dir=str(work / "stock"), num_train_epochs=EPOCHS, per_device_train_batch_size=BATCH,
+            gradient_accumulation_steps=ACCUMULATION, learning_rate=LEARNING_RATE, report_to=[], save_strategy="no",
+            bf16=False, use_cpu=True, seed=seed, logging_steps=1000,
+            # The loss reference takes our schedule too, so that batching is all that differs from ours.
+            **({"lr_scheduler_type": config.training.lr_scheduler_type} if kind == "stock-assistant-loss" else {}),
         )  # fmt: skip
         model = load_base_model(config.model, torch.float32, quantized=False)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -133,7 +142,7 @@ def child(kind: str, work: Path, out: Path) -> None:
         # Same saves (transformers' own writing) and logging every step; only our callbacks differ: the metrics
         # log and sealing each checkpoint with a hashed manifest (no bucket: the preemption bench measures uploads).
         saves = ("training.save_steps=20", "training.logging_steps=1", f"training.output_dir={work / kind}")
-        config = config_for(work, "auto", *saves)
+        config = config_for(work, "auto", *saves, seed=seed)
         trainer, _ = build_trainer(config)
         tokenizer = trainer.processing_class
         if kind == "ours-no-callbacks":
@@ -161,10 +170,10 @@ def child(kind: str, work: Path, out: Path) -> None:
     out.write_text(json.dumps(result))
 
 
-def run_child(kind: str, work: Path) -> dict:
+def run_child(kind: str, work: Path, seed: int) -> dict:
     out = work / f"{kind}.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    subprocess.run([sys.executable, __file__, "--child", kind, str(work), str(out)], check=True, env=env)
+    subprocess.run([sys.executable, __file__, "--child", kind, str(work), str(out), str(seed)], check=True, env=env)
     return json.loads(out.read_text())
 
 
@@ -195,17 +204,24 @@ def main(report: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as scratch:
         work = Path(scratch)
         supervised = prepare(work)
-        trials = [{kind: run_child(kind, work) for kind in KINDS + CALLBACK_PAIR} for _ in range(REPEATS)]
+        # Each repeat has its own seed (data order, adapter init), so the spread of a kind's losses is the noise.
+        trials = [{kind: run_child(kind, work, 42 + r) for kind in KINDS + CALLBACK_PAIR} for r in range(REPEATS)]
     # The median run of each kind (by train time); the runs alternate, so drifts in machine load hit all alike.
     runs = {kind: sorted((t[kind] for t in trials), key=lambda r: r["seconds"])[REPEATS // 2] for kind in trials[0]}
+    losses = {kind: [t[kind]["validation_loss"] for t in trials] for kind in KINDS}
     rate = {kind: supervised / r["seconds"] for kind, r in runs.items()}
     pad = {kind: r["padded"] / r["positions"] for kind, r in runs.items()}
     ratio = rate["ours"] / rate["stock"]
     per_step = {kind: runs[kind]["seconds"] / runs[kind]["steps"] for kind in CALLBACK_PAIR}
     overhead = per_step["ours-callbacks"] / per_step["ours-no-callbacks"] - 1
+    # Same objective, same schedule, only the batching differs: the difference of the mean losses against its
+    # standard error over the seeds says whether length-grouped batches learn what random ones do.
+    ours, reference = losses["ours"], losses["stock-assistant-loss"]
+    gap = statistics.mean(ours) - statistics.mean(reference)
+    error = math.sqrt((statistics.variance(ours) + statistics.variance(reference)) / REPEATS)
     rows = [
         f"| {kind} | {r['steps']} | {r['seconds']:.1f} | {rate[kind]:.0f} | {pad[kind]:.1%} | {r['peak_rss_gib']:.2f} "
-        f"| {r['first_step_s']:.1f} | {r['validation_loss']:.4f} |"
+        f"| {r['first_step_s']:.1f} | {statistics.mean(losses[kind]):.3f} ± {statistics.stdev(losses[kind]):.3f} |"
         for kind, r in runs.items()
         if kind in KINDS
     ]
@@ -213,11 +229,12 @@ def main(report: Path) -> None:
         "",
         f"## Training throughput — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores",
         "",
-        f"Tiny debug model, plain LoRA r=16 in fp32 on CPU, one epoch over {TRAIN_ROWS} conversations (sample set + "
-        f"gin), {supervised} assistant tokens, batch {BATCH}, max length 1024. Each run in its own process; median of "
-        f"{REPEATS} alternating runs. "
+        f"Tiny debug model, plain LoRA r=16 in fp32 on CPU, {EPOCHS} epochs over {TRAIN_ROWS} conversations (sample "
+        f"set + gin), {supervised} assistant tokens per epoch, batch {BATCH} × {ACCUMULATION} accumulation steps, "
+        f"learning rate {LEARNING_RATE:g}, max length 1024. Each run in its own process; {REPEATS} alternating "
+        "repeats, each with its own seed: times are the median run, losses the mean ± sd over the seeds. "
         f"Command: `make bench`. Targets: ours ≥ {TARGET_RATIO}× stock supervised tokens/s, padding ≤ "
-        f"{TARGET_PADDING:.0%}.",
+        f"{TARGET_PADDING:.0%}, the same final loss within noise.",
         "",
         "| run | steps | train s | supervised tok/s | padding | peak RSS GiB | s to 1st step | val loss (assistant) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -225,10 +242,12 @@ def main(report: Path) -> None:
         "",
         f"**Supervised tokens/s, ours / stock: {ratio:.2f}×; ours with gradient checkpointing (like stock) / "
         f"stock: {rate['ours-checkpointing'] / rate['stock']:.2f}×; forced packing / stock: "
-        f"{rate['ours-packed'] / rate['stock']:.2f}×.** Validation loss, packed minus length-grouped (same "
-        f"objective): {runs['ours-packed']['validation_loss'] - runs['ours']['validation_loss']:+.4f} (packed runs "
-        "take fewer, larger steps, so the same epoch is fewer optimizer updates). The stock recipe also trains on "
-        "system and user tokens, so its loss is not comparable. Train s is the training loop; `trainer train`'s "
+        f"{rate['ours-packed'] / rate['stock']:.2f}×.**",
+        "",
+        f"**Final loss, ours minus stock batching with our objective and schedule (`stock-assistant-loss`): "
+        f"{gap:+.3f} ± {error:.3f} (standard error over the seeds; {abs(gap) / error:.1f} of them).** `stock` "
+        "also trains on system and user tokens, so its loss is not comparable; forced packing takes fewer, larger "
+        "steps, so the same epochs are fewer optimizer updates. Train s is the training loop; `trainer train`'s "
         f"whole `train_runtime` (with its final evaluation and save) was {runs['ours']['train_runtime']:.1f} s.",
         "",
         f"Our callbacks' per-step overhead (metrics log, checkpoint manifests; a save every 20 steps and a log line "
@@ -240,6 +259,6 @@ def main(report: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+        child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
     else:
         main(report_path(__doc__))
