@@ -191,6 +191,12 @@ class TrainingConfig(StrictModel):
         "out; otherwise batches of similar length, padded to their longest (SDPA computes every pair of a packed row: "
         "on CPU that made packing slower than padding, see docs/benchmarks.md)",
     )
+    group_by_length: bool = Field(
+        True,
+        description="Unpacked runs: batch conversations of similar length (little padding) instead of at random. With "
+        "batches of a few conversations and no accumulation that learned measurably less per epoch on the tiny "
+        "model (docs/benchmarks.md)",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on a GPU, else fp32")
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in the backward pass: less memory, more compute (docs/benchmarks.md)"

@@ -42,7 +42,7 @@ def attention_implementation(config: ModelConfig, strict: bool = True) -> Litera
     if why and strict:
         raise TrainerError(f"model.attn_implementation=flash_attention_2: {why}; use auto to pick what runs here")
     if why:
-        print(f"note: model.attn_implementation=flash_attention_2 {why}; loading with sdpa")
+        print(f"note: model.attn_implementation=flash_attention_2: {why}; loading with sdpa")
         return "sdpa"
     return config.attn_implementation
 

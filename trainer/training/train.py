@@ -102,7 +102,7 @@ class SupervisedSFTTrainer(SFTTrainer):
     """SFTTrainer that refuses a batch with no supervised token instead of silently training on a zero loss."""
 
     def _get_train_sampler(self, train_dataset=None):
-        if self.args.packing or self.args.world_size > 1:
+        if self.args.train_sampling_strategy != "group_by_length" or self.args.world_size > 1:
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = [len(ids) for ids in dataset["input_ids"]]
@@ -178,7 +178,7 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         packing_strategy="bfd",
         # Unpacked single-process runs use LengthBucketSampler (SupervisedSFTTrainer); with several processes,
         # transformers' length-grouped sampler.
-        train_sampling_strategy="random" if packing else "group_by_length",
+        train_sampling_strategy="group_by_length" if t.group_by_length and not packing else "random",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=t.gradient_checkpointing,
