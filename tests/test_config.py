@@ -1,8 +1,11 @@
+import re
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from trainer.config import load_config
+from trainer.config import Config, load_config
 from trainer.errors import TrainerError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,3 +78,38 @@ def test_malformed_override_and_missing_file_are_errors(tmp_path):
 def test_tiny_shapes_must_fit_the_4bit_cpu_kernel():
     with pytest.raises(TrainerError, match="intermediate_size=100"):
         load_config(REPO / "configs/training/debug.yaml", ["model.tiny.intermediate_size=100"])
+
+
+def _field_model(annotation) -> type[BaseModel] | None:
+    """The config section a field holds (also inside `X | None`), or None for a leaf value."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def readme_table_keys(readme: str) -> list[str]:
+    table = readme.split("The keys you will touch most:")[1].split("\n\n")[1]
+    keys = []
+    for row in table.splitlines()[2:]:
+        names = re.findall(r"`([a-z_.]+)`", row.split("|")[1])
+        parent = names[0].rsplit(".", 1)[0]
+        keys += [parent + name if name.startswith(".") else name for name in names]
+    return keys
+
+
+def is_config_key(key: str) -> bool:
+    model: type[BaseModel] | None = Config
+    for part in key.split("."):
+        if model is None or part not in model.model_fields:
+            return False
+        model = _field_model(model.model_fields[part].annotation)
+    return True
+
+
+def test_every_key_in_the_readme_table_is_a_config_key():
+    """The README's key table is documentation users copy into --set: a renamed or removed key must fail here."""
+    keys = readme_table_keys((REPO / "README.md").read_text(encoding="utf-8"))
+    assert len(keys) > 30, keys
+    assert [key for key in keys if not is_config_key(key)] == []
+    assert not is_config_key("training.packing_mode") and not is_config_key("model.lora.r.x")  # the check can fail
