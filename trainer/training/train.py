@@ -102,7 +102,9 @@ class SupervisedSFTTrainer(SFTTrainer):
     """SFTTrainer that refuses a batch with no supervised token instead of silently training on a zero loss."""
 
     def _get_train_sampler(self, train_dataset=None):
-        if self.args.train_sampling_strategy != "group_by_length" or self.args.world_size > 1:
+        # One order on every process: accelerate hands batch i to process i mod world_size, so the processes of a
+        # multi-node step see the batches one process would see over as many accumulation steps.
+        if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = [len(ids) for ids in dataset["input_ids"]]
@@ -176,8 +178,7 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         max_length=t.max_length,
         packing=packing,
         packing_strategy="bfd",
-        # Unpacked single-process runs use LengthBucketSampler (SupervisedSFTTrainer); with several processes,
-        # transformers' length-grouped sampler.
+        # Unpacked runs batch with LengthBucketSampler (SupervisedSFTTrainer), on any number of processes.
         train_sampling_strategy="group_by_length" if t.group_by_length and not packing else "random",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
