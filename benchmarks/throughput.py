@@ -119,13 +119,14 @@ def child(kind: str, work: Path, out: Path, seed: int) -> None:
 
         # The very tokens ours trains on (its tokenizer and truncation), given as input_ids only: the stock collator
         # then pads to the longest and puts the loss on every token. Conversations as `messages` would not be the
-        # same data: Arrow merges every tool call's argument keys across rows, and a row's missing `tools` column.
+        # same data: Arrow merges every tool call's argument keys across rows, and `Dataset.from_list` drops a
+        # `tools` column the first row lacks.
         tokenizer = load_tokenizer(config.model)
         rows = load_processed(config.data.output_dir)["train"]
         template = training_template(tokenizer)
         tokens, _ = tokenize_split(rows, tokenizer, template, config.training.max_length, "truncate")
         columns = {"input_ids": tokens["input_ids"]}
-        if kind == "stock-assistant-loss":  # stock batching with our objective: what ours must learn as well as
+        if kind == "stock-assistant-loss":  # the loss reference: stock batching, our objective
             columns["labels"] = tokens["labels"]
         dataset = Dataset.from_dict(columns)
         args = SFTConfig(
