@@ -12,6 +12,7 @@ import hashlib
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,10 +156,14 @@ class _Writer:
             )
 
     def overviews(self) -> None:
+        listed: dict[str, list[Symbol]] = {}  # one pass over the symbols, not one per package
+        for symbol in self.index.symbols:
+            if symbol.kind in ("type", "func"):
+                listed.setdefault(symbol.package, []).append(symbol)
         for package, info in sorted(self.index.packages.items()):
             if not info["doc"]:
                 continue
-            names = [s for s in self.index.symbols if s.package == package and s.kind in ("type", "func")]
+            names = listed.get(package, [])
             listing = ", ".join(f"`{s.name}`" for s in names[:12]) + (", …" if len(names) > 12 else "")
             answer = info["doc"] + (f"\n\nIts main types and functions: {listing}." if names else "")
             fields = {"import_path": package, "pkg": info["name"]}
@@ -187,14 +192,22 @@ def _stable_order(items: list[Generated], salt: str) -> list[Generated]:
     return sorted(items, key=rank)
 
 
-def cap_per_key(items: list[Generated], limit: int, seed: int) -> tuple[list[Generated], int]:
-    """At most `limit` conversations per symbol, chosen by a seeded hash (so the choice is stable)."""
+def _keep_per_group(
+    items: list[Generated], limit: int, group: Callable[[Generated], str], salt: str
+) -> tuple[list[Generated], int]:
+    """At most `limit` items per group, the first in a seeded hash order (so the choice is stable); and the count
+    of those dropped."""
     kept, count = [], Counter()
-    for item in _stable_order(items, f"{seed}:symbol"):
-        if count[item.key] < limit:
-            count[item.key] += 1
+    for item in _stable_order(items, salt):
+        if count[group(item)] < limit:
+            count[group(item)] += 1
             kept.append(item)
     return kept, len(items) - len(kept)
+
+
+def cap_per_key(items: list[Generated], limit: int, seed: int) -> tuple[list[Generated], int]:
+    """At most `limit` conversations per symbol."""
+    return _keep_per_group(items, limit, lambda item: item.key, f"{seed}:symbol")
 
 
 def cap_package_share(items: list[Generated], share: float, seed: int) -> tuple[list[Generated], int]:
@@ -208,12 +221,7 @@ def cap_package_share(items: list[Generated], share: float, seed: int) -> tuple[
         if abs(new_cap - cap) < 0.5:
             break
         cap = new_cap
-    limit, kept, count = max(1, int(cap)), [], Counter()
-    for item in _stable_order(items, f"{seed}:package"):
-        if count[item.provenance["package"]] < limit:
-            count[item.provenance["package"]] += 1
-            kept.append(item)
-    return kept, len(items) - len(kept)
+    return _keep_per_group(items, max(1, int(cap)), lambda item: item.provenance["package"], f"{seed}:package")
 
 
 def generate(index: RepoIndex, source: str, commit: str | None, settings: GenerationSettings) -> list[Generated]:
