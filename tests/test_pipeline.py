@@ -104,50 +104,8 @@ def test_training_log_has_every_logged_step_once(pipeline_run):
     assert run["global_step"] == 20 and run["data"]["train"]["supervised_tokens"] > 0
 
 
-def test_evaluate_flags_limit_the_run(pipeline_run, tmp_path):
-    from tests.conftest import DEBUG_CONFIG, debug_overrides
-    from trainer.cli import main
-
-    root = pipeline_run.data.output_dir.parent
-    args = ["evaluate", "--config", str(DEBUG_CONFIG), "--limit", "1", "--max-new-tokens", "3"]
-    for item in [*debug_overrides(root, pipeline_run.model.cache_dir), f"evaluation.output_dir={tmp_path}"]:
-        args += ["--set", item]
-    assert main(args) == 0
-    assert json.loads((tmp_path / "report.json").read_text())["n_examples"] == 1
-    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 1
-    assert "max_new_tokens: 3\n" in (tmp_path / "resolved_config.yaml").read_text()
-
-
-@pytest.mark.parametrize("which", ["exported", "base"])
-def test_evaluate_an_exported_folder_or_the_bare_base(pipeline_run, tmp_path, which):
-    from tests.conftest import DEBUG_CONFIG, debug_overrides
-    from trainer.cli import main
-
-    root = pipeline_run.data.output_dir.parent
-    model = str(exported_folder(pipeline_run)) if which == "exported" else "base"
-    args = [
-        "evaluate",
-        "--config",
-        str(DEBUG_CONFIG),
-        "--model",
-        model,
-        "--out",
-        str(tmp_path),
-        "--max-new-tokens",
-        "4",
-    ]
-    for item in debug_overrides(root, pipeline_run.model.cache_dir):
-        args += ["--set", item]
-    assert main(args) == 0
-    report = json.loads((tmp_path / "report.json").read_text())
-    trained = json.loads((pipeline_run.evaluation.output_dir / "report.json").read_text())
-    # The merged folder is the trained function (merged into the NF4 round trip); `base` is the baseline's model.
-    expected = trained["loss"] if which == "exported" else trained["baseline"]["loss"]
-    assert report["checkpoint"] == model
-    assert report["loss"] == pytest.approx(expected, rel=1e-4)
-
-
 def _evaluate_cli(pipeline_run, out: Path, *flags: str) -> int:
+    """`trainer evaluate` on the shared debug run's folders, its report into `out`."""
     from tests.conftest import DEBUG_CONFIG, debug_overrides
     from trainer.cli import main
 
@@ -156,6 +114,25 @@ def _evaluate_cli(pipeline_run, out: Path, *flags: str) -> int:
     for item in debug_overrides(root, pipeline_run.model.cache_dir):
         args += ["--set", item]
     return main(args)
+
+
+def test_evaluate_flags_limit_the_run(pipeline_run, tmp_path):
+    assert _evaluate_cli(pipeline_run, tmp_path, "--limit", "1", "--max-new-tokens", "3") == 0
+    assert json.loads((tmp_path / "report.json").read_text())["n_examples"] == 1
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 1
+    assert "max_new_tokens: 3\n" in (tmp_path / "resolved_config.yaml").read_text()
+
+
+@pytest.mark.parametrize("which", ["exported", "base"])
+def test_evaluate_an_exported_folder_or_the_bare_base(pipeline_run, tmp_path, which):
+    model = str(exported_folder(pipeline_run)) if which == "exported" else "base"
+    assert _evaluate_cli(pipeline_run, tmp_path, "--model", model, "--max-new-tokens", "4") == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    trained = json.loads((pipeline_run.evaluation.output_dir / "report.json").read_text())
+    # The merged folder is the trained function (merged into the NF4 round trip); `base` is the baseline's model.
+    expected = trained["loss"] if which == "exported" else trained["baseline"]["loss"]
+    assert report["checkpoint"] == model
+    assert report["loss"] == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without CUDA")
