@@ -96,11 +96,15 @@ def _train(config: Config) -> Path:
     return result.final_checkpoint
 
 
-def _evaluate(config: Config, checkpoint: Path | None) -> dict:
+def _evaluate(config: Config, checkpoint: Path | None, predictions: Path | None = None) -> dict:
+    """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
     from trainer.evaluation.evaluate import evaluate as run_evaluation
-    from trainer.evaluation.evaluate import format_report
+    from trainer.evaluation.evaluate import format_report, score_predictions
 
-    report = run_evaluation(config, checkpoint)
+    if predictions is None:
+        report = run_evaluation(config, checkpoint)
+    else:
+        report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)
     print(f"evaluate: {format_report(report)} → {config.evaluation.output_dir / 'report.json'}")
     return report
 
@@ -154,14 +158,7 @@ def evaluate(
     flags = {"evaluation.limit": limit, "evaluation.max_new_tokens": max_new_tokens, "evaluation.symbols": symbols}
     flags |= {"evaluation.baseline": baseline or None, "evaluation.output_dir": out, "evaluation.model": model}
     flags |= {"evaluation.backend": backend}
-    cfg = _load(config, [*set_, *_flag_overrides(flags)])
-    if predictions is None:
-        _evaluate(cfg, checkpoint)
-        return
-    from trainer.evaluation.evaluate import format_report, score_predictions
-
-    report = score_predictions(predictions, cfg.evaluation.symbols, cfg.evaluation.output_dir)
-    print(f"evaluate: {format_report(report)} → {cfg.evaluation.output_dir / 'report.json'}")
+    _evaluate(_load(config, [*set_, *_flag_overrides(flags)]), checkpoint, predictions)
 
 
 @app.command()
