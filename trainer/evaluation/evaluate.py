@@ -97,11 +97,6 @@ def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, fl
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": correct / count}
 
 
-def split_prompt(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The turns before the last assistant turn (the prompt) and that turn (the reference)."""
-    return messages[:-1], messages[-1]
-
-
 @dataclass
 class Prompt:
     """One test conversation to answer: its turns before the last assistant turn, rendered and tokenized."""
@@ -117,7 +112,7 @@ def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
     prompts = []
     for row in rows:
         messages, tools = conversation(row)
-        prompt, reference = split_prompt(messages)
+        prompt, reference = messages[:-1], messages[-1]  # the turns before the last assistant turn, and that turn
         text = tokenizer.apply_chat_template(prompt, tools=tools, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         prompts.append(Prompt(row["id"], prompt, reference, ids))
