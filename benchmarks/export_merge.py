@@ -127,10 +127,10 @@ def child(mode: str, base: Path, adapter: Path, out: Path) -> None:
         merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         merged.save_pretrained(out, max_shard_size=SHARD_BYTES)
     else:
-        from trainer.export.merge import load_adapter, stream_merge
+        from trainer.export.merge import read_adapter_layout, stream_merge
 
         out.mkdir(parents=True)
-        stream_merge(base, load_adapter(adapter), out, torch.bfloat16, SHARD_BYTES)
+        stream_merge(base, read_adapter_layout(adapter), out, torch.bfloat16, SHARD_BYTES)
     # VmHWM is this process's own peak after exec; wait4's ru_maxrss would include the parent's RSS at fork time.
     status = Path("/proc/self/status").read_text()
     print(json.dumps({"peak_rss_bytes": int(status.split("VmHWM:")[1].split()[0]) * 1024}))
@@ -165,9 +165,9 @@ def merge_bases_on_tiny(work: Path) -> dict[str, float]:
 
     from trainer.cli import main
     from trainer.config import load_config
+    from trainer.dataset import load_processed
     from trainer.evaluation.evaluate import load_finetuned, teacher_forced
-    from trainer.export.build import export_model
-    from trainer.synthesis.build import load_processed
+    from trainer.export.export import export_model
 
     root = Path(__file__).resolve().parent.parent
     sets = [

@@ -17,8 +17,9 @@ import torch
 from benchlib import append_section, report_path
 
 from trainer.config import load_config
-from trainer.evaluation.evaluate import build_prompts, generate, load_plain
-from trainer.synthesis.build import synthesize
+from trainer.evaluation.evaluate import load_plain
+from trainer.evaluation.generation import build_prompts, generate
+from trainer.synthesis.synthesize import synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS, NEW_TOKENS, BATCH, REPEATS, TARGET = 32, 32, 16, 3, 4.0

@@ -101,11 +101,13 @@ class Clock(TrainerCallback):
 def child(kind: str, work: Path, out: Path, seed: int) -> None:
     import torch
 
+    from trainer.checkpoints import checkpoint_store
+    from trainer.dataset import load_processed
     from trainer.evaluation.evaluate import teacher_forced
-    from trainer.synthesis.build import load_processed
-    from trainer.training.callbacks import METRICS, JsonlMetrics, PreemptionGuard
-    from trainer.training.model import lora_config
-    from trainer.training.train import build_trainer, checkpoint_store
+    from trainer.metrics_log import METRICS_FILE
+    from trainer.model import lora_config
+    from trainer.training.callbacks import JsonlMetrics, PreemptionGuard
+    from trainer.training.train import build_trainer
 
     torch.manual_seed(seed)
     checkpointing = f"training.gradient_checkpointing={kind == 'ours-checkpointing'}"
@@ -114,8 +116,8 @@ def child(kind: str, work: Path, out: Path, seed: int) -> None:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        from trainer.training.model import load_base_model, load_tokenizer
-        from trainer.training.tokenize import tokenize_split, training_template
+        from trainer.model import load_base_model, load_tokenizer
+        from trainer.tokenize import tokenize_split, training_template
 
         # The very tokens ours trains on (its tokenizer and truncation), given as input_ids only: the stock collator
         # then pads to the longest and puts the loss on every token. Conversations as `messages` would not be the
@@ -149,7 +151,7 @@ def child(kind: str, work: Path, out: Path, seed: int) -> None:
         if kind == "ours-no-callbacks":
             trainer.remove_callback(JsonlMetrics)
         else:
-            metrics_log = config.training.logging_dir / METRICS
+            metrics_log = config.training.logging_dir / METRICS_FILE
             trainer.add_callback(PreemptionGuard(checkpoint_store(config.training), metrics_log))
     else:
         trainer, _ = build_trainer(config)
@@ -183,9 +185,10 @@ def prepare(work: Path) -> int:
     from datasets import DatasetDict
 
     from trainer.config import GoSource
-    from trainer.synthesis.build import load_processed, synthesize
-    from trainer.training.model import load_tokenizer
-    from trainer.training.tokenize import tokenize_split, training_template
+    from trainer.dataset import load_processed
+    from trainer.model import load_tokenizer
+    from trainer.synthesis.synthesize import synthesize
+    from trainer.tokenize import tokenize_split, training_template
 
     config = config_for(work, packing="auto")
     config.data.sources = [GoSource(url=GIN, name="gin")]

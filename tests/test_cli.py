@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import DEBUG_CONFIG, REPO, debug_overrides
+from tests.helpers import DEBUG_CONFIG, REPO, debug_overrides
 from trainer.cli import main
 from trainer.errors import TrainerError
 
@@ -82,7 +82,7 @@ def test_errors_and_tracebacks_never_print_a_secret(capsys, monkeypatch, raised,
 
     monkeypatch.setenv("HF_TOKEN", "hf_planted_secret_value")
 
-    def leaky(config):
+    def leaky(config, run_uri=None):
         raise raised("cannot reach https://bot:pass123@example.com/repo with token hf_planted_secret_value")
 
     monkeypatch.setattr(trainer.cli, "_synthesize", leaky)

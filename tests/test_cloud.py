@@ -13,7 +13,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.conftest import CHI, DEBUG_CONFIG, REPO, SAMPLE_EXAMPLES
+from tests.helpers import CHI, DEBUG_CONFIG, REPO, SAMPLE_EXAMPLES
 from trainer.artifacts import begin_run, read_run, update_run
 from trainer.cli import main
 from trainer.errors import Preempted

@@ -17,7 +17,7 @@ def test_default_config_is_qwen_7b_qlora():
     assert config.model.tiny is None
     assert (config.model.lora.r, config.model.lora.target_modules) == (64, "all-linear")
     q = config.model.quantization
-    assert (q.quant_type, q.double_quant, q.compute_dtype) == ("nf4", True, "bfloat16")
+    assert (q.quant_type, q.double_quant, q.compute_dtype) == ("nf4", True, "bf16")
     assert config.data.examples_dir == Path("data/raw/examples")
     assert config.data.output_dir == Path("data/processed")
     assert config.training.output_dir == Path("outputs/checkpoints")

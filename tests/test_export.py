@@ -12,11 +12,11 @@ from transformers import AutoModelForCausalLM
 
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
-from trainer.export.build import export_model
-from trainer.export.merge import load_adapter, nf4_round_trip, stream_merge
+from trainer.export.export import export_model
+from trainer.export.merge import nf4_round_trip, read_adapter_layout, stream_merge
 from trainer.export.verify import PROMPTS, verify_export
 from trainer.storage import download_folder, upload_folder
-from trainer.training.tiny_model import build_tiny_model
+from trainer.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,9 @@ def test_streamed_merge_equals_peft_merge_and_unload(tiny_base, tmp_path, lora):
     out = tmp_path / "merged"
     out.mkdir()
     # Small shards and blocks: several shards and many row blocks per tensor, so both paths are exercised.
-    names = stream_merge(tiny_base, load_adapter(tmp_path / "adapter"), out, torch.float32, 200_000, block_bytes=3000)
+    names = stream_merge(
+        tiny_base, read_adapter_layout(tmp_path / "adapter"), out, torch.float32, 200_000, block_bytes=3000
+    )
     assert len(names) > 1
     merged = {}
     for name in names:
@@ -73,12 +75,12 @@ def test_streamed_merge_equals_peft_merge_and_unload(tiny_base, tmp_path, lora):
 def test_unsupported_adapters_are_refused(tiny_base, tmp_path):
     random_adapter(tiny_base, tmp_path / "dora", r=4, lora_alpha=8, use_dora=True)
     with pytest.raises(TrainerError, match=r"does not support.*use_dora"):
-        load_adapter(tmp_path / "dora")
+        read_adapter_layout(tmp_path / "dora")
 
 
 def test_nf4_base_reproduces_the_trained_qlora_function(pipeline_run, tmp_path):
     """Merged into the NF4 round-trip, the model computes what QLoRA trained; into the original weights it does not."""
-    from trainer.training.model import load_base_model, load_tokenizer
+    from trainer.model import load_base_model, load_tokenizer
 
     checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
     tokenizer = load_tokenizer(pipeline_run.model, checkpoint)
@@ -115,7 +117,7 @@ def test_nf4_base_reproduces_the_trained_qlora_function(pipeline_run, tmp_path):
 def test_nf4_round_trip_is_bitsandbytes_dequantized_weight_exactly(pipeline_run):
     import bitsandbytes.functional as bnb
 
-    from trainer.training.model import load_base_model
+    from trainer.model import load_base_model
 
     quantized = load_base_model(pipeline_run.model, torch.float32, quantized=True)
     dense = dict(load_base_model(pipeline_run.model, torch.float32, quantized=False).named_parameters())
@@ -212,7 +214,7 @@ def test_download_refuses_keys_that_escape_the_destination(bucket, tmp_path):
 
 
 def test_export_cli_uploads(pipeline_run, bucket, capsys):
-    from tests.conftest import DEBUG_CONFIG, debug_overrides
+    from tests.helpers import DEBUG_CONFIG, debug_overrides
     from trainer.cli import main
 
     root = pipeline_run.data.output_dir.parent

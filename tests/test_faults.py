@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from tests.conftest import train_process
+from tests.helpers import train_process
+from trainer.checkpoints import MANIFEST, problem
 from trainer.errors import TrainerError
-from trainer.synthesis.build import synthesize
-from trainer.training.checkpoints import MANIFEST, problem
+from trainer.synthesis.synthesize import synthesize
 from trainer.training.run_lock import run_lock
 from trainer.training.train import train
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from trainer.config import GenerationSettings, GoSource
-from trainer.synthesis.build import synthesize
 from trainer.synthesis.examples import load_examples
 from trainer.synthesis.generate import LOOKUP_DOCS, Generated, cap_package_share, cap_per_key, generate
 from trainer.synthesis.go_repo import index_repo
+from trainer.synthesis.synthesize import synthesize
 
 GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
 ROUTER = """// Package route matches paths.

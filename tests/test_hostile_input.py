@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from trainer.config import SECTIONS, Config, load_config
 from trainer.errors import TrainerError
-from trainer.synthesis.examples import MAX_LINE_BYTES, ROLES, load_examples, read_jsonl
+from trainer.jsonl import MAX_LINE_BYTES, read_jsonl
+from trainer.synthesis.examples import ROLES, load_examples
 
 PROPERTY = settings(
     max_examples=150,

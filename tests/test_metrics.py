@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from trainer.cli import main
-from trainer.evaluation.evaluate import parse_assistant
+from trainer.evaluation.generation import parse_assistant
 from trainer.evaluation.metrics import SymbolIndex, go_code_metrics, grounding_metrics, score, tool_call_metrics
 
 SYMBOLS = [

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import DEBUG_CONFIG, REPO
+from tests.helpers import DEBUG_CONFIG, REPO
 from trainer.cli import main
 
 STEPS = 10

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainer.export.merge import nf4_round_trip, quantized_weight_keys
 from trainer.export.verify import reference_model
-from trainer.training.model import base_model_path
-from trainer.training.tiny_model import QWEN25_TEMPLATE
+from trainer.model import base_model_path
+from trainer.tiny_model import QWEN25_TEMPLATE
 
 PROMPTS = [
     [{"role": "user", "content": "How do I create a chi router?"}],
@@ -106,7 +106,7 @@ def test_training_log_has_every_logged_step_once(pipeline_run):
 
 def _evaluate_cli(pipeline_run, out: Path, *flags: str) -> int:
     """`trainer evaluate` on the shared debug run's folders, its report into `out`."""
-    from tests.conftest import DEBUG_CONFIG, debug_overrides
+    from tests.helpers import DEBUG_CONFIG, debug_overrides
     from trainer.cli import main
 
     root = pipeline_run.data.output_dir.parent

@@ -12,10 +12,10 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from tests.conftest import train_process
+from tests.helpers import train_process
+from trainer.checkpoints import MANIFEST, CheckpointStore, problem
 from trainer.errors import TrainerError
-from trainer.synthesis.build import synthesize
-from trainer.training.checkpoints import MANIFEST, CheckpointStore, problem
+from trainer.synthesis.synthesize import synthesize
 from trainer.training.train import train
 
 STEPS, SAVE = 12, 3

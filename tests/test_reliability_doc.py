@@ -3,7 +3,7 @@
 import ast
 import re
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_every_test_named_in_the_reliability_table_exists():

@@ -1,4 +1,4 @@
-"""Optional speed features (trainer/training/speedups.py): off where they cannot run, refused when forced there,
+"""Optional speed features (trainer/speedups.py): off where they cannot run, refused when forced there,
 and where they run, the same training as without them."""
 
 import importlib.util
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainer.errors import TrainerError
-from trainer.synthesis.build import synthesize
-from trainer.training.speedups import attention_implementation, use_liger
+from trainer.speedups import attention_implementation, use_liger
+from trainer.synthesis.synthesize import synthesize
 from trainer.training.train import build_trainer
 
 CUDA = torch.cuda.is_available()

@@ -3,9 +3,10 @@ import json
 import pytest
 from datasets import DatasetDict
 
+from trainer.dataset import conversation, example_id
 from trainer.errors import TrainerError
-from trainer.synthesis.build import assign_split, conversation, example_id, synthesize
 from trainer.synthesis.examples import load_examples
+from trainer.synthesis.synthesize import assign_split, synthesize
 
 USER = {"role": "user", "content": "How do I create a router?"}
 ANSWER = {"role": "assistant", "content": "Call chi.NewRouter()."}

@@ -5,8 +5,8 @@ from datasets import Dataset
 
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
-from trainer.training.tiny_model import QWEN25_TEMPLATE, build_tiny_model
-from trainer.training.tokenize import IGNORE_INDEX, tokenize_conversation, tokenize_split, training_template
+from trainer.tiny_model import QWEN25_TEMPLATE, build_tiny_model
+from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, tokenize_split, training_template
 
 CONVERSATION = [
     {"role": "system", "content": "You know chi."},

@@ -4,19 +4,18 @@ import json
 import pytest
 import torch
 
+from trainer.dataset import load_processed
 from trainer.errors import TrainerError
 from trainer.evaluation.evaluate import teacher_forced
-from trainer.synthesis.build import load_processed, synthesize
-from trainer.training.tokenize import IGNORE_INDEX
+from trainer.synthesis.synthesize import synthesize
+from trainer.tokenize import IGNORE_INDEX
 from trainer.training.train import build_trainer, train, wandb_env
 
 
 # Differences relative to the largest logit. fp32 LoRA is exact to float rounding (measured 3e-6); bitsandbytes' CPU
 # 4-bit kernel rounds differently for different row counts (measured 2e-3). Attention leaking across packed
 # conversations moves logits by the order of the logits themselves (the control below).
-@pytest.mark.parametrize(
-    ("quantization", "rtol"), [("null", 1e-5), ("{quant_type: nf4, compute_dtype: float32}", 1e-2)]
-)
+@pytest.mark.parametrize(("quantization", "rtol"), [("null", 1e-5), ("{quant_type: nf4, compute_dtype: fp32}", 1e-2)])
 def test_packed_batch_logits_equal_each_conversation_alone(make_config, quantization, rtol):
     """TRL's BFD packing + the model call as TRL makes it: packed conversations must not see each other."""
     config = make_config(

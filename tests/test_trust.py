@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import train_process
+from tests.helpers import train_process
+from trainer.checkpoints import write_manifest
 from trainer.errors import TrainerError
-from trainer.synthesis.build import synthesize
-from trainer.training.checkpoints import write_manifest
-from trainer.training.model import base_model_path, load_adapter, load_base_model
+from trainer.model import base_model_path, load_base_model, load_peft_model
+from trainer.synthesis.synthesize import synthesize
 from trainer.training.train import train
 
 
@@ -67,8 +67,8 @@ def test_pickled_weights_are_refused_unless_the_config_allows_them(make_config, 
     checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
     adapter = pickled_copy(checkpoint, tmp_path / "adapter", "adapter_model.safetensors", "adapter_model.bin")
     with pytest.raises(TrainerError, match=r"only pickled weights \(adapter_model.bin\)"):
-        load_adapter(base, adapter, model)
-    tuned = load_adapter(base, adapter, allowed)
+        load_peft_model(base, adapter, model)
+    tuned = load_peft_model(base, adapter, allowed)
     expected = load_file(checkpoint / "adapter_model.safetensors")
     loaded = {k.replace(".default", ""): v for k, v in tuned.state_dict().items() if "lora_" in k}
     assert loaded.keys() == expected.keys() and len(expected) > 0

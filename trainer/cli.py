@@ -40,11 +40,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|bitsandbytes)\.")
     # bitsandbytes notes at import that an optional CPU kernel package is absent; the built-in kernel is used.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
+    # Through the environment, not the libraries' setters: a command that loads no model imports neither.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def _load(path: Path, overrides: list[str]) -> Config:
@@ -62,8 +60,17 @@ def _flag_overrides(flags: dict[str, object]) -> list[str]:
     ]
 
 
-def _synthesize(config: Config) -> None:
-    from trainer.synthesis.build import synthesize
+def _stage_config(config: Path, set_: list[str], flags: dict[str, object], run_uri: str | None) -> Config:
+    """The config of one stage command: the file, the run layout's keys (with --run-uri), the user's --set, then
+    the command's own flags."""
+    from trainer.artifacts import run_overrides
+
+    wiring = run_overrides(run_uri) if run_uri else []
+    return _load(config, [*wiring, *set_, *_flag_overrides(flags)])
+
+
+def _synthesize(config: Config, run_uri: str | None = None) -> None:
+    from trainer.synthesis.synthesize import synthesize
 
     manifest = synthesize(config).manifest
     counts = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
@@ -86,33 +93,78 @@ def _synthesize(config: Config) -> None:
             print(f"  {kind}: {manifest[kind]['count']}")
             for record in manifest[kind]["records"]:
                 print(f"    {record}")
+    if run_uri:
+        from trainer.artifacts import part_uri
+        from trainer.storage import upload_folder
+
+        upload_folder(config.data.output_dir, part_uri(run_uri, "data"), force=True)
 
 
-def _train(config: Config) -> Path:
-    from trainer.training.train import train as run_training
+def _train(config: Config, run_uri: str | None = None) -> Path:
+    from trainer.artifacts import pull_part, update_run
+    from trainer.checkpoints import step_of
+    from trainer.training.train import train
 
-    result = run_training(config)
+    if run_uri:
+        pull_part(run_uri, "data", config.data.output_dir)
+    result = train(config)
     print(f"train: adapter at {result.final_checkpoint}")
+    if run_uri and _global_rank_zero():
+        update_run(run_uri, step=step_of(result.final_checkpoint.name))
     return result.final_checkpoint
 
 
-def _evaluate(config: Config, checkpoint: Path | None, predictions: Path | None = None) -> dict:
-    """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
-    from trainer.evaluation.evaluate import evaluate as run_evaluation
-    from trainer.evaluation.evaluate import format_report, score_predictions
+def _global_rank_zero() -> bool:
+    """Under torchrun every rank runs the command; one writes run.json (data pulls are atomic per file)."""
+    return os.environ.get("RANK", "0") == "0"
 
-    if predictions is None:
-        report = run_evaluation(config, checkpoint)
-    else:
+
+def _evaluate(
+    config: Config, checkpoint: Path | None, predictions: Path | None = None, run_uri: str | None = None
+) -> dict:
+    """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
+    from trainer.evaluation.report import REPORT_FILE, headline, score_predictions, summary_line
+
+    if predictions is not None:
         report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)
-    print(f"evaluate: {format_report(report)} → {config.evaluation.output_dir / 'report.json'}")
+    else:
+        from trainer.artifacts import pull_part
+        from trainer.evaluation.evaluate import evaluate
+
+        if run_uri:
+            pull_part(run_uri, "data", config.data.output_dir)
+        report = evaluate(config, checkpoint)
+    print(f"evaluate: {summary_line(report)} → {config.evaluation.output_dir / REPORT_FILE}")
+    if run_uri:
+        from trainer.artifacts import part_uri, update_run
+        from trainer.storage import upload_folder
+
+        upload_folder(config.evaluation.output_dir, part_uri(run_uri, "report"), force=True)
+        update_run(run_uri, metrics=headline(report))
     return report
 
 
-def _export(config: Config, checkpoint: Path | None) -> None:
-    from trainer.export.build import export_model
+def _export(config: Config, checkpoint: Path | None, target: Path | None = None, run_uri: str | None = None) -> None:
+    from trainer.export.export import export_model
 
-    print(f"export: merged model at {export_model(config, checkpoint)}")
+    if run_uri:
+        from trainer.artifacts import pull_part
+
+        try:  # the model card quotes the evaluation of the same checkpoint when there is one
+            pull_part(run_uri, "report", config.evaluation.output_dir)
+        except TrainerError as exc:
+            print(f"export: no evaluation report to quote ({exc})")
+    print(f"export: merged model at {export_model(config, checkpoint, target)}")
+
+
+OutOption = Annotated[Path | None, typer.Option("--out", help="Where this stage writes (default: from the config)")]
+RunUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--run-uri",
+        help="s3://BUCKET/runs/RUN_NAME: read inputs from and write outputs and run.json to that run's layout",
+    ),
+]
 
 
 @app.command()
@@ -122,20 +174,34 @@ def synthesize(
     source: Annotated[
         list[str], typer.Option("--source", help="Go repo to learn from: path or git URL (repeatable)")
     ] = [],  # noqa: B006
+    out: OutOption = None,
+    run_uri: RunUriOption = None,
 ) -> None:
     """Validate chat examples, extract Go sources' API, generate conversations, deduplicate, split and save."""
-    cfg = _load(config, set_)
+    from trainer.artifacts import recorded_stage
+
+    cfg = _stage_config(config, set_, {"data.output_dir": out}, run_uri)
     try:
         cfg.data.sources.extend(GoSource(url=url) for url in source)
     except ValidationError as exc:
         raise TrainerError(f"--source: {exc.errors()[0]['msg']}") from None
-    _synthesize(cfg)
+    with recorded_stage(run_uri, "synthesize", cfg.training.run_name):
+        _synthesize(cfg, run_uri)
 
 
 @app.command()
-def train(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = []) -> None:  # noqa: B006
+def train(
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = [],  # noqa: B006
+    out: OutOption = None,
+    run_uri: RunUriOption = None,
+) -> None:
     """Finetune a LoRA/QLoRA adapter on the processed dataset, resuming from the latest checkpoint."""
-    _train(_load(config, set_))
+    from trainer.artifacts import recorded_stage
+
+    cfg = _stage_config(config, set_, {"training.output_dir": out}, run_uri)
+    with recorded_stage(run_uri if _global_rank_zero() else None, "train", cfg.training.run_name):
+        _train(cfg, run_uri)
 
 
 @app.command()
@@ -153,12 +219,17 @@ def evaluate(
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: evaluation.output_dir)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="An exported model folder, or `base`")] = None,
     backend: Annotated[str | None, typer.Option(help="What generates: transformers | vllm | auto")] = None,
+    run_uri: RunUriOption = None,
 ) -> None:
     """Score an adapter on the test split (or a predictions file): loss, text, tool use, Go code, API grounding."""
+    from trainer.artifacts import recorded_stage
+
     flags = {"evaluation.limit": limit, "evaluation.max_new_tokens": max_new_tokens, "evaluation.symbols": symbols}
     flags |= {"evaluation.baseline": baseline or None, "evaluation.output_dir": out, "evaluation.model": model}
     flags |= {"evaluation.backend": backend}
-    _evaluate(_load(config, [*set_, *_flag_overrides(flags)]), checkpoint, predictions)
+    cfg = _stage_config(config, set_, flags, run_uri)
+    with recorded_stage(run_uri, "evaluate", cfg.training.run_name):
+        _evaluate(cfg, checkpoint, predictions, run_uri)
 
 
 @app.command()
@@ -171,68 +242,51 @@ def export(
     upload: Annotated[str | None, typer.Option(help="s3://bucket/prefix to upload the folder to")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a finished upload")] = False,
     verify: Annotated[bool | None, typer.Option("--verify/--no-verify", help="Check logits after writing")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The model folder (default: export.output_dir/RUN_NAME)")
+    ] = None,
+    run_uri: RunUriOption = None,
 ) -> None:
     """Merge the adapter into the base model, shard by shard, into a safetensors folder transformers and vLLM load."""
+    from trainer.artifacts import recorded_stage
+
     flags = {"export.dtype": dtype, "export.upload": upload, "export.verify": verify}
     flags |= {"export.adapter_only": adapter_only or None, "export.force": force or None}
-    _export(_load(config, [*set_, *_flag_overrides(flags)]), checkpoint)
+    cfg = _stage_config(config, set_, flags, run_uri)
+    with recorded_stage(run_uri, "export", cfg.training.run_name):
+        _export(cfg, checkpoint, out, run_uri)
 
 
 @app.command()
 def pipeline(
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = [],  # noqa: B006
-    run_uri: Annotated[
-        str | None,
-        typer.Option(help="s3://BUCKET/runs/RUN_NAME: checkpoints, eval report, model and run.json go there"),
-    ] = None,
-    skip_synthesize: Annotated[bool, typer.Option("--skip-synthesize", help="Use data.output_dir as is")] = False,
+    run_uri: RunUriOption = None,
+    skip_synthesize: Annotated[
+        bool,
+        typer.Option("--skip-synthesize", help="Use the processed data there is (data.output_dir, or the run's data/)"),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo a completed --run-uri run")] = False,
 ) -> None:
-    """synthesize → train → evaluate → export, with one config; with --run-uri, every artifact lands in S3."""
-    if run_uri is None:
-        cfg = _load(config, set_)
-        if not skip_synthesize:
-            _synthesize(cfg)
-        _train(cfg)
-        _evaluate(cfg, None)
-        _export(cfg, None)
-        return
-    _cloud_pipeline(config, set_, run_uri, skip_synthesize, force)
+    """synthesize → train → evaluate → export, with one config; with --run-uri, every artifact lands in S3 and a
+    recovered spot job resumes training from the run's checkpoints and redoes only what is missing."""
+    from trainer.artifacts import begin_run, recorded_stage
 
-
-def _cloud_pipeline(config: Path, set_: list[str], run_uri: str, skip_synthesize: bool, force: bool) -> None:
-    """The pipeline with its artifacts in `run_uri` (the SkyPilot tasks' and `docker run`'s path), run.json kept
-    current: a recovered spot job resumes training from the run's checkpoints and redoes only what is missing."""
-    from trainer.artifacts import begin_run, part_uri, update_run
-    from trainer.storage import upload_folder
-    from trainer.training.checkpoints import step_of
-
-    wiring = [
-        f"training.checkpoint_uri={part_uri(run_uri, 'checkpoints')}",
-        f"export.upload={part_uri(run_uri, 'model')}",
-    ]
-    cfg = _load(config, [*wiring, "export.force=true", *set_])
-    begin_run(run_uri, cfg.training.run_name, force)
-    try:
-        if not skip_synthesize:
-            _synthesize(cfg)
-            upload_folder(cfg.data.output_dir, part_uri(run_uri, "data"), force=True)
-        step = step_of(_train(cfg).name)
-        update_run(run_uri, step=step)
-        report = _evaluate(cfg, None)
-        upload_folder(cfg.evaluation.output_dir, part_uri(run_uri, "report"), force=True)
-        metrics = {key: report.get(key) for key in ("loss", "perplexity", "token_accuracy", "exact_match")}
-        update_run(run_uri, metrics=metrics)
-        _export(cfg, None)
-    except Preempted:
-        update_run(run_uri, status="preempted")
-        raise
-    except TrainerError as exc:
-        update_run(run_uri, status="failed", error=redact(str(exc)))
-        raise
-    update_run(run_uri, status="complete")
-    print(f"pipeline: run complete → {run_uri}")
+    cfg = _stage_config(config, set_, {}, run_uri)
+    name = cfg.training.run_name
+    if run_uri:
+        begin_run(run_uri, name, force)
+    if not skip_synthesize:
+        with recorded_stage(run_uri, "synthesize", name, done="running"):
+            _synthesize(cfg, run_uri)
+    with recorded_stage(run_uri, "train", name, done="running"):
+        _train(cfg, run_uri)
+    with recorded_stage(run_uri, "evaluate", name, done="running"):
+        _evaluate(cfg, None, run_uri=run_uri)
+    with recorded_stage(run_uri, "export", name):
+        _export(cfg, None, run_uri=run_uri)
+    if run_uri:
+        print(f"pipeline: run complete → {run_uri}")
 
 
 artifacts_app = typer.Typer(no_args_is_help=True, help="List, pull and push run artifacts in S3.")

@@ -23,6 +23,10 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, fi
 from trainer.errors import TrainerError, problems_error
 
 DEFAULT_CONFIG = Path("configs/training/default.yaml")
+RESOLVED_CONFIG = "resolved_config.yaml"  # the config a stage ran with, beside its outputs
+# The one spelling of a floating-point width in every key; trainer/model.py maps it to torch dtypes.
+DtypeName = Literal["bf16", "fp16", "fp32"]
+TORCH_DTYPE_SPELLINGS = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 class StrictModel(BaseModel):
@@ -79,7 +83,12 @@ class QuantizationSettings(StrictModel):
 
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    compute_dtype: DtypeName = Field("bf16", description="bf16 | fp16 | fp32 (torch's bfloat16 etc. also read)")
+
+    @field_validator("compute_dtype", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: Any) -> Any:
+        return TORCH_DTYPE_SPELLINGS.get(value, value) if isinstance(value, str) else value
 
 
 class ModelConfig(StrictModel):
@@ -197,7 +206,7 @@ class TrainingConfig(StrictModel):
         "batches of a few conversations and no accumulation that learned measurably less per epoch on the tiny "
         "model (docs/benchmarks.md)",
     )
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on a GPU, else fp32")
+    precision: Literal["auto"] | DtypeName = Field("auto", description="auto: bf16 on a GPU, else fp32")
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in the backward pass: less memory, more compute (docs/benchmarks.md)"
     )
@@ -230,7 +239,7 @@ class EvaluationConfig(StrictModel):
 
 class ExportConfig(StrictModel):
     output_dir: Path = Path("outputs/models")
-    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    dtype: DtypeName = "bf16"
     max_shard_size: ByteSize = Field(ByteSize(5_000_000_000), description="e.g. 5GB, 500MB")
     merge_base: Literal["auto", "original", "nf4"] = Field(
         "auto",

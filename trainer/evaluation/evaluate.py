@@ -10,74 +10,42 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import track
 
-from trainer.config import Config, save_config
+from trainer.checkpoints import resolve_checkpoint
+from trainer.config import RESOLVED_CONFIG, Config, save_config
+from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.errors import TrainerError
-from trainer.evaluation.metrics import SymbolIndex, load_symbols, score
-from trainer.evaluation.report import deltas, load_predictions, metric, write_report
+from trainer.evaluation.generation import build_prompts, generate, prediction_records, stop_token_ids
+from trainer.evaluation.metrics import load_symbols, score
+from trainer.evaluation.report import PREDICTIONS_FILE, deltas, write_report
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
-from trainer.synthesis.build import conversation, load_processed
-from trainer.training.callbacks import METRICS
-from trainer.training.model import load_adapter, load_base_model, load_tokenizer
-from trainer.training.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
-from trainer.training.train import PRECISION_DTYPES, resolve_checkpoint, resolve_precision
-
-TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+from trainer.metrics_log import METRICS_FILE
+from trainer.model import DTYPES, load_base_model, load_peft_model, load_tokenizer, resolve_precision
+from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 
 
 def load_finetuned(config: Config, checkpoint: Path):
-    dtype = PRECISION_DTYPES[resolve_precision(config.training.precision)]
+    dtype = DTYPES[resolve_precision(config.training.precision)]
     tokenizer = load_tokenizer(config.model, checkpoint)
     base = load_base_model(config.model, dtype, quantized=True)
-    model = load_adapter(base, checkpoint, config.model)
+    model = load_peft_model(base, checkpoint, config.model)
     return model, tokenizer
 
 
 def load_plain(config: Config, which: str):
     """`base`: the base model as training loaded it (4-bit when the config quantizes); else an exported folder."""
-    dtype = PRECISION_DTYPES[resolve_precision(config.training.precision)]
+    dtype = DTYPES[resolve_precision(config.training.precision)]
     if which == "base":
         return load_base_model(config.model, dtype, quantized=True).eval(), load_tokenizer(config.model)
     if not (Path(which) / "config.json").is_file():
         raise TrainerError(f"{which}: not a model folder (no config.json); pass an exported model or `base`")
     folder = config.model.model_copy(update={"name_or_path": which, "tiny": None, "revision": None})
     return load_base_model(folder, dtype, quantized=False).eval(), load_tokenizer(folder, which)
-
-
-def _tool_call(block: str) -> dict[str, Any] | None:
-    """A `<tool_call>` block's call, or None when it is not JSON with a string name."""
-    try:
-        call = json.loads(block)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-        return None
-    return {"name": call["name"], "arguments": call.get("arguments", {})}
-
-
-def parse_assistant(text: str) -> dict[str, Any]:
-    """A generated assistant turn → `{"content", "tool_calls"}` in the training data's format."""
-    calls = []
-
-    def take(match: re.Match[str]) -> str:
-        # Blocks that parse become tool calls; the others stay in the text, where the scorer counts them malformed.
-        call = _tool_call(match.group(1))
-        if call is None:
-            return match.group(0)
-        calls.append(call)
-        return ""
-
-    message: dict[str, Any] = {"role": "assistant", "content": TOOL_CALL.sub(take, text).strip()}
-    if calls:
-        message["tool_calls"] = calls
-    return message
 
 
 @torch.no_grad()
@@ -95,60 +63,6 @@ def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, fl
         count += int(keep.sum())
     loss = nll / count
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": correct / count}
-
-
-@dataclass
-class Prompt:
-    """One test conversation to answer: its turns before the last assistant turn, rendered and tokenized."""
-
-    id: str
-    messages: list[dict[str, Any]]
-    reference: dict[str, Any]
-    token_ids: list[int]
-
-
-def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
-    """Every backend generates from these same token ids, so their answers differ only by the engine."""
-    prompts = []
-    for row in rows:
-        messages, tools = conversation(row)
-        prompt, reference = messages[:-1], messages[-1]  # the turns before the last assistant turn, and that turn
-        text = tokenizer.apply_chat_template(prompt, tools=tools, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        prompts.append(Prompt(row["id"], prompt, reference, ids))
-    return prompts
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else []
-
-
-def prediction_records(prompts: list[Prompt], answers: list[str]) -> list[dict[str, Any]]:
-    """The predictions.jsonl records: what `--predictions` reads, so both scoring paths share one format."""
-    return [
-        {"id": p.id, "messages": p.messages, "reference": p.reference, "prediction": parse_assistant(answer)}
-        for p, answer in zip(prompts, answers, strict=True)
-    ]
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[Prompt], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers with transformers: batches left-padded, KV cache on."""
-    tokenizer.padding_side = "left"
-    answers = []
-    batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
-    for batch in track(batches, description="Generating answers", transient=True):
-        encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
-        output = model.generate(
-            **encoded,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
-        )
-        width = encoded["input_ids"].shape[1]
-        answers += [tokenizer.decode(ids[width:], skip_special_tokens=True) for ids in output]
-    return answers
 
 
 def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
@@ -181,10 +95,10 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
                 answers["baseline"] = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size)
     predictions = {name: prediction_records(prompts, texts) for name, texts in answers.items()}
     metrics = {name: {**forced[name], **score(predictions[name], symbols)} for name in forced}
-    manifest = config.data.output_dir / "manifest.json"
+    manifest = load_manifest(config.data.output_dir)
     report: dict[str, Any] = {
         "checkpoint": evaluated,
-        "dataset_hash": json.loads(manifest.read_text())["content_hash"] if manifest.is_file() else None,
+        "dataset_hash": manifest["content_hash"] if manifest else None,
         "generation_backend": backend,
         **metrics["finetuned"],
     }
@@ -195,30 +109,10 @@ def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
             record["baseline"] = base["prediction"]
     report["config"] = config.model_dump(mode="json")
     ev.output_dir.mkdir(parents=True, exist_ok=True)
-    with (ev.output_dir / "predictions.jsonl").open("w", encoding="utf-8") as out:
+    with (ev.output_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    metrics_log = config.training.logging_dir / METRICS
+    metrics_log = config.training.logging_dir / METRICS_FILE
     write_report(report, ev.output_dir, metrics_log if metrics_log.is_file() else None)
-    save_config(config, ev.output_dir / "resolved_config.yaml")
+    save_config(config, ev.output_dir / RESOLVED_CONFIG)
     return report
-
-
-def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[str, Any]:
-    """Score a predictions file made anywhere (vLLM, another trainer) without loading a model."""
-    report = {"predictions": str(path), **score(load_predictions(path), SymbolIndex.load(symbols) if symbols else None)}
-    write_report(report, out_dir)
-    return report
-
-
-def format_report(report: dict[str, Any]) -> str:
-    parts = [f"{report['n_examples']} test conversations"]
-    if "loss" in report:
-        parts.append(f"loss {report['loss']:.4f} · perplexity {report['perplexity']:.2f}")
-        parts.append(f"token accuracy {report['token_accuracy']:.3f}")
-    for key in ("rougeL", "chrf", "tool_call.name_accuracy", "api_grounding.grounded_rate"):
-        value = metric(report, key)
-        if value is not None:
-            delta = report.get("delta", {}).get(key)
-            parts.append(f"{key} {value:.3f}" + (f" ({delta:+.3f} vs base)" if delta is not None else ""))
-    return " · ".join(parts)

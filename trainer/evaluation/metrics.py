@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trainer.synthesis.build import SYMBOLS_FILE
+from trainer.dataset import SYMBOLS_FILE
 from trainer.synthesis.go_parser import parser
 
 GO_FENCE = re.compile(r"```(?:go|golang)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)

@@ -7,15 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import problems_error
-from trainer.synthesis.examples import read_jsonl
+from trainer.evaluation.metrics import SymbolIndex, score
+from trainer.jsonl import read_jsonl
+from trainer.metrics_log import read_metrics
 
+PREDICTIONS_FILE = "predictions.jsonl"
+REPORT_FILE = "report.json"
 RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline"}  # baseline: the base model's answer
-# The headline metrics, in the report's order; dotted paths into report.json.
-HEADLINE = (
-    "loss", "perplexity", "token_accuracy", "exact_match", "rougeL", "chrf", "tool_call.wellformed_rate",
-    "tool_call.name_accuracy", "tool_call.args_exact", "tool_call.false_call_rate", "go_code.parse_rate",
-    "api_grounding.grounded_rate",
+# The one list of headline metrics, in the report's order; dotted paths into report.json. The summary line, the run
+# record, the model card and training's eval_gen_* metrics all take theirs from here.
+TEACHER_FORCED = ("loss", "perplexity", "token_accuracy")
+GENERATION_HEADLINE = (
+    "exact_match", "rougeL", "chrf", "tool_call.wellformed_rate", "tool_call.name_accuracy", "tool_call.args_exact",
+    "tool_call.false_call_rate", "go_code.parse_rate", "api_grounding.grounded_rate",
 )  # fmt: skip
+HEADLINE = TEACHER_FORCED + GENERATION_HEADLINE
 LOWER_IS_BETTER = {"loss", "perplexity", "tool_call.false_call_rate"}
 
 
@@ -85,7 +91,7 @@ def _plots(report: dict[str, Any], out_dir: Path, metrics_log: Path | None) -> l
     import matplotlib.pyplot as plt
 
     written = []
-    records = [json.loads(line) for line in metrics_log.read_text().splitlines()] if metrics_log else []
+    records = read_metrics(metrics_log) if metrics_log else []
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     valid = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     if train or valid:
@@ -119,7 +125,7 @@ def _plots(report: dict[str, Any], out_dir: Path, metrics_log: Path | None) -> l
 def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None = None) -> None:
     """report.json, and report.md with a table (finetuned, base, delta) and the plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     baseline = report.get("baseline") or {}
     lines = ["# Evaluation", "", f"{report['n_examples']} test conversations."]
     if report.get("checkpoint"):
@@ -137,5 +143,28 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
     if invented:
         lines += ["", f"Invented APIs ({len(invented)}): " + ", ".join(f"`{name}`" for name in invented[:50])]
     lines += ["", *[f"![{name}]({name})" for name in _plots(report, out_dir, metrics_log)]]
-    lines.append("Per-example results: `predictions.jsonl`. Metric definitions: docs/evaluation.md.")
+    lines.append(f"Per-example results: `{PREDICTIONS_FILE}`. Metric definitions: docs/evaluation.md.")
     (out_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[str, Any]:
+    """Score a predictions file made anywhere (vLLM, another trainer) without loading a model."""
+    report = {"predictions": str(path), **score(load_predictions(path), SymbolIndex.load(symbols) if symbols else None)}
+    write_report(report, out_dir)
+    return report
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """The headline metrics the report has, on one line, with the change against the base where measured."""
+    parts = [f"{report['n_examples']} test conversations"]
+    for key in HEADLINE:
+        value = metric(report, key)
+        if isinstance(value, int | float):
+            delta = report.get("delta", {}).get(key)
+            parts.append(f"{key} {value:.4g}" + (f" ({delta:+.3g} vs base)" if delta is not None else ""))
+    return " · ".join(parts)
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline metrics as a flat mapping (dotted keys): what run.json and the model card record."""
+    return {key: metric(report, key) for key in HEADLINE}

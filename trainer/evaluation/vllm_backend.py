@@ -15,11 +15,8 @@ import torch
 
 from trainer.config import Config
 from trainer.errors import TrainerError
-from trainer.training.model import base_model_path
-from trainer.training.speedups import cannot_run
-from trainer.training.train import resolve_precision
-
-VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+from trainer.model import base_model_path, resolve_precision, torch_dtype_name
+from trainer.speedups import cannot_run
 
 
 def generation_backend(setting: str) -> str:
@@ -49,7 +46,7 @@ def vllm_answers(
         model=base_model_path(model) if on_base else ev.model,
         revision=model.revision if on_base and model.tiny is None else None,
         tokenizer=evaluated if adapter else None,  # the checkpoint's tokenizer, as the transformers path loads it
-        dtype=VLLM_DTYPES[resolve_precision(config.training.precision)],
+        dtype=torch_dtype_name(resolve_precision(config.training.precision)),
         quantization="bitsandbytes" if on_base and model.quantization else None,
         enable_lora=adapter is not None,
         max_lora_rank=model.lora.r,

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from trainer.config import Config
+from trainer.dataset import load_manifest
+from trainer.evaluation.report import REPORT_FILE, headline
 from trainer.storage import COMPLETE_MARKER, sha256_file
 
 
@@ -29,8 +31,8 @@ def _json_or_none(path: Path) -> dict[str, Any] | None:
 
 
 def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, Any]) -> str:
-    manifest = _json_or_none(config.data.output_dir / "manifest.json") or {}
-    report = _json_or_none(config.evaluation.output_dir / "report.json")
+    manifest = load_manifest(config.data.output_dir) or {}
+    report = _json_or_none(config.evaluation.output_dir / REPORT_FILE)
     if report and Path(report.get("checkpoint", "")).name != checkpoint.name:
         report = None  # an evaluation of another checkpoint says nothing about this one
     front = {
@@ -55,7 +57,7 @@ def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, 
         f"| data | content hash `{manifest.get('content_hash', 'unknown')}`, splits {manifest.get('counts', {})} |",
     ]
     if report:
-        metrics = {k: report[k] for k in ("loss", "perplexity", "token_accuracy", "exact_match") if k in report}
+        metrics = {k: v for k, v in headline(report).items() if isinstance(v, int | float)}
         lines.append("| evaluation | " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + " |")
     lines += [
         "",

@@ -38,7 +38,7 @@ class Adapter:
     replacements: dict[str, str] = field(default_factory=dict)  # base key -> adapter key of a trained bias
 
 
-def load_adapter(checkpoint: Path) -> Adapter:
+def read_adapter_layout(checkpoint: Path) -> Adapter:
     """Read a PEFT LoRA checkpoint; refuse what this merge does not implement rather than merge it wrong."""
     settings = json.loads((checkpoint / "adapter_config.json").read_text(encoding="utf-8"))
     unsupported = [

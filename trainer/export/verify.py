@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError
-from trainer.training.model import load_adapter, load_base_model
+from trainer.model import load_base_model, load_peft_model
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2}
 PROMPTS = [
@@ -38,7 +38,7 @@ def reference_model(model_config: ModelConfig, checkpoint: Path, round_trip, qua
             for name, parameter in base.named_parameters():
                 if name in quantized_keys:
                     parameter.copy_(round_trip(parameter))
-    return load_adapter(base, checkpoint, model_config)
+    return load_peft_model(base, checkpoint, model_config)
 
 
 def verify_export(folder: Path, reference_factory, dtype: str) -> float:

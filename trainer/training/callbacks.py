@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
-import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from trainer.training.checkpoints import CheckpointStore, SaveFailed, checkpoint_name
-from trainer.training.failpoints import maybe_kill
-
-METRICS = "metrics.jsonl"
+from trainer.checkpoints import CheckpointStore, SaveFailed, checkpoint_name
+from trainer.evaluation.generation import build_prompts, generate, prediction_records
+from trainer.evaluation.metrics import score
+from trainer.evaluation.report import GENERATION_HEADLINE, metric
+from trainer.failpoints import maybe_kill
+from trainer.metrics_log import METRICS_FILE, append_metrics
 
 
 class JsonlMetrics(TrainerCallback):
@@ -25,47 +25,35 @@ class JsonlMetrics(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
-            record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")
+            append_metrics(self.path, state.global_step, state.epoch, logs)
 
 
 class GenerationEval(TrainerCallback):
     """After each evaluation, answers a fixed subset of validation prompts and logs generation metrics (`eval_gen_*`
     in metrics.jsonl): the run then shows whether answers, tool calls and API names improve, not only the loss."""
 
-    KEYS = ("rougeL", "chrf", "tool_call.name_accuracy", "tool_call.false_call_rate", "go_code.parse_rate",
-            "api_grounding.grounded_rate")  # fmt: skip
-
     def __init__(self, rows: list[dict], tokenizer, symbols, max_new_tokens: int, batch_size: int, log: Path):
         """`symbols`: the SymbolIndex for API grounding, or None."""
         self.rows, self.tokenizer, self.symbols, self.log = rows, tokenizer, symbols, log
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.prompts = None  # built at the first evaluation: the evaluation package imports this one
+        self.prompts = None  # built at the first evaluation
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or model is None:
             return
-        # Imported here: evaluation imports the training package.
-        from trainer.evaluation.evaluate import build_prompts, generate, prediction_records
-        from trainer.evaluation.metrics import score
-        from trainer.evaluation.report import metric
-
         self.prompts = self.prompts or build_prompts(self.tokenizer, self.rows)
         was_training = model.training
         model.eval()
         answers = generate(model, self.tokenizer, self.prompts, self.max_new_tokens, self.batch_size)
         model.train(was_training)
         report = score(prediction_records(self.prompts, answers), self.symbols)
-        values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in self.KEYS}
-        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **values}
-        with self.log.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
+        values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in GENERATION_HEADLINE}
+        append_metrics(self.log, state.global_step, state.epoch, values)
 
 
 def restore_metrics(checkpoint: Path, log: Path) -> None:
     """Resuming from a checkpoint rewinds the metrics log to it, so every step appears exactly once."""
-    saved = checkpoint / METRICS
+    saved = checkpoint / METRICS_FILE
     log.parent.mkdir(parents=True, exist_ok=True)
     if saved.is_file():
         shutil.copyfile(saved, log)
@@ -110,4 +98,4 @@ class PreemptionGuard(TrainerCallback):
 
     def _copy_metrics(self, folder: Path) -> None:
         if self.metrics_log.is_file():
-            shutil.copyfile(self.metrics_log, folder / METRICS)
+            shutil.copyfile(self.metrics_log, folder / METRICS_FILE)

@@ -23,56 +23,27 @@ import torch
 from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
-from trainer.config import Config, TrainingConfig, save_config
-from trainer.errors import Preempted, TrainerError, first_line
-from trainer.evaluation.metrics import load_symbols
-from trainer.synthesis.build import load_processed
-from trainer.training.callbacks import METRICS, GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
-from trainer.training.checkpoints import (
+from trainer.checkpoints import (
     MANIFEST,
     CheckpointStore,
     SaveFailed,
     abandon,
     checkpoint_dirs,
     checkpoint_name,
+    checkpoint_store,
     problem,
 )
-from trainer.training.model import base_model_path, load_base_model, load_tokenizer, lora_config
+from trainer.config import RESOLVED_CONFIG, Config, TrainingConfig, save_config
+from trainer.dataset import load_processed
+from trainer.errors import Preempted, TrainerError, first_line
+from trainer.evaluation.metrics import load_symbols
+from trainer.metrics_log import METRICS_FILE
+from trainer.model import DTYPES, base_model_path, load_base_model, load_tokenizer, lora_config, resolve_precision
+from trainer.speedups import attention_implementation, use_liger
+from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
+from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
-from trainer.training.speedups import attention_implementation, use_liger
-from trainer.training.tokenize import IGNORE_INDEX, tokenize_split, training_template
-
-PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
-    """The given adapter checkpoint, or the newest complete one in training.output_dir or training.checkpoint_uri
-    (fetched and verified: evaluation and export on a fresh machine find what a spot training run left in S3)."""
-    if checkpoint is None:
-        checkpoint = checkpoint_store(config.training).latest_complete()
-        if checkpoint is None:
-            raise TrainerError(
-                f"{config.training.output_dir}: no checkpoint found; run `trainer train` or pass --checkpoint"
-            )
-    if not (checkpoint / "adapter_config.json").is_file():
-        raise TrainerError(f"{checkpoint}: not an adapter checkpoint (no adapter_config.json)")
-    return checkpoint
-
-
-def checkpoint_store(training: TrainingConfig) -> CheckpointStore:
-    return CheckpointStore(
-        training.output_dir,
-        training.checkpoint_uri,
-        training.save_total_limit,
-        endpoint_url=training.checkpoint_endpoint_url,
-    )
 
 
 def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | None:
@@ -218,7 +189,7 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         print(f"validation: {eval_report.summary()}")
     precision = resolve_precision(t.precision)
     args = sft_config(config, precision, has_eval=eval_set is not None)  # before the model: refuses kernels early
-    model = load_base_model(config.model, PRECISION_DTYPES[precision], quantized=True)
+    model = load_base_model(config.model, DTYPES[precision], quantized=True)
     model.config.use_cache = False
     trainer = SupervisedSFTTrainer(
         model=model,
@@ -227,13 +198,13 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=lora_config(config.model),
-        callbacks=[JsonlMetrics(t.logging_dir / METRICS)],
+        callbacks=[JsonlMetrics(t.logging_dir / METRICS_FILE)],
     )
     if t.eval_generation_samples and len(splits["validation"]):
         rows = list(splits["validation"])[: t.eval_generation_samples]
         symbols = load_symbols(config.data.output_dir)  # read once, not at every evaluation
         ev = config.evaluation
-        log = t.logging_dir / METRICS
+        log = t.logging_dir / METRICS_FILE
         trainer.add_callback(GenerationEval(rows, tokenizer, symbols, ev.max_new_tokens, ev.batch_size, log))
     # TRL stores QLoRA adapters in bf16, but resuming reloads them in fp32 (PEFT's default), so a resumed run would
     # continue from other weights than an uninterrupted one. fp32 master weights in both, computed in the run's
@@ -270,7 +241,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     t = config.training
     with processes.local_main_process_first():
         resume = resolve_resume(t, store)
-    metrics_log = t.logging_dir / METRICS
+    metrics_log = t.logging_dir / METRICS_FILE
     if resume:
         print(f"resuming from {resume}")
     if processes.is_local_main_process and resume:
@@ -281,7 +252,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     guard = PreemptionGuard(store, metrics_log)
     for callback in (guard, *callbacks):
         trainer.add_callback(callback)
-    save_config(config, t.output_dir / "resolved_config.yaml")
+    save_config(config, t.output_dir / RESOLVED_CONFIG)
     guard.install()
     try:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -10,10 +10,23 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError, first_line
-from trainer.training.speedups import attention_implementation
-from trainer.training.tiny_model import build_tiny_model
+from trainer.speedups import attention_implementation
+from trainer.tiny_model import build_tiny_model
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# The one dtype table: config's spellings (bf16, fp16, fp32) to torch's.
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto`: bf16 on a GPU that has it, else fp32; any other value as it is."""
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def torch_dtype_name(name: str) -> str:
+    """`bf16` → `bfloat16`: the spelling config.json, vLLM and safetensors metadata use."""
+    return str(DTYPES[name]).removeprefix("torch.")
 
 
 def base_model_path(config: ModelConfig) -> str:
@@ -88,7 +101,7 @@ def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) ->
     return model
 
 
-def load_adapter(base: PreTrainedModel, checkpoint: Path, config: ModelConfig) -> PeftModel:
+def load_peft_model(base: PreTrainedModel, checkpoint: Path, config: ModelConfig) -> PeftModel:
     """`base` with the LoRA adapter of `checkpoint` applied (not merged), in eval mode."""
     _refuse_pickles(checkpoint, config)
     return PeftModel.from_pretrained(base, str(checkpoint)).eval()

@@ -5,8 +5,7 @@ Hand-written examples come first, so they win every conflict: a generated conver
 hand-written one already asks is dropped, as are exact and near duplicates (same text up to case, spacing and
 punctuation). Every drop is counted in the manifest.
 
-Messages and tools are stored as JSON text. Arrow would otherwise merge the keys of every tool call's `arguments`
-across rows into one struct, and a tool call would come back with `null` arguments it never had.
+The saved format (columns, split names, file names) is `trainer/dataset.py`'s.
 """
 
 from __future__ import annotations
@@ -16,28 +15,17 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, Features, Value
+from datasets import DatasetDict
 
-from trainer.config import Config, save_config
+from trainer.config import RESOLVED_CONFIG, Config, save_config
+from trainer.dataset import SPLITS, content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
 from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source
-
-SPLITS = ("train", "validation", "test")
-SYMBOLS_FILE = "symbols.jsonl"  # the API index, beside the dataset; evaluation reads it for grounding
-COLUMNS = ("id", "messages", "tools", "source", "provenance")
-FEATURES = Features({column: Value("string") for column in COLUMNS})
-
-
-def example_id(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
-    """Content hash of a conversation: equal content, equal id, wherever and whenever it was read."""
-    canonical = json.dumps({"messages": messages, "tools": tools}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def assign_split(identifier: str, salt: str, validation_fraction: float, test_fraction: float) -> str:
@@ -190,16 +178,6 @@ def synthesize(config: Config) -> SynthesisResult:
     by_split: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
     for row in built.rows:
         by_split[assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)].append(row)
-    dataset = DatasetDict(
-        {
-            name: Dataset.from_dict({c: [row[c] for row in split] for c in COLUMNS}, features=FEATURES)
-            for name, split in by_split.items()
-        }
-    )
-    content = hashlib.sha256()
-    for name in SPLITS:
-        for row in sorted(by_split[name], key=lambda r: r["id"]):
-            content.update(f"{name}:{row['id']}\n".encode())
     kept = built.generated
     manifest = {
         "examples_dir": str(data.examples_dir),
@@ -223,31 +201,8 @@ def synthesize(config: Config) -> SynthesisResult:
         "skipped_files": _counted(sources.skipped_files),
         **{kind: _counted(records) for kind, records in built.dropped.items()},
         "normalised": _counted(loaded.normalised),
-        "content_hash": content.hexdigest(),
+        "content_hash": content_hash(by_split),
     }
-    data.output_dir.mkdir(parents=True, exist_ok=True)
-    # datasets cannot load a saved empty split back, so only non-empty ones are written; load_processed adds the rest.
-    DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(data.output_dir))
-    with (data.output_dir / SYMBOLS_FILE).open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(symbol, ensure_ascii=False) + "\n" for symbol in sources.symbols)
-    (data.output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    save_config(config, data.output_dir / "resolved_config.yaml")
+    dataset = save_processed(data.output_dir, by_split, sources.symbols, manifest)
+    save_config(config, data.output_dir / RESOLVED_CONFIG)
     return SynthesisResult(dataset=dataset, manifest=manifest)
-
-
-def load_processed(output_dir: Path) -> DatasetDict:
-    """The saved splits, or a clear error telling the user to run synthesize first."""
-    if not (output_dir / "dataset_dict.json").is_file():
-        raise TrainerError(f"{output_dir}: no processed dataset here; run `trainer synthesize` first (data.output_dir)")
-    saved = DatasetDict.load_from_disk(str(output_dir))
-    return DatasetDict(
-        {
-            name: saved[name] if name in saved else Dataset.from_dict({c: [] for c in COLUMNS}, features=FEATURES)
-            for name in SPLITS
-        }
-    )
-
-
-def conversation(row: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """Decode one stored row back into (messages, tools)."""
-    return json.loads(row["messages"]), (json.loads(row["tools"]) if row["tools"] else None)

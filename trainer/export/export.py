@@ -13,21 +13,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainer.config import Config, load_config, save_config
+from trainer.checkpoints import resolve_checkpoint
+from trainer.config import RESOLVED_CONFIG, Config, load_config, save_config
 from trainer.errors import TrainerError, first_line
 from trainer.export.card import base_licence, model_card, write_checksums
-from trainer.export.merge import load_adapter, nf4_round_trip, quantized_weight_keys, stream_merge
+from trainer.export.merge import nf4_round_trip, quantized_weight_keys, read_adapter_layout, stream_merge
 from trainer.export.verify import reference_model, verify_export
+from trainer.model import DTYPES, base_model_path, load_tokenizer, torch_dtype_name
 from trainer.storage import upload_folder
-from trainer.training.model import base_model_path, load_tokenizer
-from trainer.training.train import PRECISION_DTYPES, resolve_checkpoint
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+EXPORTED_CONFIG = "trainer_config.yaml"  # the config the model was trained and exported with
 
 
 def trained_config(config: Config, checkpoint: Path) -> Config:
     """The config the checkpoint was trained with (its base, quantization, precision), else the given one."""
-    saved = checkpoint.parent / "resolved_config.yaml"
+    saved = checkpoint.parent / RESOLVED_CONFIG
     if not saved.is_file():
         return config
     trained = load_config(saved)
@@ -66,20 +67,20 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
         raise TrainerError("export.merge_base=nf4 needs the quantization settings training used (model.quantization)")
     round_trip, keys = None, set()
     if merge_base == "nf4":
-        round_trip = nf4_round_trip(model.quantization, PRECISION_DTYPES[config.training.precision])
+        round_trip = nf4_round_trip(model.quantization, DTYPES[config.training.precision])
         keys = quantized_weight_keys(base_dir)  # once, for the merge and for the verification's reference
     stream_merge(
         base_dir,
-        load_adapter(checkpoint),
+        read_adapter_layout(checkpoint),
         staging,
-        PRECISION_DTYPES[ex.dtype],
+        DTYPES[ex.dtype],
         ex.max_shard_size,
         round_trip,
         quantized=keys,
     )
     model_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
     model_config.pop("quantization_config", None)
-    model_config["dtype"] = str(PRECISION_DTYPES[ex.dtype]).removeprefix("torch.")
+    model_config["dtype"] = torch_dtype_name(ex.dtype)
     (staging / "config.json").write_text(json.dumps(model_config, indent=2) + "\n", encoding="utf-8")
     if (base_dir / "generation_config.json").is_file():
         shutil.copy2(base_dir / "generation_config.json", staging / "generation_config.json")
@@ -94,11 +95,14 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     return summary
 
 
-def export_model(config: Config, checkpoint: Path | None = None) -> Path:
+def export_model(config: Config, checkpoint: Path | None = None, target: Path | None = None) -> Path:
+    """The exported folder: `target`, by default `export.output_dir/RUN_NAME` (`RUN_NAME-adapter` for an adapter)."""
     checkpoint = resolve_checkpoint(config, checkpoint)
     config = trained_config(config, checkpoint)
     ex = config.export
-    target = ex.output_dir / (f"{config.training.run_name}-adapter" if ex.adapter_only else config.training.run_name)
+    if target is None:
+        name = config.training.run_name
+        target = ex.output_dir / (f"{name}-adapter" if ex.adapter_only else name)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
@@ -112,7 +116,7 @@ def export_model(config: Config, checkpoint: Path | None = None) -> Path:
             (staging / "README.md").write_text(model_card(config, checkpoint, licence, summary), encoding="utf-8")
         else:
             _write_merged(config, checkpoint, staging)
-        save_config(config, staging / "trainer_config.yaml")
+        save_config(config, staging / EXPORTED_CONFIG)
         write_checksums(staging)
         _publishable(staging)
         if target.exists():

@@ -15,22 +15,23 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
+from trainer.config import Config, TrainingConfig
 from trainer.errors import TrainerError, first_line
 from trainer.storage import ObjectStore, safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
+# transformers' PREFIX_CHECKPOINT_DIR, spelled here so reading checkpoints imports no torch (a test keeps them equal).
+CHECKPOINT_PREFIX = "checkpoint"
 
 
 def checkpoint_name(step: int) -> str:
     """The folder name transformers gives the checkpoint of `step`; `step_of` reads it back."""
-    return f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    return f"{CHECKPOINT_PREFIX}-{step}"
 
 
 def step_of(name: str) -> int | None:
     prefix, _, number = name.rpartition("-")
-    return int(number) if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() else None
+    return int(number) if prefix == CHECKPOINT_PREFIX and number.isdigit() else None
 
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
@@ -179,7 +180,7 @@ class CheckpointStore:
 
     def _upload(self, folder: Path) -> bool:
         """Upload files, then the manifest; True on success. A failure leaves nothing that looks complete."""
-        from trainer.training.failpoints import maybe_kill
+        from trainer.failpoints import maybe_kill
 
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -250,3 +251,26 @@ class CheckpointStore:
 
     def _remote_sealed(self) -> set[int]:
         return {step for step, keys in self._remote_keys().items() if f"{checkpoint_name(step)}/{MANIFEST}" in keys}
+
+
+def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
+    """The given adapter checkpoint, or the newest complete one in training.output_dir or training.checkpoint_uri
+    (fetched and verified: evaluation and export on a fresh machine find what a spot training run left in S3)."""
+    if checkpoint is None:
+        checkpoint = checkpoint_store(config.training).latest_complete()
+        if checkpoint is None:
+            raise TrainerError(
+                f"{config.training.output_dir}: no checkpoint found; run `trainer train` or pass --checkpoint"
+            )
+    if not (checkpoint / "adapter_config.json").is_file():
+        raise TrainerError(f"{checkpoint}: not an adapter checkpoint (no adapter_config.json)")
+    return checkpoint
+
+
+def checkpoint_store(training: TrainingConfig) -> CheckpointStore:
+    return CheckpointStore(
+        training.output_dir,
+        training.checkpoint_uri,
+        training.save_total_limit,
+        endpoint_url=training.checkpoint_endpoint_url,
+    )

@@ -14,8 +14,8 @@ from datasets import Dataset
 from rich.progress import track
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
+from trainer.dataset import conversation
 from trainer.errors import TrainerError
-from trainer.synthesis.build import conversation
 
 IGNORE_INDEX = -100
 

@@ -1,0 +1,82 @@
+"""What tests share besides fixtures: the repository's paths, override builders, the command runners and the local
+S3 server. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_EXAMPLES = REPO / "data" / "raw" / "examples"
+DEBUG_CONFIG = REPO / "configs" / "training" / "debug.yaml"
+CHI = Path("/usr/share/gocode/src/github.com/go-chi/chi")  # the debug config's Go source (Debian package)
+
+
+def set_args(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """`--set` arguments for each `dotted.key=value` override."""
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMPLES) -> list[str]:
+    """`--set` values that point every input and output of the debug config into `root`."""
+    return [
+        f"model.cache_dir={model_cache}",
+        f"data.examples_dir={examples}",
+        f"data.output_dir={root / 'processed'}",
+        f"data.cache_dir={root / 'cache'}",
+        f"training.output_dir={root / 'checkpoints'}",
+        f"training.logging_dir={root / 'logs'}",
+        f"evaluation.output_dir={root / 'eval'}",
+        f"export.output_dir={root / 'models'}",
+    ]
+
+
+def train_process(config, *extra: str, kill_at: str = "", wait: bool = True):
+    """`trainer train` in a fresh process on `config`'s folders, as a restarted job runs it: `extra` are further
+    `--set` overrides, `kill_at` a failpoint (trainer/failpoints.py). `wait=False` returns the Popen."""
+    t = config.training
+    sets = [
+        f"model.cache_dir={config.model.cache_dir}",
+        f"data.output_dir={config.data.output_dir}",
+        f"training.output_dir={t.output_dir}",
+        f"training.logging_dir={t.logging_dir}",
+        f"training.save_steps={t.save_steps}",
+        "training.logging_steps=1",
+        *extra,
+    ]
+    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG), *set_args(sets)]
+    env = {**os.environ, "TRAINER_KILL_AT": kill_at}
+    if not wait:
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+
+
+class S3Server:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1; stop() and start() keep its data."""
+
+    def __init__(self):
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.running = False
+
+    def start(self):
+        from moto.server import ThreadedMotoServer
+
+        if not self.running:
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            self.server.start()
+            self.running = True
+
+    def stop(self):
+        if self.running:
+            self.server.stop()
+            self.running = False

@@ -1,0 +1,103 @@
+"""Answers from a model with transformers: prompts built once from the test conversations, batched greedy decoding,
+and the answers parsed back into the training data's message format.
+
+Training uses it for its in-training generation metrics, evaluation for the report; both backends of evaluation
+(transformers here, vLLM in `vllm_backend.py`) generate from the same `Prompt.token_ids`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rich.progress import track
+
+from trainer.dataset import conversation
+
+TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+
+
+def _tool_call(block: str) -> dict[str, Any] | None:
+    """A `<tool_call>` block's call, or None when it is not JSON with a string name."""
+    try:
+        call = json.loads(block)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        return None
+    return {"name": call["name"], "arguments": call.get("arguments", {})}
+
+
+def parse_assistant(text: str) -> dict[str, Any]:
+    """A generated assistant turn → `{"content", "tool_calls"}` in the training data's format."""
+    calls = []
+
+    def take(match: re.Match[str]) -> str:
+        # Blocks that parse become tool calls; the others stay in the text, where the scorer counts them malformed.
+        call = _tool_call(match.group(1))
+        if call is None:
+            return match.group(0)
+        calls.append(call)
+        return ""
+
+    message: dict[str, Any] = {"role": "assistant", "content": TOOL_CALL.sub(take, text).strip()}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+@dataclass
+class Prompt:
+    """One test conversation to answer: its turns before the last assistant turn, rendered and tokenized."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    reference: dict[str, Any]
+    token_ids: list[int]
+
+
+def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
+    """Every backend generates from these same token ids, so their answers differ only by the engine."""
+    prompts = []
+    for row in rows:
+        messages, tools = conversation(row)
+        prompt, reference = messages[:-1], messages[-1]  # the turns before the last assistant turn, and that turn
+        text = tokenizer.apply_chat_template(prompt, tools=tools, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompts.append(Prompt(row["id"], prompt, reference, ids))
+    return prompts
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    return [tokenizer.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else []
+
+
+def prediction_records(prompts: list[Prompt], answers: list[str]) -> list[dict[str, Any]]:
+    """The predictions.jsonl records: what `--predictions` reads, so both scoring paths share one format."""
+    return [
+        {"id": p.id, "messages": p.messages, "reference": p.reference, "prediction": parse_assistant(answer)}
+        for p, answer in zip(prompts, answers, strict=True)
+    ]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[Prompt], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers with transformers: batches left-padded, KV cache on."""
+    tokenizer.padding_side = "left"
+    answers = []
+    batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
+    for batch in track(batches, description="Generating answers", transient=True):
+        encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
+        output = model.generate(
+            **encoded,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
+        )
+        width = encoded["input_ids"].shape[1]
+        answers += [tokenizer.decode(ids[width:], skip_special_tokens=True) for ids in output]
+    return answers
