@@ -23,10 +23,10 @@ def model_cache(tmp_path_factory) -> Path:
 def make_config(tmp_path, model_cache):
     from trainer.config import load_config
 
-    def make(*overrides: str, examples: Path = SAMPLE_EXAMPLES):
+    def make(*overrides: str, examples: Path = SAMPLE_EXAMPLES, config_file: Path = DEBUG_CONFIG):
         # Unit tests train on the examples they name alone; the pipeline test keeps the config's Go source (chi).
         return load_config(
-            DEBUG_CONFIG, [*debug_overrides(tmp_path, model_cache, examples), "data.sources=[]", *overrides]
+            config_file, [*debug_overrides(tmp_path, model_cache, examples), "data.sources=[]", *overrides]
         )
 
     return make

@@ -11,6 +11,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_EXAMPLES = REPO / "data" / "raw" / "examples"
 DEBUG_CONFIG = REPO / "configs" / "training" / "debug.yaml"
+# default.yaml with only sizes changed (tests/test_parity.py holds the list): the production path on a CPU.
+PRODUCTION_TINY = REPO / "configs" / "training" / "production-tiny.yaml"
 CHI = Path("/usr/share/gocode/src/github.com/go-chi/chi")  # the debug config's Go source (Debian package)
 
 
@@ -33,9 +35,10 @@ def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMP
     ]
 
 
-def train_process(config, *extra: str, kill_at: str = "", wait: bool = True):
-    """`trainer train` in a fresh process on `config`'s folders, as a restarted job runs it: `extra` are further
-    `--set` overrides, `kill_at` a failpoint (trainer/failpoints.py). `wait=False` returns the Popen."""
+def train_process(config, *extra: str, kill_at: str = "", wait: bool = True, config_file: Path = DEBUG_CONFIG):
+    """`trainer train --config config_file` in a fresh process on `config`'s folders, as a restarted job runs it:
+    `extra` are further `--set` overrides, `kill_at` a failpoint (trainer/failpoints.py). `wait=False` returns the
+    Popen."""
     t = config.training
     sets = [
         f"model.cache_dir={config.model.cache_dir}",
@@ -46,7 +49,7 @@ def train_process(config, *extra: str, kill_at: str = "", wait: bool = True):
         "training.logging_steps=1",
         *extra,
     ]
-    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG), *set_args(sets)]
+    args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(config_file), *set_args(sets)]
     env = {**os.environ, "TRAINER_KILL_AT": kill_at}
     if not wait:
         return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -88,7 +88,7 @@ def test_evaluation_report_and_predictions(pipeline_run):
 def test_every_stage_saves_the_resolved_config(pipeline_run):
     for path in (
         pipeline_run.data.output_dir / "resolved_config.yaml",
-        pipeline_run.training.output_dir / "resolved_config.yaml",
+        pipeline_run.training.output_dir / "checkpoint-20" / "trainer_config.yaml",  # sealed into the checkpoint
         pipeline_run.evaluation.output_dir / "resolved_config.yaml",
         exported_folder(pipeline_run) / "trainer_config.yaml",
     ):

@@ -1,5 +1,6 @@
 """Spot preemption: SIGKILL at any instant, torn checkpoints, an object store that goes away, SIGTERM."""
 
+import functools
 import hashlib
 import json
 import random
@@ -12,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from tests.helpers import train_process
+from tests.helpers import PRODUCTION_TINY, train_process
 from trainer.checkpoints import MANIFEST, CheckpointStore, problem
 from trainer.errors import TrainerError
 from trainer.synthesis.synthesize import synthesize
@@ -34,13 +35,14 @@ def logged_losses(logging_dir):
 
 
 def test_sigkilled_three_times_resumes_to_the_same_model(make_config, bucket, tmp_path):
+    """On the production-shaped config: bf16 autocast, gradient checkpointing, NF4 with bf16 compute."""
     common = [
         f"training.max_steps={STEPS}",
         f"training.save_steps={SAVE}",
         "training.logging_steps=1",
         "training.save_total_limit=null",
     ]
-    reference = make_config(*common, f"training.checkpoint_uri=s3://{bucket}/reference")
+    reference = make_config(*common, f"training.checkpoint_uri=s3://{bucket}/reference", config_file=PRODUCTION_TINY)
     synthesize(reference)
     train(reference)
 
@@ -49,21 +51,21 @@ def test_sigkilled_three_times_resumes_to_the_same_model(make_config, bucket, tm
         f"training.checkpoint_uri=s3://{bucket}/killed",
         f"training.output_dir={tmp_path / 'killed'}",
         f"training.logging_dir={tmp_path / 'klogs'}",
+        config_file=PRODUCTION_TINY,
     )
     overrides = spot_recovery(killed)
     first_kill = random.Random(2026).choice([1, 2, 4, 5])  # any step that is not a save step
-    assert train_process(killed, *overrides, kill_at=f"step:{first_kill}").returncode == -signal.SIGKILL
-    assert train_process(killed, *overrides, kill_at="save:6").returncode == -signal.SIGKILL  # mid checkpoint write
-    third = train_process(
-        killed, *overrides, kill_at="upload:9"
-    )  # mid upload: checkpoint-9 is complete locally, torn remotely
+    run = functools.partial(train_process, killed, *overrides, config_file=PRODUCTION_TINY)
+    assert run(kill_at=f"step:{first_kill}").returncode == -signal.SIGKILL
+    assert run(kill_at="save:6").returncode == -signal.SIGKILL  # mid checkpoint write
+    third = run(kill_at="upload:9")  # mid upload: checkpoint-9 is complete locally, torn remotely
     assert third.returncode == -signal.SIGKILL
     assert "skipping torn checkpoint" in third.stdout and "checkpoint-6: no manifest" in third.stdout
 
     # The spot VM is gone: a new machine starts with nothing local and resumes from the object store.
     shutil.rmtree(killed.training.output_dir)
     shutil.rmtree(killed.training.logging_dir)
-    last = train_process(killed, *overrides)
+    last = run()
     assert last.returncode == 0, last.stderr[-2000:]
     assert f"s3://{bucket}/killed/checkpoint-9: no manifest" in last.stdout
     assert "resuming from" in last.stdout and "checkpoint-6" in last.stdout

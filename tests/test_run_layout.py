@@ -13,13 +13,13 @@ def keys(bucket: str, prefix: str) -> set[str]:
     return {item["Key"][len(prefix) :] for item in listed}
 
 
-def test_synthesize_writes_to_out_and_to_the_runs_data(s3_server, bucket, tmp_path, capsys):
+def test_synthesize_writes_to_out_and_to_the_runs_data(s3_server, bucket, tmp_path, capfd):
     run_uri = f"s3://{bucket}/runs/r1"
     overrides = [f"data.examples_dir={SAMPLE_EXAMPLES}", "data.sources=[]", f"data.cache_dir={tmp_path / 'cache'}"]
     out = tmp_path / "somewhere" / "processed"
     args = ["synthesize", "--config", str(DEBUG_CONFIG), *set_args(overrides), "--out", str(out), "--run-uri", run_uri]
     assert main(args) == 0
-    assert f"→ {out}" in capsys.readouterr().out
+    assert f"→ {out}" in capfd.readouterr().out
     assert (out / "dataset_dict.json").is_file() and (out / "manifest.json").is_file()
     stored = keys(bucket, "runs/r1/")
     assert {"data/dataset_dict.json", "data/manifest.json", "data/symbols.jsonl", "run.json"} <= stored
@@ -28,12 +28,12 @@ def test_synthesize_writes_to_out_and_to_the_runs_data(s3_server, bucket, tmp_pa
 
 
 def test_a_stage_whose_input_is_missing_from_the_run_fails_naming_the_stage_that_makes_it(
-    s3_server, bucket, tmp_path, capsys
+    s3_server, bucket, tmp_path, capfd
 ):
     run_uri = f"s3://{bucket}/runs/empty"
     args = ["train", "--config", str(DEBUG_CONFIG), "--out", str(tmp_path / "ckpt"), "--run-uri", run_uri]
     assert main([*args, "--set", f"data.output_dir={tmp_path / 'data'}"]) == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err == f"error: {run_uri}/data: nothing there yet; run `trainer synthesize --run-uri {run_uri}` first\n"
     record = read_run(run_uri)
     assert (record["status"], record["stage"]) == ("failed", "train")

@@ -15,11 +15,16 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from trainer.config import Config, TrainingConfig
+from trainer.config import Config, TrainingConfig, load_config, save_config
 from trainer.errors import TrainerError, first_line
-from trainer.storage import ObjectStore, safe_destination, sha256_file
+from trainer.storage import ObjectStore, s3_errors, safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
+TRAINED_CONFIG = "trainer_config.yaml"  # the fully resolved config the checkpoint was trained with, sealed inside it
+# What a checkpoint decides for every later stage (evaluate, export, vLLM), whatever config file they are given: the
+# function it trained. Everything else (where things are, limits, export dtype) comes from the command line.
+TRAINED_KEYS = ("model.name_or_path", "model.revision", "model.tiny", "model.lora", "model.quantization")
+TRAINED_KEYS += ("training.precision",)
 # transformers' PREFIX_CHECKPOINT_DIR, spelled here so reading checkpoints imports no torch (a test keeps them equal).
 CHECKPOINT_PREFIX = "checkpoint"
 
@@ -125,7 +130,7 @@ class CheckpointStore:
             self.warn(f"warning: cannot list {self.remote.uri}: {exc}; using local checkpoints only")
             return []
 
-    def _fetch(self, step: int) -> Path | None:
+    def fetch(self, step: int) -> Path | None:
         """Make the local copy of remote `checkpoint-step` complete: keep matching local files, download the rest."""
         name = checkpoint_name(step)
         manifest = self.remote.get_json(f"{name}/{MANIFEST}")
@@ -157,7 +162,7 @@ class CheckpointStore:
                 self.warn(f"warning: skipping torn checkpoint {local[step]}: {reason}")
             if step in remote:
                 try:
-                    fetched = self._fetch(step)
+                    fetched = self.fetch(step)
                 except Exception as exc:
                     self.warn(f"warning: skipping {self.remote.uri}/{checkpoint_name(step)}: {exc}")
                     continue
@@ -253,9 +258,15 @@ class CheckpointStore:
         return {step for step, keys in self._remote_keys().items() if f"{checkpoint_name(step)}/{MANIFEST}" in keys}
 
 
-def resolve_checkpoint(config: Config, checkpoint: Path | None) -> Path:
-    """The given adapter checkpoint, or the newest complete one in training.output_dir or training.checkpoint_uri
-    (fetched and verified: evaluation and export on a fresh machine find what a spot training run left in S3)."""
+def resolve_checkpoint(config: Config, checkpoint: str | Path | None) -> Path:
+    """The given adapter checkpoint (a folder, or `s3://…/checkpoint-N`, fetched and verified into
+    training.output_dir), or the newest complete one in training.output_dir or training.checkpoint_uri: evaluation
+    and export on a fresh machine find what a spot training run left in S3."""
+    if isinstance(checkpoint, str) and checkpoint.startswith("s3://"):
+        return _fetch_named(config.training, checkpoint)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and not checkpoint.exists():
+        raise TrainerError(f"{checkpoint}: checkpoint not found")
     if checkpoint is None:
         checkpoint = checkpoint_store(config.training).latest_complete()
         if checkpoint is None:
@@ -274,3 +285,61 @@ def checkpoint_store(training: TrainingConfig) -> CheckpointStore:
         training.save_total_limit,
         endpoint_url=training.checkpoint_endpoint_url,
     )
+
+
+def _fetch_named(training: TrainingConfig, uri: str) -> Path:
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    step = step_of(name)
+    if step is None:
+        raise TrainerError(f"{uri}: not a checkpoint URI (expected s3://…/{CHECKPOINT_PREFIX}-N)")
+    store = CheckpointStore(training.output_dir, parent, endpoint_url=training.checkpoint_endpoint_url)
+    try:
+        fetched = store.fetch(step)
+    except s3_errors() as exc:  # the bucket is unreachable or the credentials are refused
+        raise TrainerError(f"{uri}: cannot fetch: {first_line(exc)}") from None
+    if fetched is None:
+        raise TrainerError(f"{uri}: no complete checkpoint there (no {MANIFEST})")
+    return fetched
+
+
+def seal_config(config: Config, folder: Path) -> None:
+    """Write the config a checkpoint was trained with into it (before its manifest, which then lists it)."""
+    save_config(config, folder / TRAINED_CONFIG)
+
+
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree[part]
+    tree[leaf] = value
+
+
+def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
+    """`config` with every TRAINED_KEYS value taken from the config sealed in `checkpoint`: the one place evaluate,
+    export and the vLLM backend learn what was trained. An explicit `--set` that contradicts it is an error."""
+    sealed = checkpoint / TRAINED_CONFIG
+    if not sealed.is_file():
+        warn(f"note: {checkpoint} holds no {TRAINED_CONFIG} (made before checkpoints carried their config); "
+             "using the given config's model settings")  # fmt: skip
+        return config
+    trained = load_config(sealed).model_dump(mode="json")
+    given = config.model_dump(mode="json")
+    for key, typed in config.overrides.items():
+        for trained_key in TRAINED_KEYS:
+            inside = trained_key == key or trained_key.startswith(key + ".") or key.startswith(trained_key + ".")
+            if inside and _get(given, key) != _get(trained, key):
+                raise TrainerError(
+                    f"--set {typed}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
+                    "use what the checkpoint was trained with, so leave it out"
+                )
+    for key in TRAINED_KEYS:
+        _set(given, key, _get(trained, key))
+    merged = Config.model_validate(given)
+    merged._overrides = config.overrides
+    return merged

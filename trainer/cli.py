@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from trainer.config import DEFAULT_CONFIG, Config, GoSource, load_config
 from trainer.errors import Preempted, TrainerError
 from trainer.redact import redact
+from trainer.supervisor import run_uri_of, supervise
 
 # A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -29,7 +30,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML")]
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable)")]
 CheckpointOption = Annotated[
-    Path | None, typer.Option("--checkpoint", help="Adapter checkpoint folder (default: the latest)")
+    str | None,
+    typer.Option(
+        "--checkpoint", help="Adapter checkpoint: a folder or s3://…/checkpoint-N (default: the newest complete one)"
+    ),
 ]
 
 
@@ -120,7 +124,7 @@ def _global_rank_zero() -> bool:
 
 
 def _evaluate(
-    config: Config, checkpoint: Path | None, predictions: Path | None = None, run_uri: str | None = None
+    config: Config, checkpoint: str | None, predictions: Path | None = None, run_uri: str | None = None
 ) -> dict:
     """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
     from trainer.evaluation.report import REPORT_FILE, headline, score_predictions, summary_line
@@ -144,7 +148,7 @@ def _evaluate(
     return report
 
 
-def _export(config: Config, checkpoint: Path | None, target: Path | None = None, run_uri: str | None = None) -> None:
+def _export(config: Config, checkpoint: str | None, target: Path | None = None, run_uri: str | None = None) -> None:
     from trainer.export.export import export_model
 
     if run_uri:
@@ -336,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     # its children unpickles tensors and plain data only, never code, whatever a library passes.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if run_uri := run_uri_of(argv):
+            return supervise(argv, run_uri)
         app(args=argv, prog_name="trainer", standalone_mode=False)
     except TrainerError as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trainer.errors import TrainerError, problems_error
 
@@ -165,6 +174,12 @@ class TrainingConfig(StrictModel):
     max_steps: int = Field(-1, description="-1: train for num_train_epochs")
     num_train_epochs: float = Field(3.0, gt=0)
     save_steps: int = Field(100, gt=0)
+    save_every_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Also save once this many minutes have passed since the last save (spot: bounds the "
+        "work a preemption loses, whatever the data size); null: by steps only",
+    )
     save_total_limit: int | None = Field(
         3, gt=0, description="Complete checkpoints kept, locally and at checkpoint_uri; the newest is never deleted"
     )
@@ -258,6 +273,13 @@ class Config(StrictModel):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     export: ExportConfig = ExportConfig()
+    # The `--set` overrides that made this config ({dotted key: "key=value" as typed}): a stage that must follow a
+    # checkpoint's own settings refuses an explicit one that contradicts them.
+    _overrides: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        return dict(self._overrides)
 
 
 SECTIONS = tuple(Config.model_fields)
@@ -371,7 +393,9 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
             origin[section] = str(included)
     overridden = {_apply_override(tree, item): item for item in overrides}
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
+        config._overrides = overridden
+        return config
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from rich.progress import track
 
-from trainer.checkpoints import resolve_checkpoint
+from trainer.checkpoints import resolve_checkpoint, trained_config
 from trainer.config import RESOLVED_CONFIG, Config, save_config
 from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.errors import TrainerError
@@ -65,12 +65,15 @@ def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, fl
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": correct / count}
 
 
-def evaluate(config: Config, checkpoint: Path | None = None) -> dict[str, Any]:
+def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, Any]:
     ev = config.evaluation
     if ev.model and ev.baseline:
         raise TrainerError("--baseline compares an adapter with its base; with --model, evaluate each model on its own")
     backend = generation_backend(ev.backend)  # an impossible backend is refused before any model is loaded
-    evaluated = ev.model or str(resolve_checkpoint(config, checkpoint))
+    if not ev.model:
+        adapter = resolve_checkpoint(config, checkpoint)
+        config = trained_config(config, adapter)  # the base, quantization and precision the adapter was trained on
+    evaluated = ev.model or str(adapter)
     test = load_processed(config.data.output_dir)["test"]
     if len(test) == 0:
         raise TrainerError(

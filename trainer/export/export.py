@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainer.checkpoints import resolve_checkpoint
-from trainer.config import RESOLVED_CONFIG, Config, load_config, save_config
+from trainer.checkpoints import resolve_checkpoint, trained_config
+from trainer.config import Config, save_config
 from trainer.errors import TrainerError, first_line
 from trainer.export.card import base_licence, model_card, write_checksums
 from trainer.export.merge import nf4_round_trip, quantized_weight_keys, read_adapter_layout, stream_merge
@@ -24,16 +24,6 @@ from trainer.storage import upload_folder
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 EXPORTED_CONFIG = "trainer_config.yaml"  # the config the model was trained and exported with
-
-
-def trained_config(config: Config, checkpoint: Path) -> Config:
-    """The config the checkpoint was trained with (its base, quantization, precision), else the given one."""
-    saved = checkpoint.parent / RESOLVED_CONFIG
-    if not saved.is_file():
-        return config
-    trained = load_config(saved)
-    model = trained.model.model_copy(update={"cache_dir": config.model.cache_dir})
-    return config.model_copy(update={"model": model, "training": trained.training})
 
 
 def local_base(config: Config) -> Path:
@@ -95,7 +85,7 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     return summary
 
 
-def export_model(config: Config, checkpoint: Path | None = None, target: Path | None = None) -> Path:
+def export_model(config: Config, checkpoint: str | Path | None = None, target: Path | None = None) -> Path:
     """The exported folder: `target`, by default `export.output_dir/RUN_NAME` (`RUN_NAME-adapter` for an adapter)."""
     checkpoint = resolve_checkpoint(config, checkpoint)
     config = trained_config(config, checkpoint)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
-from trainer.checkpoints import CheckpointStore, SaveFailed, checkpoint_name
+from trainer.checkpoints import CheckpointStore, SaveFailed, checkpoint_name, seal_config
+from trainer.config import Config
 from trainer.evaluation.generation import build_prompts, generate, prediction_records
 from trainer.evaluation.metrics import score
 from trainer.evaluation.report import GENERATION_HEADLINE, metric
@@ -62,10 +65,11 @@ def restore_metrics(checkpoint: Path, log: Path) -> None:
 
 
 class PreemptionGuard(TrainerCallback):
-    """Seals each checkpoint (metrics log copy + manifest) and mirrors it; on SIGTERM saves once more and stops."""
+    """Seals each checkpoint (trained config, metrics log copy, manifest) and mirrors it; on SIGTERM saves once more
+    and stops."""
 
-    def __init__(self, store: CheckpointStore, metrics_log: Path):
-        self.store, self.metrics_log = store, metrics_log
+    def __init__(self, store: CheckpointStore, metrics_log: Path, config: Config):
+        self.store, self.metrics_log, self.config = store, metrics_log, config
         self.stop_requested = False
         self.previous_handler = None
 
@@ -92,10 +96,39 @@ class PreemptionGuard(TrainerCallback):
         maybe_kill("save", state.global_step)
         if state.is_world_process_zero:
             try:
-                self.store.publish(folder, before_manifest=self._copy_metrics)
+                self.store.publish(folder, before_manifest=self._add_run_files)
             except OSError as exc:
                 raise SaveFailed(folder, exc) from exc
 
-    def _copy_metrics(self, folder: Path) -> None:
+    def _add_run_files(self, folder: Path) -> None:
+        """What a checkpoint carries besides transformers' files: the config it was trained with, the metrics log."""
+        seal_config(self.config, folder)
         if self.metrics_log.is_file():
             shutil.copyfile(self.metrics_log, folder / METRICS_FILE)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any: a decision to save or stop must be the same on all ranks, or
+    they wait for each other in different collectives."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+class TimedSaves(TrainerCallback):
+    """Asks for a checkpoint once `minutes` have passed since the last save, so a preemption loses at most that much
+    work whatever the step interval and the data size."""
+
+    def __init__(self, minutes: float):
+        self.interval, self.last = minutes * 60, time.monotonic()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if any_process(time.monotonic() - self.last >= self.interval):
+            control.should_save = True
+        return control

@@ -33,7 +33,7 @@ from trainer.checkpoints import (
     checkpoint_store,
     problem,
 )
-from trainer.config import RESOLVED_CONFIG, Config, TrainingConfig, save_config
+from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
 from trainer.errors import Preempted, TrainerError, first_line
 from trainer.evaluation.metrics import load_symbols
@@ -41,7 +41,7 @@ from trainer.metrics_log import METRICS_FILE
 from trainer.model import DTYPES, base_model_path, load_base_model, load_tokenizer, lora_config, resolve_precision
 from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
-from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, restore_metrics
+from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
 
@@ -67,6 +67,16 @@ def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | N
     if reason:
         raise TrainerError(f"training.resume: {path} is torn: {reason}")
     return path
+
+
+def finished(checkpoint: Path, training: TrainingConfig) -> bool:
+    """Whether `checkpoint` is where this run ends: its step has reached training.max_steps, or, for a run by
+    epochs, the total the run computed (when the number of epochs is unchanged). Training on from there would
+    take the model past what it was asked for, one more step at every restart."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    if training.max_steps > 0:
+        return state["global_step"] >= training.max_steps
+    return state.get("num_train_epochs") == training.num_train_epochs and state["global_step"] >= state["max_steps"]
 
 
 class SupervisedSFTTrainer(SFTTrainer):
@@ -125,7 +135,7 @@ def _report_to(training: TrainingConfig) -> list[str]:
 
 def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
     t = config.training
-    packing = t.packing if t.packing != "auto" else attention_implementation(config.model) == "flash_attention_2"
+    packing = bool(t.packing)  # resolved(): no `auto` here
     return SFTConfig(
         output_dir=str(t.output_dir),
         run_name=t.run_name,
@@ -220,10 +230,23 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
     return trainer, data_report
 
 
+def resolved(config: Config) -> Config:
+    """Every `auto` of the model and training sections replaced by what it means on this machine: the config each
+    checkpoint carries, so evaluation and export reload exactly the function that was trained."""
+    t, m = config.training, config.model
+    attention = attention_implementation(m)
+    update = {
+        "precision": resolve_precision(t.precision),
+        "packing": t.packing if t.packing != "auto" else attention == "flash_attention_2",
+        "liger_kernel": use_liger(t),
+        "wandb": bool(wandb_env(t, os.environ)),
+    }
+    model = m.model_copy(update={"attn_implementation": attention})
+    return config.model_copy(update={"model": model, "training": t.model_copy(update=update)})
+
+
 def train(config: Config, callbacks: tuple = ()) -> TrainResult:
-    # Record the concrete precision: export re-quantizes the base exactly as this run loaded it.
-    precision = resolve_precision(config.training.precision)
-    config = config.model_copy(update={"training": config.training.model_copy(update={"precision": precision})})
+    config = resolved(config)
     t = config.training
     store = checkpoint_store(t)
     # The tiny debug model is built before joining the process group: once there is one, transformers writes
@@ -242,6 +265,11 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     with processes.local_main_process_first():
         resume = resolve_resume(t, store)
     metrics_log = t.logging_dir / METRICS_FILE
+    if resume and finished(resume, t):
+        print(f"train: {resume} is the end of this run; nothing to train (raise training.max_steps to go on)")
+        if processes.is_main_process:
+            store.finish(resume)  # a job restarted after its last save still mirrors it
+        return TrainResult(final_checkpoint=resume, metrics={})
     if resume:
         print(f"resuming from {resume}")
     if processes.is_local_main_process and resume:
@@ -249,10 +277,10 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     elif processes.is_local_main_process:
         metrics_log.unlink(missing_ok=True)
     trainer, data_report = build_trainer(config)
-    guard = PreemptionGuard(store, metrics_log)
-    for callback in (guard, *callbacks):
+    guard = PreemptionGuard(store, metrics_log, config)
+    timed = (TimedSaves(t.save_every_minutes),) if t.save_every_minutes else ()
+    for callback in (guard, *timed, *callbacks):
         trainer.add_callback(callback)
-    save_config(config, t.output_dir / RESOLVED_CONFIG)
     guard.install()
     try:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
