@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from trainer.checkpoints import (
 )
 from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
-from trainer.errors import Preempted, TrainerError, first_line
+from trainer.errors import Interrupted, Preempted, TrainerError, first_line
 from trainer.evaluation.metrics import load_symbols
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import DTYPES, base_model_path, load_base_model, load_tokenizer, lora_config, resolve_precision
@@ -67,6 +68,18 @@ def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | N
     if reason:
         raise TrainerError(f"training.resume: {path} is torn: {reason}")
     return path
+
+
+def _stop(received: signal.Signals | None, step: int, store: CheckpointStore, t: TrainingConfig) -> Preempted:
+    """What to raise after a stop on a signal: Ctrl-C is the user's (exit 130), anything else a preemption (75)."""
+    saved = f"checkpoint {t.output_dir / checkpoint_name(step)} saved"
+    if store.remote is not None:
+        uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
+        saved += " and uploaded" if uploaded else f" (upload not finished after {t.sigterm_upload_timeout_s:g} s)"
+    if received == signal.SIGINT:
+        return Interrupted(f"stopped by Ctrl-C at step {step}; {saved}; run the same command to resume")
+    why = received.name if received else "a signal to another process of the run"
+    return Preempted(f"stopped by {why} at step {step}; {saved}; restart to resume")
 
 
 def finished(checkpoint: Path, training: TrainingConfig) -> bool:
@@ -291,10 +304,8 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     finally:
         guard.uninstall()
     step = trainer.state.global_step
-    if guard.stop_requested:
-        uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
-        note = "and uploaded" if uploaded else f"(upload not finished after {t.sigterm_upload_timeout_s:g} s)"
-        raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved {note}; restart to resume")
+    if guard.stopped:
+        raise _stop(guard.received, step, store, t)
     # With a step save strategy transformers always saves at the last step too.
     final = t.output_dir / checkpoint_name(step)
     if not processes.is_main_process:
