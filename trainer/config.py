@@ -229,6 +229,9 @@ class TrainingConfig(StrictModel):
         "auto", description="Liger's Triton kernels (RMSNorm, SwiGLU, RoPE); auto: where liger-kernel and CUDA are"
     )
     torch_compile: bool = Field(False, description="torch.compile the model; pays only in long runs of few shapes")
+    allow_cpu: bool = Field(
+        False, description="Train a model other than the tiny one without a CUDA GPU (days for 7B); refused otherwise"
+    )
     optim: str = "adamw_torch"
     seed: int = 42
     wandb: bool | Literal["auto"] = Field("auto", description="true | false | auto: on when WANDB_API_KEY is set")
@@ -244,6 +247,15 @@ class EvaluationConfig(StrictModel):
         "transformers",
         description="What generates the answers: transformers (the trained function as is), vllm (faster; needs the "
         "vllm package and a CUDA GPU), auto (vllm where it can run)",
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0,
+        description="Both backends decode greedily with this penalty (1: none), whatever the model's "
+        "generation_config.json suggests",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights, KV cache)"
     )
     baseline: bool = Field(False, description="Also evaluate the base model on the same prompts and report deltas")
     symbols: Path | None = Field(None, description="API index for grounding; default: data.output_dir/symbols.jsonl")

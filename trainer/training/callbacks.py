@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from trainer.checkpoints import CheckpointStore, SaveFailed, checkpoint_name, seal_config
 from trainer.config import Config
-from trainer.evaluation.generation import build_prompts, generate, prediction_records
+from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records
 from trainer.evaluation.metrics import score
 from trainer.evaluation.report import GENERATION_HEADLINE, metric
 from trainer.failpoints import maybe_kill, maybe_terminate
@@ -35,10 +35,10 @@ class GenerationEval(TrainerCallback):
     """After each evaluation, answers a fixed subset of validation prompts and logs generation metrics (`eval_gen_*`
     in metrics.jsonl): the run then shows whether answers, tool calls and API names improve, not only the loss."""
 
-    def __init__(self, rows: list[dict], tokenizer, symbols, max_new_tokens: int, batch_size: int, log: Path):
+    def __init__(self, rows: list[dict], tokenizer, symbols, decoding: Decoding, batch_size: int, log: Path):
         """`symbols`: the SymbolIndex for API grounding, or None."""
         self.rows, self.tokenizer, self.symbols, self.log = rows, tokenizer, symbols, log
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.decoding, self.batch_size = decoding, batch_size
         self.prompts = None  # built at the first evaluation
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
@@ -47,7 +47,7 @@ class GenerationEval(TrainerCallback):
         self.prompts = self.prompts or build_prompts(self.tokenizer, self.rows)
         was_training = model.training
         model.eval()
-        answers = generate(model, self.tokenizer, self.prompts, self.max_new_tokens, self.batch_size)
+        answers = generate(model, self.tokenizer, self.prompts, self.decoding, self.batch_size)
         model.train(was_training)
         report = score(prediction_records(self.prompts, answers), self.symbols)
         values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in GENERATION_HEADLINE}

@@ -37,6 +37,7 @@ from trainer.checkpoints import (
 from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
 from trainer.errors import Interrupted, Preempted, TrainerError, first_line
+from trainer.evaluation.generation import Decoding
 from trainer.evaluation.metrics import load_symbols
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import DTYPES, base_model_path, load_base_model, load_tokenizer, lora_config, resolve_precision
@@ -195,6 +196,7 @@ class TrainResult:
 
 def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]:
     """Everything up to the first step: data, tokenizer, model, adapter, SFTTrainer."""
+    config = resolved(config)  # idempotent; refuses a forced kernel that cannot run before anything is loaded
     t = config.training
     splits = load_processed(config.data.output_dir)
     if len(splits["train"]) == 0:
@@ -228,7 +230,7 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         symbols = load_symbols(config.data.output_dir)  # read once, not at every evaluation
         ev = config.evaluation
         log = t.logging_dir / METRICS_FILE
-        trainer.add_callback(GenerationEval(rows, tokenizer, symbols, ev.max_new_tokens, ev.batch_size, log))
+        trainer.add_callback(GenerationEval(rows, tokenizer, symbols, Decoding.of(ev), ev.batch_size, log))
     # TRL stores QLoRA adapters in bf16, but resuming reloads them in fp32 (PEFT's default), so a resumed run would
     # continue from other weights than an uninterrupted one. fp32 master weights in both, computed in the run's
     # precision under autocast, keep resume exact (and are the sounder mixed-precision choice anyway).
@@ -258,7 +260,20 @@ def resolved(config: Config) -> Config:
     return config.model_copy(update={"model": model, "training": t.model_copy(update=update)})
 
 
+def refuse_cpu_training(config: Config, cuda: bool) -> None:
+    """A real model on a machine where torch sees no GPU is refused unless asked for: the usual cause is a driver
+    older than the CUDA build of torch needs, and going on would quietly train 7B in fp32 on the CPU for days."""
+    if cuda or config.model.tiny is not None or config.training.allow_cpu:
+        return
+    raise TrainerError(
+        f"model.name_or_path={config.model.name_or_path}: torch {torch.__version__} sees no CUDA GPU (built for CUDA "
+        f"{torch.version.cuda or 'none'}; a driver older than that build needs hides the GPU: see nvidia-smi). "
+        "Training on the CPU would take days; --set training.allow_cpu=true to do it anyway"
+    )
+
+
 def train(config: Config, callbacks: tuple = ()) -> TrainResult:
+    refuse_cpu_training(config, torch.cuda.is_available())
     config = resolved(config)
     t = config.training
     store = checkpoint_store(t)
