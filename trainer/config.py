@@ -58,6 +58,13 @@ class TinyModelSpec(StrictModel):
     # Wider than transformers' 0.02: after RMSNorm a frozen lm_head that small caps logits near ±1.3, so nothing
     # could be learned to low loss, unlike a real model whose output layer is large.
     initializer_range: float = Field(0.2, gt=0)
+    model_vocab_size: int | None = Field(
+        None,
+        gt=0,
+        description="Embedding and output rows, padded past the tokenizer (Qwen 2.5 7B: 152064); "
+        "default: the tokenizer's size",
+    )
+    dtype: DtypeName = Field("fp32", description="Weights are built and saved in this dtype (bf16 for a 7B shape)")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -25,7 +25,8 @@ from trainer.evaluation.metrics import load_symbols, score
 from trainer.evaluation.report import PREDICTIONS_FILE, deltas, write_report
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE
-from trainer.model import DTYPES, load_base_model, load_peft_model, load_tokenizer, resolve_precision
+from trainer.model import load_base_model, load_peft_model, load_tokenizer
+from trainer.precision import DTYPES, resolve_precision
 from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 
 

@@ -17,7 +17,8 @@ import torch
 from trainer.config import Config
 from trainer.errors import TrainerError
 from trainer.evaluation.generation import Decoding
-from trainer.model import base_model_path, resolve_precision, torch_dtype_name
+from trainer.model import base_model_path
+from trainer.precision import resolve_precision, torch_dtype_name
 from trainer.speedups import cannot_run
 
 

@@ -40,7 +40,8 @@ from trainer.errors import Interrupted, Preempted, TrainerError, first_line
 from trainer.evaluation.generation import Decoding
 from trainer.evaluation.metrics import load_symbols
 from trainer.metrics_log import METRICS_FILE
-from trainer.model import DTYPES, base_model_path, load_base_model, load_tokenizer, lora_config, resolve_precision
+from trainer.model import base_model_path, load_base_model, load_tokenizer, lora_config
+from trainer.precision import DTYPES, resolve_precision
 from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
 from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
@@ -327,6 +328,9 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
         return TrainResult(final_checkpoint=final, metrics=output.metrics)  # rank 0 saved, uploads and reports
     store.finish(final)
     run = {"resumed_from": str(resume) if resume else None, "global_step": step, **output.metrics, "data": data_report}
+    run["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    trainable, total = trainer.model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
+    run["base_parameters"], run["trainable_parameters"] = total - trainable, trainable
     t.logging_dir.mkdir(parents=True, exist_ok=True)
     (t.logging_dir / "train_run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     return TrainResult(final_checkpoint=final, metrics=output.metrics)
