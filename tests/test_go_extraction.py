@@ -235,14 +235,14 @@ needs_gin = pytest.mark.skipif(not GIN.is_dir(), reason="gin's Debian package is
 def test_gin_api_matches_go_doc(tmp_path):
     env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off", "GOFLAGS": ""}
     dump = subprocess.run(
-        ["go", "run", str(APIDUMP), str(GIN), "github.com/gin-gonic/gin"],
+        ["go", "run", str(APIDUMP), "-cgo", str(GIN), "github.com/gin-gonic/gin"],
         capture_output=True,
         text=True,
         check=True,
         env=env,
         cwd=tmp_path,
     )
-    truth = {tuple(line.split("\t")) for line in dump.stdout.splitlines()}
+    truth = {tuple(line.split("\t")) for line in dump.stdout.splitlines() if "\tpackage\t" not in line}
     index, _ = index_repo(GIN, GoSource(url=str(GIN)), "gin", GenerationSettings(), tmp_path / "cache")
     ours = {(s.package, s.kind, s.name) for s in index.symbols}
     assert index.files >= 80 and not [line for line in index.skipped if "syntax" in line]

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.errors import TrainerError, problems_error
+from trainer.synthesis.build_context import KNOWN_ARCH, KNOWN_OS, BuildContext
 
 DEFAULT_CONFIG = Path("configs/training/default.yaml")
 
@@ -134,6 +135,30 @@ class GenerationSettings(StrictModel):
     include_testdata: bool = False
     include_vendor: bool = False
     max_file_bytes: ByteSize = Field(ByteSize(1_000_000), description="Larger files are skipped and reported")
+    goos: str = Field("linux", description="Target GOOS: the API index holds what go build compiles for it")
+    goarch: str = Field("amd64", description="Target GOARCH")
+    build_tags: list[str] = Field([], description="Extra build tags, as `go build -tags`")
+    cgo: bool = Field(True, description='Files that import "C" count, as with CGO_ENABLED=1')
+    go_version: str = Field("1.22", pattern=r"^1\.\d{1,3}$", description="Release tags go1.1 … go1.N hold")
+
+    @field_validator("goos", "goarch")
+    @classmethod
+    def _known_platform(cls, value: str, info) -> str:
+        known = KNOWN_OS if info.field_name == "goos" else KNOWN_ARCH
+        if value not in known:
+            raise ValueError(f"unknown {info.field_name} {value!r}; expected one of {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("build_tags")
+    @classmethod
+    def _tag_names(cls, tags: list[str]) -> list[str]:
+        bad = [tag for tag in tags if not re.fullmatch(r"[\w.]+", tag)]
+        if bad:
+            raise ValueError(f"build tags are letters, digits, _ and . only: {bad}")
+        return tags
+
+    def build_context(self) -> BuildContext:
+        return BuildContext(self.goos, self.goarch, self.cgo, tuple(self.build_tags), self.go_version)
 
 
 class DataConfig(StrictModel):

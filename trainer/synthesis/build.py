@@ -96,6 +96,7 @@ def collect_sources(config: Config) -> SourceReport:
                 "examples": len(index.examples),
                 "doc_sections": len(index.sections),
                 "skipped_files": len(index.skipped),
+                "excluded_files": _counted(index.excluded),  # not compiled for data.generation's platform
             }
         )
     report.generated, capped = cap_package_share(

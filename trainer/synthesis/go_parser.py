@@ -8,6 +8,7 @@ contribute only their runnable `Example*` functions.
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -15,7 +16,8 @@ from functools import cache
 import tree_sitter
 import tree_sitter_go
 
-DIRECTIVE = re.compile(r"^(go:|line |extern |export |nolint)")  # `//go:build` and friends are not documentation
+# Comment lines go/doc drops as directives (go/ast's isDirective): `//go:build`, `//lint:ignore`, `//line …`, …
+DIRECTIVE = re.compile(r"^(line |extern |export |[a-z0-9]+:[a-z0-9]|nolint)")
 
 
 class GoSyntaxError(ValueError):
@@ -32,6 +34,8 @@ class Symbol:
     file: str
     line: int
     members: list[dict[str, str]] = field(default_factory=list)  # a type's exported fields or interface methods
+    package_name: str = ""  # the `package` clause's name, which need not be the import path's last part
+    build: str = ""  # the declaring file's build constraint (file name and //go:build) when it has one
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,6 +59,7 @@ class ParsedFile:
     package_doc: str
     symbols: list[Symbol]
     examples: list[GoExample]
+    imports_c: bool = False  # a cgo file: go build compiles it only with cgo on
 
 
 @cache
@@ -231,7 +236,8 @@ def _example(function: tree_sitter.Node, doc: str, package: str, path: str) -> G
 
 def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) -> ParsedFile:
     """Symbols (or, for `_test.go` files, Example functions) of one file. `package` is the import path."""
-    tree = parser().parse(source)
+    # Go drops carriage returns from comments and raw strings; without this every CRLF file's docs end in "\r".
+    tree = parser().parse(source.replace(b"\r\n", b"\n"))
     root = tree.root_node
     if root.has_error:
         raise GoSyntaxError(f"syntax error near line {_first_error(root).start_point.row + 1}")
@@ -239,9 +245,11 @@ def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) ->
     clause, clause_doc = next(((c, d) for c, d in children if c.type == "package_clause"), (None, ""))
     if clause is None:
         raise GoSyntaxError("no package clause")
-    package_name = _text(next((c for c in clause.named_children if c.type == "package_identifier"), None))
+    package_name = sys.intern(_text(next((c for c in clause.named_children if c.type == "package_identifier"), None)))
     result = ParsedFile(package_name, clause_doc, [], [])
     for node, doc in children:
+        if node.type == "import_declaration":
+            result.imports_c |= any(_text(spec) == '"C"' for spec in _import_paths(node))
         if test_file:
             if node.type == "function_declaration" and (example := _example(node, doc, package, path)) is not None:
                 result.examples.append(example)
@@ -263,7 +271,16 @@ def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) ->
                     result.symbols.append(_type_symbol(spec, spec_doc, package, path))
         elif node.type in ("const_declaration", "var_declaration"):
             result.symbols.extend(_value_symbols(node, node.type.split("_")[0], doc, package, path))
+    for symbol in result.symbols:
+        symbol.package_name = package_name
     return result
+
+
+def _import_paths(declaration: tree_sitter.Node) -> list[tree_sitter.Node]:
+    specs = [c for c in declaration.named_children if c.type == "import_spec"]
+    for group in (c for c in declaration.named_children if c.type == "import_spec_list"):
+        specs.extend(c for c in group.named_children if c.type == "import_spec")
+    return [path for spec in specs if (path := spec.child_by_field_name("path")) is not None]
 
 
 def _first_error(root: tree_sitter.Node) -> tree_sitter.Node:
