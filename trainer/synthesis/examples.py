@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from rich.progress import track
+
+from trainer.synthesis.files import open_regular, walk
 
 ROLES = ("system", "user", "assistant", "tool")
 RECORD_KEYS = {"messages", "tools", "id"}
@@ -193,9 +195,9 @@ def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
     is not UTF-8 (a leading BOM is allowed), not strict JSON, nested too deeply or longer than `max_line_bytes`;
     (`file`, None, problem) if the file cannot be read. Streams: memory is bounded by one line, not the file."""
     try:
-        handle = path.open("rb")
+        handle = open_regular(path)  # a FIFO would block, a device node would never end
     except OSError as exc:
-        yield str(path), None, f"cannot read: {exc}"
+        yield str(path), None, str(exc)
         return
     with handle:
         number = 0
@@ -215,9 +217,13 @@ def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
 
 
 def load_examples(directory: Path) -> LoadResult:
-    """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line."""
+    """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line; files and folders
+    that cannot be read are errors naming them."""
     result = LoadResult()
-    for path in track(sorted(directory.rglob("*.jsonl")), description="Reading examples", transient=True):
+    walked = walk(directory, lambda _relative, _name: None, lambda relative: relative.endswith(".jsonl"), False)
+    result.errors.extend(f"{directory}/{problem}" for problem in walked.problems)
+    found = [directory / relative for relative in sorted(walked.files, key=lambda r: PurePosixPath(r).parts)]
+    for path in track(found, description="Reading examples", transient=True):
         result.per_file[str(path)] = 0
         for where, record, problem in read_jsonl(path):
             if problem:

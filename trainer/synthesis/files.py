@@ -8,6 +8,7 @@ nested thousands of folders deep cannot overflow the stack; symlinked folders ar
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -66,13 +67,16 @@ class Walk:
 
 
 def walk(
-    root: Path, folder_reason: Callable[[str, str], str | None], wanted: Callable[[str], bool] = lambda _: True
+    root: Path,
+    folder_reason: Callable[[str, str], str | None],
+    wanted: Callable[[str], bool],
+    confined: bool = True,
 ) -> Walk:
     """Regular files under `root` (sorted, depth first) whose relative path is `wanted`.
 
     `folder_reason(relative, name)` says why a folder is passed over (None: walk it). Symlinked folders are not
-    followed; a symlinked file must resolve inside `root`. Unreadable folders, file names that are not UTF-8,
-    dangling or looping symlinks and special files are problems, named with their reason.
+    followed; with `confined`, a symlinked file must resolve inside `root`. Unreadable folders, file names that are
+    not UTF-8, dangling or looping symlinks and special files are problems, named with their reason.
     """
     result = Walk()
     real_root = os.path.realpath(root)
@@ -88,29 +92,16 @@ def walk(
         subfolders = []
         for entry in entries:
             relative = f"{relative_folder}/{entry.name}" if relative_folder else entry.name
-            try:
-                relative.encode("utf-8")
-            except UnicodeEncodeError:
-                result.problems.append(f"{shown(relative)}: name is not valid UTF-8")
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                reason = folder_reason(relative, entry.name)
-                if reason:
-                    result.problems.append(f"{relative}: {reason}")
-                else:
-                    subfolders.append(relative)
-                continue
-            if entry.is_symlink() and entry.is_dir():
-                result.problems.append(f"{relative}: symlinked folder not followed")
-                continue
-            if not wanted(relative):
-                continue
-            if entry.is_symlink() and not _inside(os.path.realpath(entry.path), real_root):
-                result.problems.append(f"{relative}: symlink pointing outside the repository")
-                continue
-            problem = _problem(entry)
+            is_folder = entry.is_dir(follow_symlinks=False)
+            if not is_folder and not wanted(relative) and not _linked_folder(entry):
+                continue  # a symlinked folder is named whatever its name, as it may hold wanted files
+            problem = _name_problem(relative) or (
+                folder_reason(relative, entry.name) if is_folder else _file_problem(entry, real_root, confined)
+            )
             if problem:
-                result.problems.append(f"{relative}: {problem}")
+                result.problems.append(f"{shown(relative)}: {problem}")
+            elif is_folder:
+                subfolders.append(relative)
             else:
                 result.files.append(relative)
         pending.extend(reversed(subfolders))
@@ -121,10 +112,30 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _problem(entry: os.DirEntry) -> str | None:
+def _name_problem(relative: str) -> str | None:
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    return None
+
+
+def _linked_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink() and entry.is_dir()
+    except OSError:  # a symlink loop
+        return False
+
+
+def _file_problem(entry: os.DirEntry, real_root: str, confined: bool) -> str | None:
     try:
         mode = entry.stat().st_mode  # follows a symlink: a loop or a dangling one fails here
     except OSError as exc:
-        what = "dangling symlink" if entry.is_symlink() and exc.errno == 2 else "cannot read"
+        what = "dangling symlink" if entry.is_symlink() and exc.errno == errno.ENOENT else "cannot read"
         return f"{what}: {exc.strerror}"
+    if entry.is_symlink():
+        if stat.S_ISDIR(mode):
+            return "symlinked folder not followed"
+        if confined and not _inside(os.path.realpath(entry.path), real_root):
+            return "symlink pointing outside the repository"
     return _not_regular(mode)
