@@ -27,7 +27,7 @@ DEFAULT_CONFIG = Path("configs/training/default.yaml")
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `.inf` and `.nan` in YAML are mistakes
 
 
 class TinyModelSpec(StrictModel):
@@ -168,6 +168,9 @@ class DataConfig(StrictModel):
     examples_dir: Path = Path("data/raw/examples")
     output_dir: Path = Path("data/processed")
     on_error: Literal["fail", "skip"] = Field("fail", description="fail: any bad record stops the run")
+    escape_control_tokens: bool = Field(
+        False, description="Escape chat control tokens (<|im_end|>, …) in examples and Go docs as text, not refuse them"
+    )
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_salt: str = Field("trainer-split-v1", description="Changing it reshuffles every split")

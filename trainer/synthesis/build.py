@@ -23,6 +23,7 @@ from datasets import Dataset, DatasetDict, Features, Value
 
 from trainer.config import Config, save_config
 from trainer.errors import TrainerError, problems_error
+from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
 from trainer.synthesis.go_repo import index_repo
@@ -66,6 +67,7 @@ class SourceReport:
     entries: list[dict[str, Any]] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
     capped: dict[str, int] = field(default_factory=lambda: {"per_symbol": 0, "package_share": 0})
+    control_tokens: list[str] = field(default_factory=list)  # generated conversations refused or escaped, and why
 
 
 def collect_sources(config: Config) -> SourceReport:
@@ -76,7 +78,7 @@ def collect_sources(config: Config) -> SourceReport:
         origin = {"source": local.name, "commit": local.commit}
         report.symbols.extend(origin | symbol.to_json() for symbol in index.symbols)
         items, capped = cap_per_key(
-            generate(index, local.name, local.commit, data.generation),
+            screen_generated(generate(index, local.name, local.commit, data.generation), data, report.control_tokens),
             data.generation.max_per_symbol,
             data.generation.seed,
         )
@@ -177,7 +179,7 @@ def synthesize(config: Config) -> SynthesisResult:
     if data.validation_fraction + data.test_fraction >= 1:
         raise TrainerError("data.validation_fraction + data.test_fraction must leave room for a train split")
     if data.examples_dir.is_dir():
-        loaded = load_examples(data.examples_dir)
+        loaded = load_examples(data.examples_dir, data.escape_control_tokens)
     elif data.sources:
         loaded = LoadResult()  # generated conversations only
     else:
@@ -224,6 +226,7 @@ def synthesize(config: Config) -> SynthesisResult:
         "skipped_files": _counted(sources.skipped_files),
         **{kind: _counted(records) for kind, records in built.dropped.items()},
         "normalised": _counted(loaded.normalised),
+        "control_tokens": _counted(sources.control_tokens),
         "content_hash": content.hexdigest(),
     }
     data.output_dir.mkdir(parents=True, exist_ok=True)

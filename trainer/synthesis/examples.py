@@ -7,6 +7,8 @@ pipeline uses: `{"messages": [...], "tools": [...] | None}` with tool calls as `
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -14,12 +16,14 @@ from typing import Any, BinaryIO
 
 from rich.progress import track
 
+from trainer.synthesis.control_tokens import ControlTokenError, screen
 from trainer.synthesis.files import open_regular, walk
 
 ROLES = ("system", "user", "assistant", "tool")
 RECORD_KEYS = {"messages", "tools", "id"}
 MESSAGE_KEYS = {"role", "content", "tool_calls", "name", "tool_call_id"}
 TOOL_CALL_KEYS = {"name", "arguments"}
+TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class InvalidRecord(ValueError):
@@ -51,11 +55,18 @@ def _object(value: Any, allowed: set[str], prefix: str, what: str) -> dict[str, 
     return value
 
 
+def _check_tool_name(name: Any, where: str) -> None:
+    """Tool names are written unescaped into the `<tool_call>` JSON the model learns to emit: identifiers only."""
+    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+        raise InvalidRecord(f"{where}: tool name {name!r} is not an identifier (letters, digits, _; at most 64)")
+
+
 def _tool_call(call: Any, where: str, notes: list[str]) -> dict[str, Any]:
     call = _object(call, TOOL_CALL_KEYS, f"{where}: ", "a tool call")
     name = call.get("name")
     if not isinstance(name, str) or not name.strip():
         raise InvalidRecord(f"{where}: tool call needs a non-empty string 'name'")
+    _check_tool_name(name, where)
     arguments = call.get("arguments", {})
     if isinstance(arguments, str):
         try:
@@ -127,7 +138,9 @@ def _check_order(messages: list[dict[str, Any]]) -> None:
         raise InvalidRecord("the conversation must end with an assistant turn")
 
 
-def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[dict[str, Any]], Any]:
+def normalise_record(
+    record: Any, notes: list[str] | None = None, escape_control_tokens: bool = False
+) -> tuple[list[dict[str, Any]], Any]:
     """Validate one decoded JSON record; return (messages, tools) or raise InvalidRecord."""
     notes = notes if notes is not None else []
     record = _object(record, RECORD_KEYS, "", "a record")
@@ -139,7 +152,16 @@ def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[
     tools = record.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         raise InvalidRecord("'tools' must be a list of objects (function definitions)")
-    return normalised, tools or None
+    for index, tool in enumerate(tools or []):
+        function = tool.get("function", tool)
+        if isinstance(function, dict) and "name" in function:
+            _check_tool_name(function["name"], f"tools[{index}]")
+    try:
+        normalised, tools, note = screen(normalised, tools or None, escape_control_tokens)
+    except ControlTokenError as exc:
+        raise InvalidRecord(str(exc)) from None
+    notes.extend([note] if note else [])
+    return normalised, tools
 
 
 MAX_LINE_BYTES = 16 * 2**20  # one conversation per line; a longer line is reported and skipped, never held whole
@@ -159,9 +181,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Python reads Infinity, and json.dumps would write that non-JSON back
+        raise ValueError(f"{text[:40]} is out of a JSON number's range (it would become Infinity)")
+    return value
+
+
 def strict_loads(text: str) -> Any:
     """`text`'s value; ValueError (or RecursionError) with the reason when it is not strict, lossless JSON."""
-    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite)
     try:  # "\ud800" escapes decode to lone surrogates, which no later stage can write as UTF-8
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -216,7 +245,7 @@ def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
                 yield where, None, _problem(exc)
 
 
-def load_examples(directory: Path) -> LoadResult:
+def load_examples(directory: Path, escape_control_tokens: bool = False) -> LoadResult:
     """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line; files and folders
     that cannot be read are errors naming them."""
     result = LoadResult()
@@ -231,7 +260,7 @@ def load_examples(directory: Path) -> LoadResult:
                 continue
             notes: list[str] = []
             try:
-                messages, tools = normalise_record(record, notes)
+                messages, tools = normalise_record(record, notes, escape_control_tokens)
             except InvalidRecord as exc:
                 result.errors.append(f"{where}: {exc}")
                 continue
