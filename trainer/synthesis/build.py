@@ -72,8 +72,16 @@ class SourceReport:
 
 def collect_sources(config: Config) -> SourceReport:
     data, report = config.data, SourceReport()
+    seen: dict[Path, str] = {}  # the same folder given twice would index and teach everything twice
     for source in data.sources:
         local = fetch_source(source, data.cache_dir)
+        folder = local.root.resolve()
+        if folder in seen:
+            report.skipped_files.append(
+                f"{local.name}: {local.url} is the same source as {seen[folder]}; not read twice"
+            )
+            continue
+        seen[folder] = local.name
         index, index_cached = index_repo(local.root, source, local.name, data.generation, data.cache_dir)
         origin = {"source": local.name, "commit": local.commit}
         report.symbols.extend(origin | symbol.to_json() for symbol in index.symbols)

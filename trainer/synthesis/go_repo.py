@@ -35,7 +35,9 @@ INDEX_VERSION = hashlib.sha256(
     )
 ).hexdigest()
 # go.mod's module directive: `module x`, `module "x"`, module `x`, or the block form `module (\n x \n)`.
-MODULE_DIRECTIVE = re.compile(r'^\s*module\s*(\(\s*)?(?:"([^"\n]+)"|`([^`\n]+)`|([^\s()"`]+))', re.MULTILINE)
+MODULE_DIRECTIVE = re.compile(
+    r'^\s*module(?:\s+|(?=[("`]))(\(\s*)?(?:"([^"\n]+)"|`([^`\n]+)`|([^\s()"`]+))', re.MULTILINE
+)
 COMMENT = re.compile(r"//.*$", re.MULTILINE)
 MAX_GO_MOD_BYTES = 1_000_000
 
