@@ -139,8 +139,10 @@ def test_examples_come_from_test_files_with_their_output_and_target():
 
 
 def test_a_file_that_does_not_parse_names_the_line():
-    with pytest.raises(GoSyntaxError, match="near line 3"):
-        parse_go_file(b"package x\n\nfunc Broken( {\n", "x.go", "x", test_file=False)
+    parsed = parse_go_file(b"package x\n\nfunc Broken( {\n", "x.go", "x", test_file=False)
+    assert (parsed.symbols, parsed.unreadable) == ([], [3])
+    with pytest.raises(GoSyntaxError, match="near line 1"):
+        parse_go_file(b"packag x\n\nfunc F() {}\n", "x.go", "x", test_file=False)
 
 
 @pytest.mark.parametrize(
@@ -193,13 +195,13 @@ def test_repo_walk_reports_every_skipped_file_and_applies_the_folder_policy(repo
     assert "Exported" not in {s.name for s in index.symbols}  # package main is a command, not an API
     assert index.packages["example.com/shop/sub"] == {"name": "sub", "doc": "Package sub helps."}  # doc.go wins
     skipped = dict(line.split(": ", 1) for line in index.skipped)
+    assert skipped.pop("broken.go").endswith("1 declaration(s) at line(s) 3 not indexed, the rest kept")
     assert skipped == {
         "internal": "internal/ excluded (data.generation.include_internal)",
         "testdata": "testdata/ excluded (data.generation.include_testdata)",
         "vendor": "vendor/ excluded (data.generation.include_vendor)",
         "link.go": "symlink pointing outside the repository",
         "blob.go": "binary file",
-        "broken.go": "syntax error near line 3",
         "huge.go": f"{(repo / 'huge.go').stat().st_size} bytes, over data.generation.max_file_bytes (100000)",
         "latin1.go": "not valid UTF-8 (byte 19)",
     }

@@ -60,6 +60,7 @@ class ParsedFile:
     symbols: list[Symbol]
     examples: list[GoExample]
     imports_c: bool = False  # a cgo file: go build compiles it only with cgo on
+    unreadable: list[int] = field(default_factory=list)  # first error line of each top-level node left out
 
 
 @cache
@@ -238,15 +239,12 @@ def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) ->
     """Symbols (or, for `_test.go` files, Example functions) of one file. `package` is the import path."""
     # Go drops carriage returns from comments and raw strings; without this every CRLF file's docs end in "\r".
     tree = parser().parse(source.replace(b"\r\n", b"\n"))
-    root = tree.root_node
-    if root.has_error:
-        raise GoSyntaxError(f"syntax error near line {_first_error(root).start_point.row + 1}")
-    children = documented(root)
+    children, unreadable = _readable(documented(tree.root_node))
     clause, clause_doc = next(((c, d) for c, d in children if c.type == "package_clause"), (None, ""))
     if clause is None:
-        raise GoSyntaxError("no package clause")
+        raise GoSyntaxError(f"syntax error near line {unreadable[0]}" if unreadable else "no package clause")
     package_name = sys.intern(_text(next((c for c in clause.named_children if c.type == "package_identifier"), None)))
-    result = ParsedFile(package_name, clause_doc, [], [])
+    result = ParsedFile(package_name, clause_doc, [], [], unreadable=unreadable)
     for node, doc in children:
         if node.type == "import_declaration":
             result.imports_c |= any(_text(spec) == '"C"' for spec in _import_paths(node))
@@ -283,7 +281,23 @@ def _import_paths(declaration: tree_sitter.Node) -> list[tree_sitter.Node]:
     return [path for spec in specs if (path := spec.child_by_field_name("path")) is not None]
 
 
-def _first_error(root: tree_sitter.Node) -> tree_sitter.Node:
+def _readable(children: list[tuple[tree_sitter.Node, str]]) -> tuple[list[tuple[tree_sitter.Node, str]], list[int]]:
+    """The top-level nodes tree-sitter read whole, and the line of the first error in each one it did not.
+
+    A syntax error costs only the declaration it is in, not the file. A node flagged with an error that holds no
+    ERROR or missing node is whole (tree-sitter flags `const ( A = iota; B; C )` on one line, yet reads it right).
+    """
+    kept, unreadable = [], []
+    for node, doc in children:
+        error = _first_error(node) if node.has_error else None
+        if error is None:
+            kept.append((node, doc))
+        else:
+            unreadable.append(error.start_point.row + 1)
+    return kept, unreadable
+
+
+def _first_error(root: tree_sitter.Node) -> tree_sitter.Node | None:
     """The first ERROR or missing node, depth first without recursion (hostile nesting cannot overflow the stack)."""
     stack = [root]
     while stack:
@@ -291,4 +305,4 @@ def _first_error(root: tree_sitter.Node) -> tree_sitter.Node:
         if node.type == "ERROR" or node.is_missing:
             return node
         stack.extend(reversed(node.children))
-    return root
+    return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -190,6 +192,32 @@ def _read_text(path: Path, limit: int) -> tuple[bytes | None, str | None]:
     return data, None
 
 
+@cache
+def _gofmt() -> str | None:
+    return shutil.which("gofmt")
+
+
+def _syntax_problems(source: bytes, unreadable: list[int]) -> list[str]:
+    """What a file's unreadable declarations cost, in the Go toolchain's words where it is installed: its parser
+    names the true line of a real error, and says when the file is valid Go that tree-sitter could not read."""
+    if not unreadable:
+        return []
+    lost = f"{len(unreadable)} declaration(s) at line(s) {', '.join(map(str, unreadable))} not indexed, the rest kept"
+    verdict = None
+    if _gofmt():
+        try:
+            checked = subprocess.run([_gofmt(), "-e"], input=source, capture_output=True, timeout=60)
+            verdict = checked.stderr.decode("utf-8", "replace").strip() if checked.returncode else ""
+        except (OSError, subprocess.TimeoutExpired):
+            verdict = None
+    if verdict is None:
+        return [f"syntax error near line {unreadable[0]}; {lost}"]
+    if verdict == "":
+        return [f"valid Go that tree-sitter cannot read; {lost}"]
+    where, _, message = verdict.splitlines()[0].removeprefix("<standard input>:").partition(": ")
+    return [f"syntax error at line {where} (go/parser: {message}); {lost}"]
+
+
 def build_index(root: Path, found: Candidates, import_path: str, settings: GenerationSettings) -> RepoIndex:
     index = RepoIndex(import_path, skipped=list(found.skipped), excluded=list(found.excluded))
     context = settings.build_context()
@@ -222,6 +250,7 @@ def build_index(root: Path, found: Candidates, import_path: str, settings: Gener
         except GoSyntaxError as exc:
             index.skipped.append(f"{relative}: {exc}")
             continue
+        index.skipped.extend(f"{relative}: {problem}" for problem in _syntax_problems(data, parsed.unreadable))
         if parsed.imports_c and not context.cgo:
             index.excluded.append(f'{relative}: imports "C" and data.generation.cgo is off')
             continue
