@@ -45,6 +45,7 @@ def go_view(toolchain, root: Path, module: str, settings: GenerationSettings) ->
     flags = ["-goos", settings.goos, "-goarch", settings.goarch, "-tags", ",".join(settings.build_tags)]
     flags += ["-cgo"] if settings.cgo else []
     flags += ["-internal"] if settings.include_internal else []
+    flags += ["-promoted"]  # methods promoted from unexported embedded types, which go/doc shows and we index
     dump = subprocess.run([binary, *flags, str(root), module], capture_output=True, text=True, check=True, env=env)
     rows = {tuple(line.split("\t")) for line in dump.stdout.splitlines()}
     return {row for row in rows if row[1] != "package"}, {row[0]: row[2] for row in rows if row[1] == "package"}
@@ -162,7 +163,7 @@ STDLIB = Path("/usr/lib/go/src")
 
 def real_packages() -> list[tuple[Path, str]]:
     found = [(GOCODE / "golang.org/x/sys", "golang.org/x/sys"), (GOCODE / "golang.org/x/exp", "golang.org/x/exp")]
-    return found + [(STDLIB.resolve() / name, name) for name in ("os", "syscall", "net", "crypto")]
+    return found + [(STDLIB.resolve() / name, name) for name in ("os", "syscall", "net", "crypto", "go", "encoding")]
 
 
 @needs_go
@@ -181,3 +182,70 @@ def test_real_packages_match_the_go_toolchain(toolchain, tmp_path, settings):
             assert recall >= 0.99 and precision >= 0.99, (module, kind, recall, precision, sorted(expected ^ got)[:5])
             totals[kind] += len(expected)
     assert totals["const"] > 2000 and totals["method"] > 300 and totals["func"] > 500  # over a real API
+
+
+PROMOTING = """package promo
+
+type conn struct{ *buffer }
+
+// Close closes the connection.
+func (c *conn) Close() error { return nil }
+
+// Name names it.
+func (c conn) Name() string { return "" }
+
+// Reset is declared twice at the same depth below Client: neither is shown.
+func (c *conn) Reset() {}
+
+type buffer struct{}
+
+// Flush is two levels down: go/doc does not follow unexported types' own embeddings.
+func (b *buffer) Flush() {}
+
+type state struct{}
+
+func (s state) Reset() {}
+
+// Dial is shadowed by Client's own Dial.
+func (s state) Dial() {}
+
+func (s state) hidden() {}
+
+// Exported is an exported embedded type: its methods are shown on it.
+type Exported struct{}
+
+// Ping pings.
+func (Exported) Ping() {}
+
+// Client talks to a server.
+type Client struct {
+	conn
+	*state
+	Exported
+}
+
+// Dial dials.
+func (c *Client) Dial() {}
+
+// Pool embeds a connection by pointer.
+type Pool struct{ *conn }
+"""
+
+
+@needs_go
+def test_promoted_methods_are_indexed_as_go_doc_shows_them(toolchain, tmp_path):
+    root = tmp_path / "promo"
+    root.mkdir()
+    (root / "promo.go").write_text(PROMOTING)
+    settings = GenerationSettings(go_version=toolchain[1])
+    truth, _ = go_view(toolchain, root, "example.com/promo", settings)
+    index, ours, _ = our_view(root, "example.com/promo", settings, tmp_path / "cache")
+    assert ours == truth
+    methods = {s.name: s for s in index.symbols if s.kind == "method"}
+    assert sorted(methods) == [
+        *("Client.Close", "Client.Dial", "Client.Name", "Exported.Ping"),
+        *("Pool.Close", "Pool.Name", "Pool.Reset"),  # Pool embeds only conn: its Reset conflicts with nothing
+    ]
+    assert methods["Client.Close"].signature == "func (c *Client) Close() error"  # receiver as go/doc rewrites it
+    assert methods["Pool.Close"].signature == "func (c Pool) Close() error"  # embedded by pointer: no star
+    assert (methods["Client.Name"].doc, methods["Client.Name"].line) == ("Name names it.", 9)

@@ -61,6 +61,10 @@ class ParsedFile:
     examples: list[GoExample]
     imports_c: bool = False  # a cgo file: go build compiles it only with cgo on
     unreadable: list[int] = field(default_factory=list)  # first error line of each top-level node left out
+    # What go/doc needs to show methods promoted from unexported embedded types: exported methods of unexported
+    # types, and the types of this package each exported struct embeds (name, embedded as a pointer).
+    hidden_methods: list[Symbol] = field(default_factory=list)
+    embeds: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
 
 
 @cache
@@ -169,6 +173,24 @@ def _members(type_node: tree_sitter.Node) -> tuple[list[dict[str, str]], list[st
     return members, lines
 
 
+def _local_embeds(type_node: tree_sitter.Node | None) -> list[tuple[str, bool]]:
+    """A struct's embedded fields whose type is declared in the same package: (type name, embedded as a pointer)."""
+    if type_node is None or type_node.type != "struct_type":
+        return []
+    field_list = next((c for c in type_node.named_children if c.type == "field_declaration_list"), None)
+    found = []
+    for item in field_list.named_children if field_list else []:
+        if item.type != "field_declaration" or item.child_by_field_name("name") is not None:
+            continue
+        node = item.child_by_field_name("type")
+        pointer = any(child.type == "*" for child in item.children)  # tree-sitter keeps `*T`'s star outside the type
+        while node is not None and node.type in ("pointer_type", "generic_type"):
+            node = node.child_by_field_name("type") or (node.named_children[0] if node.named_children else None)
+        if node is not None and node.type == "type_identifier":
+            found.append((_text(node), pointer))
+    return found
+
+
 def _type_symbol(spec: tree_sitter.Node, doc: str, package: str, path: str) -> Symbol:
     name = _text(spec.child_by_field_name("name"))
     params = _text(spec.child_by_field_name("type_parameters"))
@@ -259,14 +281,15 @@ def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) ->
                 result.symbols.append(Symbol(package, name, "func", _signature(node), doc, path, line))
         elif node.type == "method_declaration":
             name, receiver = _text(node.child_by_field_name("name")), _receiver_type(node)
-            if exported(name) and exported(receiver):
-                result.symbols.append(
-                    Symbol(package, f"{receiver}.{name}", "method", _signature(node), doc, path, line)
-                )
+            if exported(name):
+                method = Symbol(package, f"{receiver}.{name}", "method", _signature(node), doc, path, line)
+                (result.symbols if exported(receiver) else result.hidden_methods).append(method)
         elif node.type == "type_declaration":
             for spec, spec_doc in _specs(node, doc, ("type_spec", "type_alias")):
-                if exported(_text(spec.child_by_field_name("name"))):
+                if exported(type_name := _text(spec.child_by_field_name("name"))):
                     result.symbols.append(_type_symbol(spec, spec_doc, package, path))
+                    if embeds := _local_embeds(spec.child_by_field_name("type")):
+                        result.embeds[type_name] = embeds
         elif node.type in ("const_declaration", "var_declaration"):
             result.symbols.extend(_value_symbols(node, node.type.split("_")[0], doc, package, path))
     for symbol in result.symbols:

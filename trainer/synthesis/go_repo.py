@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 
 from trainer.config import GenerationSettings, GoSource
-from trainer.synthesis import build_context, files, go_parser, markdown
+from trainer.synthesis import build_context, files, go_parser, markdown, promoted
 from trainer.synthesis.build_context import (
     BuildConstraintError,
     excluded_by_header,
@@ -26,14 +26,15 @@ from trainer.synthesis.build_context import (
     file_constraint,
 )
 from trainer.synthesis.files import FileProblem, read_regular, walk
-from trainer.synthesis.go_parser import GoExample, GoSyntaxError, Symbol, parse_go_file
+from trainer.synthesis.go_parser import GoExample, GoSyntaxError, Symbol, exported, parse_go_file
 from trainer.synthesis.markdown import DocSection, split_sections
+from trainer.synthesis.promoted import promoted_methods
 
 # Part of every cache key: a change to the extraction code rebuilds cached indexes by itself.
 INDEX_VERSION = hashlib.sha256(
     b"".join(
         Path(module.__file__).read_bytes()
-        for module in (build_context, files, go_parser, markdown, sys.modules[__name__])
+        for module in (build_context, files, go_parser, markdown, promoted, sys.modules[__name__])
     )
 ).hexdigest()
 # go.mod's module directive: `module x`, `module "x"`, module `x`, or the block form `module (\n x \n)`.
@@ -224,6 +225,8 @@ def build_index(root: Path, found: Candidates, import_path: str, settings: Gener
     docs: dict[str, list[tuple[bool, str, str]]] = {}  # import path → (not doc.go, file, doc) per file
     names: dict[str, str] = {}
     declared: set[tuple[str, str]] = set()
+    methods: dict[str, dict[str, dict[str, Symbol]]] = {}  # package → type → method name → method
+    embeds: dict[str, dict[str, list[tuple[str, bool]]]] = {}  # package → exported struct → embedded local types
     for relative in found.files:
         data, problem = _read_text(root / relative, int(settings.max_file_bytes))
         if data is None:
@@ -257,17 +260,29 @@ def build_index(root: Path, found: Candidates, import_path: str, settings: Gener
         if parsed.package_name in ("main", "documentation"):
             continue  # a command, not an API; `package documentation` is ignored by go build
         constraint = file_constraint(PurePosixPath(relative).name, data)
-        for symbol in parsed.symbols:  # go build refuses a name declared twice for one platform: the first stays
+        for symbol in parsed.symbols + parsed.hidden_methods:  # go build refuses a name declared twice: first stays
             if (symbol.package, symbol.name) not in declared:
                 declared.add((symbol.package, symbol.name))
                 symbol.build = constraint
-                index.symbols.append(symbol)
+                if symbol.kind == "method":
+                    receiver, method = symbol.name.split(".")
+                    methods.setdefault(package, {}).setdefault(receiver, {})[method] = symbol
+                if exported(symbol.name):
+                    index.symbols.append(symbol)
+        for type_name, embedded in parsed.embeds.items():
+            embeds.setdefault(package, {}).setdefault(type_name, embedded)
         index.examples.extend(parsed.examples)
         if not is_test:
             names.setdefault(package, parsed.package_name)
             docs.setdefault(package, []).append(
                 (not relative.endswith("/doc.go") and relative != "doc.go", relative, parsed.package_doc)
             )
+    for package, package_embeds in embeds.items():
+        index.symbols.extend(
+            symbol
+            for symbol in promoted_methods(package_embeds, methods.get(package, {}))
+            if (package, symbol.name) not in declared
+        )
     # go/doc's choice: doc.go's package comment when there is one, else the first file's that has one.
     for package, name in names.items():
         written = sorted(entry for entry in docs[package] if entry[2])
