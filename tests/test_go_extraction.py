@@ -13,6 +13,9 @@ from trainer.config import GenerationSettings, GoSource
 from trainer.synthesis.go_parser import GoSyntaxError, parse_go_file
 from trainer.synthesis.go_repo import index_repo, matches
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from synthesis_memory import REPORT_PEAK_RSS
+
 GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
 APIDUMP = Path(__file__).parent / "go" / "apidump.go"
 
@@ -237,7 +240,7 @@ needs_gin = pytest.mark.skipif(not GIN.is_dir(), reason="gin's Debian package is
 def test_gin_api_matches_go_doc(tmp_path):
     env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off", "GOFLAGS": ""}
     dump = subprocess.run(
-        ["go", "run", str(APIDUMP), "-cgo", str(GIN), "github.com/gin-gonic/gin"],
+        ["go", "run", str(APIDUMP), "-cgo", "-promoted", str(GIN), "github.com/gin-gonic/gin"],
         capture_output=True,
         text=True,
         check=True,
@@ -261,14 +264,6 @@ def test_gin_api_matches_go_doc(tmp_path):
 
 GOCODE = Path("/usr/share/gocode/src")
 PEAK_RSS_LIMIT = 640 * 2**20
-# The CLI, then its own peak from /proc: VmHWM belongs to the process image after exec, whereas ru_maxrss (wait4,
-# getrusage) starts from the forking parent's peak, here the whole test session's.
-REPORT_PEAK_RSS = """import sys
-from trainer.cli import main
-code = main(sys.argv[1:])
-print("peak_rss_kib=" + next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
-sys.exit(code)
-"""
 
 
 @pytest.mark.skipif(not GIN.is_dir(), reason="gin's Debian package is missing: run `make go-sources`")

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, Features, Value
+import pyarrow as pa
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value
+from datasets.table import InMemoryTable
 
 from trainer.config import Config, save_config
 from trainer.errors import TrainerError, problems_error
@@ -116,8 +118,9 @@ def collect_sources(config: Config) -> SourceReport:
     return report
 
 
-def _normalised(text: str) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
+def _digest(text: str) -> str:
+    """Equal for texts equal up to case, spacing and punctuation."""
+    return hashlib.sha256(" ".join(re.sub(r"[\W_]+", " ", text.lower()).split()).encode()).hexdigest()
 
 
 @dataclass
@@ -139,8 +142,9 @@ class _Rows:
         generated: bool,
     ) -> None:
         identifier = example_id(messages, tools)
-        near = "near:" + _normalised(json.dumps([m.get("content") or m.get("tool_calls") for m in messages]))
-        question = _normalised(" ".join(m["content"] for m in messages if m["role"] == "user"))
+        # Digests, not the normalised texts: the sets hold one per row, and whole conversations would double them.
+        near = "near:" + _digest(json.dumps([m.get("content") or m.get("tool_calls") for m in messages]))
+        question = _digest(" ".join(m["content"] for m in messages if m["role"] == "user"))
         if identifier in self.seen:
             self.dropped["duplicates"].append(f"{source}: duplicate of {self.seen[identifier]}")
             return
@@ -170,12 +174,22 @@ def _rows(examples: list[Example], generated: list[Generated]) -> _Rows:
     for example in examples:
         file, _, line = example.source.rpartition(":")
         result.add(example.messages, example.tools, example.source, {"file": file, "line": int(line)}, False)
-    for item in generated:
+    generated.reverse()  # consumed from the end, in order: each conversation is freed once its row is built
+    while generated:
+        item = generated.pop()
         where = item.provenance
         commit = f"@{where['commit'][:12]}" if where["commit"] else ""
         source = f"{where['source']}{commit}:{where['file']}:{where['line']} ({where['template']})"
         result.add(item.messages, item.tools, source, where, True)
     return result
+
+
+def _in_memory(rows: list[dict[str, str]], split: str) -> Dataset:
+    """The split as an in-memory Dataset fingerprinted by its rows' content hashes. Left to itself, datasets
+    fingerprints an in-memory table by serializing all of it: a second copy of the split at the run's peak."""
+    ids = hashlib.sha256("".join(sorted(f"{row['id']}\n" for row in rows)).encode()).hexdigest()
+    table = pa.table({column: pa.array([row[column] for row in rows], type=pa.string()) for column in COLUMNS})
+    return Dataset(InMemoryTable(table), info=DatasetInfo(features=FEATURES), fingerprint=f"{split}-{ids[:32]}")
 
 
 def _counted(records: list[str]) -> dict[str, Any]:
@@ -201,12 +215,7 @@ def synthesize(config: Config) -> SynthesisResult:
     by_split: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
     for row in built.rows:
         by_split[assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)].append(row)
-    dataset = DatasetDict(
-        {
-            name: Dataset.from_dict({c: [row[c] for row in split] for c in COLUMNS}, features=FEATURES)
-            for name, split in by_split.items()
-        }
-    )
+    dataset = DatasetDict({name: _in_memory(split, name) for name, split in by_split.items()})
     content = hashlib.sha256()
     for name in SPLITS:
         for row in sorted(by_split[name], key=lambda r: r["id"]):

@@ -75,6 +75,7 @@ class _Writer:
         self.index, self.source, self.commit, self.seed = index, source, commit, settings.seed
         self.out: list[Generated] = []
         self.names = Counter(entry["name"] for entry in index.packages.values())
+        self.system = SYSTEM.format(framework=source)  # one string shared by every conversation
 
     def short(self, package: str) -> str:
         """How questions and answers name the package: its name, or its import path where two packages share the
@@ -94,7 +95,7 @@ class _Writer:
     ) -> None:
         rng = random.Random(f"{self.seed}:{template}:{key}")
         question = rng.choice(PHRASINGS[template]).format(**fields)
-        system = {"role": "system", "content": SYSTEM.format(framework=self.source)}
+        system = {"role": "system", "content": self.system}
         messages = [
             system,
             {"role": "user", "content": question},
