@@ -136,6 +136,7 @@ class Candidates:
 
 
 def candidate_files(root: Path, source: GoSource, settings: GenerationSettings) -> Candidates:
+    """The files to read, what was passed over and why, and the nested modules met on the way."""
     context = settings.build_context()
     modules: dict[str, str] = {}
 
