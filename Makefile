@@ -14,7 +14,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Real Go source for the demo and the tests (under /usr/share/gocode/src), and the Go toolchain whose go/doc is the
 # tests' ground truth. Installed with apt when missing and allowed (root, or sudo without a password).
 GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev golang-golang-x-sys-dev \
-	golang-golang-x-exp-dev
+	golang-golang-x-exp-dev golang-github-mattn-go-sqlite3-dev
 
 .PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test bench lint format lock clean
 

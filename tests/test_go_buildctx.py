@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainer.config import GenerationSettings, GoSource
+from trainer.evaluation.metrics import SymbolIndex
 from trainer.synthesis.build_context import (
     BuildConstraintError,
     BuildContext,
@@ -161,8 +162,12 @@ needs_packages = pytest.mark.skipif(
 STDLIB = Path("/usr/lib/go/src")
 
 
+SQLITE3 = GOCODE / "github.com/mattn/go-sqlite3"  # package sqlite3, all cgo
+
+
 def real_packages() -> list[tuple[Path, str]]:
     found = [(GOCODE / "golang.org/x/sys", "golang.org/x/sys"), (GOCODE / "golang.org/x/exp", "golang.org/x/exp")]
+    found += [(SQLITE3, "github.com/mattn/go-sqlite3")] if SQLITE3.is_dir() else []
     return found + [(STDLIB.resolve() / name, name) for name in ("os", "syscall", "net", "crypto", "go", "encoding")]
 
 
@@ -249,3 +254,19 @@ def test_promoted_methods_are_indexed_as_go_doc_shows_them(toolchain, tmp_path):
     assert methods["Client.Close"].signature == "func (c *Client) Close() error"  # receiver as go/doc rewrites it
     assert methods["Pool.Close"].signature == "func (c Pool) Close() error"  # embedded by pointer: no star
     assert (methods["Client.Name"].doc, methods["Client.Name"].line) == ("Name names it.", 9)
+
+
+@pytest.mark.skipif(not SQLITE3.is_dir(), reason="golang-github-mattn-go-sqlite3-dev missing: run `make go-sources`")
+def test_grounding_on_go_sqlite3_checks_names_under_its_package_name(tmp_path):
+    module = "github.com/mattn/go-sqlite3"
+    index, _ = index_repo(
+        SQLITE3, GoSource(url=str(SQLITE3), import_path=module), "sqlite3", GenerationSettings(), tmp_path
+    )
+    assert index.packages[module]["name"] == "sqlite3"
+    grounding = SymbolIndex(symbol.to_json() for symbol in index.symbols)
+    answer = "Register `sqlite3.SQLiteDriver`, call `sqlite3.Version()`, then the invented `sqlite3.OpenFast`."
+    assert grounding.mentions(answer) == [
+        ("sqlite3.SQLiteDriver", True),
+        ("sqlite3.Version", True),
+        ("sqlite3.OpenFast", False),
+    ]
