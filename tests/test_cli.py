@@ -51,7 +51,7 @@ def test_missing_checkpoint(capsys, tmp_path, model_cache):
     args = sets(tmp_path, model_cache)
     code, err = run(capsys, "evaluate", "--config", DEBUG_CONFIG, *args, "--checkpoint", tmp_path / "checkpoint-9")
     assert code == 2
-    assert_one_error_line(err, f"{tmp_path / 'checkpoint-9'}: not an adapter checkpoint")
+    assert_one_error_line(err, f"{tmp_path / 'checkpoint-9'}: checkpoint not found")
     code, err = run(capsys, "export", "--config", DEBUG_CONFIG, *args)
     assert code == 2
     assert_one_error_line(err, "no checkpoint found", "trainer train")
