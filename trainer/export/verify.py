@@ -83,7 +83,7 @@ def _stream(model: nn.Module, files: list[Path], device: torch.device, round_tri
         with safe_open(path, framework="pt") as reader:
             stored |= dict.fromkeys(reader.keys(), path)
     tied = getattr(model, "all_tied_weights_keys", {})  # a PeftModel passes the lookup on to the model it wraps
-    adapter_name = getattr(model, "active_adapter", None)
+    adapter_name = model.active_adapter if isinstance(model, PeftModel) else None
     locations = {}
     for name, _ in model.named_parameters(remove_duplicate=False):
         base_key = name.removeprefix(ADAPTER_PREFIX).replace(".base_layer.", ".")
@@ -126,10 +126,10 @@ def prompt_batch(folder: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def prompt_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """Each prompt's logits at its own tokens (right padding: no prompt token sees a pad)."""
+def prompt_logits(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Each prompt's logits at its own tokens (right padding: no prompt token sees a pad), computed on `device`."""
     with torch.no_grad():
-        logits = model(**batch, use_cache=False).logits.float().cpu()
+        logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits.float().cpu()
     return [row[mask.bool()] for row, mask in zip(logits, batch["attention_mask"], strict=True)]
 
 
@@ -141,9 +141,10 @@ def relative_difference(got: list[torch.Tensor], expected: list[torch.Tensor]) -
 
 def verify_export(folder: Path, reference_factory: Callable[[], nn.Module], dtype: str) -> float:
     """Relative logit difference between the exported folder and the reference; raises past the dtype's bound."""
+    device = execution_device()  # the reference factory's default too
     batch = prompt_batch(folder)
-    expected = prompt_logits(reference_factory(), batch)  # each model is freed before the next is built
-    difference = relative_difference(prompt_logits(merged_model(folder), batch), expected)
+    expected = prompt_logits(reference_factory(), batch, device)  # each model is freed before the next is built
+    difference = relative_difference(prompt_logits(merged_model(folder, device), batch, device), expected)
     if difference > TOLERANCE[dtype]:
         raise TrainerError(
             f"export verification failed: merged logits differ from base+adapter by {difference:.2e} of the "
