@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import set_args
 from trainer.config import GenerationSettings, GoSource
 from trainer.synthesis.go_parser import GoSyntaxError, parse_go_file
 from trainer.synthesis.go_repo import index_repo, matches
@@ -275,7 +276,7 @@ def test_all_of_debians_go_sources_synthesize_in_bounded_memory(tmp_path):
     source. Files are read and parsed one at a time; what stays in memory is the extracted index."""
     sets = [f"data.output_dir={tmp_path / 'out'}", f"data.cache_dir={tmp_path / 'cache'}", "data.sources=[]"]
     args = [sys.executable, "-c", REPORT_PEAK_RSS, "synthesize", "--source", str(GOCODE)]
-    args += [arg for item in sets for arg in ("--set", item)]
+    args += set_args(sets)
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import set_args
 from trainer.cli import main
 from trainer.config import GoSource
 from trainer.errors import TrainerError
@@ -88,7 +89,7 @@ def test_unknown_ref_is_a_clear_error(upstream, tmp_path):
     ],
 )
 def test_hostile_or_missing_sources_are_refused(tmp_path, capsys, url, message):
-    args = ["--set", f"data.output_dir={tmp_path / 'out'}", "--set", "data.sources=[]", "--source", url]
+    args = [*set_args([f"data.output_dir={tmp_path / 'out'}", "data.sources=[]"]), "--source", url]
     code = main(["synthesize", *args])
     assert code == 2
     assert message in capsys.readouterr().err

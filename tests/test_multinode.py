@@ -11,7 +11,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.helpers import DEBUG_CONFIG, REPO
+from tests.helpers import DEBUG_CONFIG, REPO, set_args
 from trainer.cli import main
 
 STEPS = 10
@@ -31,14 +31,10 @@ def eval_losses(metrics: str) -> list[float]:
     return [record["eval_loss"] for record in map(json.loads, metrics.splitlines()) if "eval_loss" in record]
 
 
-def set_args(items: list[str]) -> str:
-    return " ".join(f"--set {item}" for item in items)
-
-
 def test_two_nodes_match_one_process(s3_server, bucket, model_cache, tmp_path):
     data = tmp_path / "processed"
     base = [f"model.cache_dir={model_cache}", "data.sources=[]", f"data.output_dir={data}"]
-    assert main(["synthesize", "--config", str(DEBUG_CONFIG), *[a for b in base for a in ("--set", b)]]) == 0
+    assert main(["synthesize", "--config", str(DEBUG_CONFIG), *set_args(base)]) == 0
     assert main(["artifacts", "push", str(data), f"s3://{bucket}/runs/mn/data"]) == 0
 
     task = yaml.safe_load((REPO / "sky/train-multinode.yaml").read_text())
@@ -54,7 +50,7 @@ def test_two_nodes_match_one_process(s3_server, bucket, model_cache, tmp_path):
         env |= {
             "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1",
             "MASTER_PORT": str(free_port),
-            "EXTRA_ARGS": set_args(extra),
+            "EXTRA_ARGS": " ".join(set_args(extra)),  # the task word-splits it
         }
         env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
         nodes.append(
@@ -73,7 +69,7 @@ def test_two_nodes_match_one_process(s3_server, bucket, model_cache, tmp_path):
     single = tmp_path / "single"
     args = [*base, *COMMON, "training.gradient_accumulation_steps=2", f"training.output_dir={single / 'ckpt'}"]
     args.append(f"training.logging_dir={single / 'logs'}")
-    assert main(["train", "--config", str(DEBUG_CONFIG), *[a for b in args for a in ("--set", b)]]) == 0
+    assert main(["train", "--config", str(DEBUG_CONFIG), *set_args(args)]) == 0
     one_process = eval_losses((single / "logs/metrics.jsonl").read_text())
 
     assert len(distributed) == len(one_process) == 2

@@ -32,7 +32,7 @@ def test_a_stage_whose_input_is_missing_from_the_run_fails_naming_the_stage_that
 ):
     run_uri = f"s3://{bucket}/runs/empty"
     args = ["train", "--config", str(DEBUG_CONFIG), "--out", str(tmp_path / "ckpt"), "--run-uri", run_uri]
-    assert main([*args, "--set", f"data.output_dir={tmp_path / 'data'}"]) == 2
+    assert main([*args, *set_args([f"data.output_dir={tmp_path / 'data'}"])]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {run_uri}/data: nothing there yet; run `trainer synthesize --run-uri {run_uri}` first\n"
     record = read_run(run_uri)
