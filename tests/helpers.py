@@ -4,6 +4,7 @@ S3 server. Fixtures live in conftest.py."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_EXAMPLES = REPO / "data" / "raw" / "examples"
 DEBUG_CONFIG = REPO / "configs" / "training" / "debug.yaml"
 CHI = Path("/usr/share/gocode/src/github.com/go-chi/chi")  # the debug config's Go source (Debian package)
+RELIABILITY_DOC = REPO / "docs" / "reliability.md"
+
+
+def reliability_tests() -> list[str]:
+    """The node ids (`tests/test_x.py::test_y`) of the tests docs/reliability.md names, in its order."""
+    return re.findall(r"`(tests/test_\w+\.py::test_\w+)`", RELIABILITY_DOC.read_text(encoding="utf-8"))
 
 
 def set_args(overrides: list[str] | tuple[str, ...]) -> list[str]:
