@@ -3,11 +3,16 @@ S3 server. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_EXAMPLES = REPO / "data" / "raw" / "examples"
@@ -40,9 +45,33 @@ def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMP
     ]
 
 
-def train_process(config, *extra: str, kill_at: str = "", wait: bool = True):
-    """`trainer train` in a fresh process on `config`'s folders, as a restarted job runs it: `extra` are further
-    `--set` overrides, `kill_at` a failpoint (trainer/failpoints.py). `wait=False` returns the Popen."""
+@contextmanager
+def background(args: list[str], **popen: Any) -> Iterator[subprocess.Popen]:
+    """`args` started in a process session of its own. When the block ends, however it ends (a failed assert, a
+    timeout), every process of that session still running, children included, is killed, reaped, its pipes closed."""
+    process = subprocess.Popen(args, start_new_session=True, **popen)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the session is already empty
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe:
+                pipe.close()
+
+
+def run_to_end(args: list[str], timeout: float, **popen: Any) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True, timeout=timeout), except that a timeout also kills the
+    processes `args` started (see background)."""
+    with background(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen) as process:
+        stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def train_command(config, *extra: str, kill_at: str = "") -> tuple[list[str], dict[str, str]]:
+    """The arguments and environment of `trainer train` in a fresh process on `config`'s folders, as a restarted job
+    runs it: `extra` are further `--set` overrides, `kill_at` a failpoint (trainer/failpoints.py)."""
     t = config.training
     sets = [
         f"model.cache_dir={config.model.cache_dir}",
@@ -54,10 +83,21 @@ def train_process(config, *extra: str, kill_at: str = "", wait: bool = True):
         *extra,
     ]
     args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(DEBUG_CONFIG), *set_args(sets)]
-    env = {**os.environ, "TRAINER_KILL_AT": kill_at}
-    if not wait:
-        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    return args, {**os.environ, "TRAINER_KILL_AT": kill_at}
+
+
+def train_process(config, *extra: str, kill_at: str = "") -> subprocess.CompletedProcess:
+    """`trainer train` (see train_command) run to its end, or killed after 300 s."""
+    args, env = train_command(config, *extra, kill_at=kill_at)
+    return run_to_end(args, timeout=300, env=env)
+
+
+@contextmanager
+def training_in_background(config, *extra: str) -> Iterator[subprocess.Popen]:
+    """`trainer train` (see train_command) running while the block runs; killed at its end if still running."""
+    args, env = train_command(config, *extra)
+    with background(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        yield process
 
 
 class S3Server:

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from tests.helpers import train_process
+from tests.helpers import train_process, training_in_background
 from trainer.checkpoints import MANIFEST, CheckpointStore, problem
 from trainer.errors import TrainerError
 from trainer.synthesis.synthesize import synthesize
@@ -206,13 +206,13 @@ def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
         f"training.checkpoint_uri=s3://{bucket}/term",
     )
     synthesize(config)
-    process = train_process(config, *spot_recovery(config), wait=False)
-    log = config.training.logging_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not (log.is_file() and log.read_text().count("\n") >= 3) and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    with training_in_background(config, *spot_recovery(config)) as process:
+        log = config.training.logging_dir / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not (log.is_file() and log.read_text().count("\n") >= 3) and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
     assert process.returncode == 75, stderr[-2000:]
     assert "preempted: stopped by SIGTERM at step" in stderr and "and uploaded" in stderr
     step = int(stderr.split("at step ")[1].split(";")[0])
