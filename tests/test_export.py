@@ -8,8 +8,10 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.helpers import DEBUG_CONFIG, debug_overrides, set_args
+from trainer.cli import main
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.export.export import export_model
@@ -130,6 +132,8 @@ def test_nf4_round_trip_is_bitsandbytes_dequantized_weight_exactly(pipeline_run)
 
 
 def test_export_folder_has_checksums_card_and_reloads_offline(pipeline_run):
+    """The folder alone, hub offline (conftest) and local_files_only: every weight loads from it, and greedy
+    generation with the KV cache agrees with a full forward pass over its own output."""
     folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
     check = subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=folder, capture_output=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -142,6 +146,27 @@ def test_export_folder_has_checksums_card_and_reloads_offline(pipeline_run):
     assert f"perplexity {report['perplexity']:.4g}" in card
     assert "verified | max logit difference" in card
     assert "base_model: tiny-qwen2" in card and "license:" in card
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model, loading = AutoModelForCausalLM.from_pretrained(
+        folder, local_files_only=True, dtype=torch.float32, output_loading_info=True
+    )
+    assert {kind: list(keys) for kind, keys in loading.items() if keys} == {}  # nothing missing or initialised anew
+    stored = {}
+    for shard in folder.glob("model-*.safetensors"):
+        stored.update(load_file(shard))
+    weights = model.eval().state_dict()
+    assert stored.keys() <= weights.keys() and all(torch.equal(weights[k], v) for k, v in stored.items())
+    prompt = tokenizer.apply_chat_template(
+        PROMPTS[0], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    new_tokens = 8
+    with torch.no_grad():
+        generated = model.generate(**prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        logits = model(generated).logits
+    start = prompt["input_ids"].shape[1]
+    assert generated.shape == (1, start + new_tokens)
+    assert torch.equal(logits[0, start - 1 : -1].argmax(-1), generated[0, start:])
 
 
 def test_verification_fails_on_a_corrupted_folder(pipeline_run, tmp_path):
@@ -213,15 +238,13 @@ def test_download_refuses_keys_that_escape_the_destination(bucket, tmp_path):
     assert not (tmp_path / "escape.txt").exists()
 
 
-def test_export_cli_uploads(pipeline_run, bucket, capsys):
-    from tests.helpers import DEBUG_CONFIG, debug_overrides
-    from trainer.cli import main
-
+def test_export_cli_uploads(pipeline_run, bucket, tmp_path):
+    """Into its own folder (`--out`): the session's verified export stays as the other tests read it."""
     root = pipeline_run.data.output_dir.parent
     args = ["export", "--config", str(DEBUG_CONFIG), "--no-verify", "--upload", f"s3://{bucket}/model"]
-    for item in debug_overrides(root, pipeline_run.model.cache_dir):
-        args += ["--set", item]
+    args += ["--out", str(tmp_path / "model"), *set_args(debug_overrides(root, pipeline_run.model.cache_dir))]
     assert main(args) == 0
     listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="model/")["Contents"]
-    assert "model/SHA256SUMS" in {o["Key"] for o in listed}
-    assert "verified" not in (root / "models" / "tiny-debug" / "README.md").read_text()
+    assert {o["Key"] for o in listed} == {f"model/{p.name}" for p in (tmp_path / "model").iterdir()}
+    assert "verified" not in (tmp_path / "model" / "README.md").read_text()
+    assert "verified | max logit difference" in (root / "models" / "tiny-debug" / "README.md").read_text()
