@@ -1,5 +1,6 @@
 import itertools
 import json
+import sys
 
 import pytest
 import torch
@@ -115,7 +116,10 @@ def test_wandb_is_on_only_when_asked_or_keyed_and_keeps_one_run_id_across_restar
     assert wandb_env(training.model_copy(update={"wandb": True}), {})["WANDB_RUN_ID"] == training.run_name
 
 
-def test_wandb_true_without_the_package_is_a_clear_error(make_config):
+def test_wandb_true_without_the_package_is_a_clear_error(make_config, monkeypatch):
+    """The dev extra installs wandb; None in sys.modules is Python's own mark of a package that cannot be imported
+    (importlib.util.find_spec returns None for it)."""
+    monkeypatch.setitem(sys.modules, "wandb", None)
     config = make_config("training.wandb=true", "training.max_steps=1")
     synthesize(config)
     with pytest.raises(TrainerError, match="wandb is not installed"):
