@@ -1,5 +1,7 @@
 """Evaluation's greedy answers: batched with left padding, they are the answers of one prompt at a time."""
 
+import pytest
+
 from trainer.evaluation.evaluate import load_plain
 from trainer.evaluation.generation import build_prompts, generate
 from trainer.synthesis.synthesize import synthesize
@@ -7,6 +9,7 @@ from trainer.synthesis.synthesize import synthesize
 PROMPTS, BATCH, NEW_TOKENS = 12, 4, 16
 
 
+@pytest.mark.slow
 def test_batched_left_padded_answers_equal_one_at_a_time_answers(make_config):
     """The tiny 4-bit base as evaluation loads it. Padding changes floating-point sums, so a near-tie between two
     tokens could flip one answer (benchmarks/generation.py counts them); on these prompts none does, and equality is

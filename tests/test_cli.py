@@ -60,6 +60,7 @@ def test_train_before_synthesize_says_what_to_run(capsys, tmp_path, model_cache)
     assert_one_error_line(err, "no processed dataset", "trainer synthesize")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["synthesize", "train", "evaluate", "export"])
 def test_scripts_are_thin_wrappers_with_the_same_exit_codes(script, tmp_path):
     result = subprocess.run(

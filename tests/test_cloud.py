@@ -73,6 +73,7 @@ def sky_tasks() -> dict[str, list[dict]]:
     return {Path(path).name: tasks for path, tasks in json.loads(done.stdout.splitlines()[-1]).items()}
 
 
+@pytest.mark.slow
 def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
     assert sorted(sky_tasks) == [
         "evaluate.yaml", "export.yaml", "pipeline.yaml", "synthesize.yaml", "train-multinode.yaml", "train.yaml",
@@ -92,6 +93,7 @@ def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
                 assert all(r["job_recovery"] == recovery for r in task["resources"])
 
 
+@pytest.mark.slow
 def test_train_task_prefers_cheap_spot_gpus_in_order(sky_tasks):
     (task,) = sky_tasks["train.yaml"]
     gpus = [next(iter(r["accelerators"])) for r in task["resources"]]
@@ -136,6 +138,7 @@ def objects(bucket: str, prefix: str) -> set[str]:
     return {item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHI.is_dir(), reason="chi's Debian package is missing: run `make go-sources`")
 def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     sky_tasks, s3_server, bucket, model_cache, tmp_path
@@ -225,6 +228,7 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     assert leaks == []
 
 
+@pytest.mark.slow
 def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bucket, tmp_path, capsys):
     source = tmp_path / "model"
     (source / "sub").mkdir(parents=True)
@@ -254,6 +258,7 @@ def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bu
     shutil.rmtree(out)
 
 
+@pytest.mark.slow
 def test_a_completed_run_is_never_redone_over_its_artifacts_without_force(s3_server, bucket, capsys):
     run_uri = f"s3://{bucket}/runs/done"
     update_run(run_uri, run_name="done", status="complete", step=20)

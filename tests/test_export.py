@@ -80,6 +80,7 @@ def test_unsupported_adapters_are_refused(tiny_base, tmp_path):
         read_adapter_layout(tmp_path / "dora")
 
 
+@pytest.mark.slow
 def test_nf4_base_reproduces_the_trained_qlora_function(pipeline_run, tmp_path):
     """Merged into the NF4 round-trip, the model computes what QLoRA trained; into the original weights it does not."""
     from trainer.model import load_base_model, load_tokenizer
@@ -116,6 +117,7 @@ def test_nf4_base_reproduces_the_trained_qlora_function(pipeline_run, tmp_path):
     assert distances["original"] > 0.1, distances
 
 
+@pytest.mark.slow
 def test_nf4_round_trip_is_bitsandbytes_dequantized_weight_exactly(pipeline_run):
     import bitsandbytes.functional as bnb
 
@@ -131,6 +133,7 @@ def test_nf4_round_trip_is_bitsandbytes_dequantized_weight_exactly(pipeline_run)
         assert torch.equal(round_trip(dense[f"{name}.weight"]), expected), name
 
 
+@pytest.mark.slow
 def test_export_folder_has_checksums_card_and_reloads_offline(pipeline_run):
     """The folder alone, hub offline (conftest) and local_files_only: every weight loads from it, and greedy
     generation with the KV cache agrees with a full forward pass over its own output."""
@@ -169,6 +172,7 @@ def test_export_folder_has_checksums_card_and_reloads_offline(pipeline_run):
     assert torch.equal(logits[0, start - 1 : -1].argmax(-1), generated[0, start:])
 
 
+@pytest.mark.slow
 def test_verification_fails_on_a_corrupted_folder(pipeline_run, tmp_path):
     folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
     copy = tmp_path / "copy"
@@ -184,6 +188,7 @@ def test_verification_fails_on_a_corrupted_folder(pipeline_run, tmp_path):
         verify_export(copy, reference, "fp32")
 
 
+@pytest.mark.slow
 def test_adapter_only_and_bf16_export(pipeline_run, tmp_path):
     checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
     update = {"adapter_only": True, "output_dir": tmp_path}
@@ -206,6 +211,7 @@ def test_adapter_only_and_bf16_export(pipeline_run, tmp_path):
     assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
 
 
+@pytest.mark.slow
 def test_upload_then_download_round_trip_with_checksums(pipeline_run, bucket, tmp_path):
     folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
     uri = f"s3://{bucket}/runs/tiny"
@@ -238,6 +244,7 @@ def test_download_refuses_keys_that_escape_the_destination(bucket, tmp_path):
     assert not (tmp_path / "escape.txt").exists()
 
 
+@pytest.mark.slow
 def test_export_cli_uploads(pipeline_run, bucket, tmp_path):
     """Into its own folder (`--out`): the session's verified export stays as the other tests read it."""
     root = pipeline_run.data.output_dir.parent

@@ -23,6 +23,8 @@ from trainer.synthesis.synthesize import synthesize
 from trainer.training.run_lock import run_lock
 from trainer.training.train import train
 
+pytestmark = pytest.mark.slow  # every test trains, most in fresh processes
+
 
 def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True)

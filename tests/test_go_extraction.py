@@ -269,6 +269,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GIN.is_dir(), reason="gin's Debian package is missing: run `make go-sources`")
 def test_all_of_debians_go_sources_synthesize_in_bounded_memory(tmp_path):
     """Every package under /usr/share/gocode/src (gin, chi and their dependencies: ~4,000 files, ~100 MB) as one

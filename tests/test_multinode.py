@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from tests.helpers import DEBUG_CONFIG, REPO, background, set_args
 from trainer.cli import main
 
+pytestmark = pytest.mark.slow  # two training processes and a third run
+
 STEPS = 10
 # Same global batch (2 sequences per process x 2 processes = 2 x 2 accumulation steps), no dropout: the runs differ
 # only by floating-point reduction order.

@@ -16,6 +16,8 @@ from trainer.export.verify import reference_model
 from trainer.model import base_model_path
 from trainer.tiny_model import QWEN25_TEMPLATE
 
+pytestmark = pytest.mark.slow  # every test reads the session's debug pipeline run
+
 PROMPTS = [
     [{"role": "user", "content": "How do I create a chi router?"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What does r.Mount do?"}],

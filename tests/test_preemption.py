@@ -33,6 +33,7 @@ def logged_losses(logging_dir):
     return [(r["step"], r["loss"]) for r in records if "loss" in r]
 
 
+@pytest.mark.slow
 def test_sigkilled_three_times_resumes_to_the_same_model(make_config, bucket, tmp_path):
     common = [
         f"training.max_steps={STEPS}",
@@ -92,6 +93,7 @@ def corrupt(folder, how):
         target.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_torn_checkpoints_are_skipped_locally_and_remotely(make_config, bucket, tmp_path):
     config = make_config(
         "training.max_steps=5",
@@ -166,6 +168,7 @@ class ServerOutage(TrainerCallback):
             self.server.start()
 
 
+@pytest.mark.slow
 def test_object_store_outage_mid_training_is_survived(make_config, bucket, s3_server, capsys):
     config = make_config(
         "training.max_steps=6",
@@ -181,6 +184,7 @@ def test_object_store_outage_mid_training_is_survived(make_config, bucket, s3_se
     assert "outage/checkpoint-3/MANIFEST.json" not in keys
 
 
+@pytest.mark.slow
 def test_retention_keeps_the_newest_complete_checkpoints(make_config, bucket, s3_server, monkeypatch):
     # The endpoint from the config key alone, as for R2 or MinIO without AWS_ENDPOINT_URL.
     monkeypatch.delenv("AWS_ENDPOINT_URL")
@@ -198,6 +202,7 @@ def test_retention_keeps_the_newest_complete_checkpoints(make_config, bucket, s3
     assert {o["Key"].split("/")[1] for o in listed} == {"checkpoint-4", "checkpoint-5"}
 
 
+@pytest.mark.slow
 def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
     config = make_config(
         "training.max_steps=400",
@@ -222,6 +227,7 @@ def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
     assert head["ContentLength"] > 0
 
 
+@pytest.mark.slow
 def test_a_final_checkpoint_that_cannot_be_uploaded_is_an_error(make_config, bucket, s3_server):
     config = make_config("training.max_steps=3", "training.save_steps=3", f"training.checkpoint_uri=s3://{bucket}/end")
     synthesize(config)
