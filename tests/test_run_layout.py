@@ -2,6 +2,7 @@
 that run's run.json current: what a single-stage SkyPilot task relies on."""
 
 import boto3
+import pytest
 
 from tests.helpers import DEBUG_CONFIG, SAMPLE_EXAMPLES, set_args
 from trainer.artifacts import read_run
@@ -41,6 +42,7 @@ def test_a_stage_whose_input_is_missing_from_the_run_fails_naming_the_stage_that
     assert not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.slow
 def test_export_writes_the_model_folder_named_by_out(pipeline_run, tmp_path):
     cfg = pipeline_run
     target = tmp_path / "served" / "my-model"
