@@ -32,6 +32,18 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         SKIPPED_RELIABILITY_TESTS.append(f"{report.nodeid}: {reason}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the session pipeline run must be marked slow, or `make test-fast` runs the whole pipeline for it."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "pipeline_run" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"these use the pipeline_run fixture: mark them @pytest.mark.slow: {unmarked}")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if SKIPPED_RELIABILITY_TESTS and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
