@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchlib import set_args
 from safetensors.torch import save_file
 
 DIMS = {"hidden": 2048, "intermediate": 5632, "layers": 16, "heads": 16, "kv_heads": 2, "vocab": 32000}
@@ -203,7 +204,7 @@ def merge_bases_on_tiny(work: Path) -> dict[str, float]:
         f"data.examples_dir={root / 'data/raw/examples'}",
     ]
     config_path = root / "configs/training/debug.yaml"
-    args = ["pipeline", "--config", str(config_path)] + [x for s in sets for x in ("--set", s)]
+    args = ["pipeline", "--config", str(config_path), *set_args(sets)]
     if main(args) != 0:
         raise SystemExit("debug pipeline failed")
     config = load_config(config_path, sets)

@@ -11,8 +11,10 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.helpers import DEBUG_CONFIG, debug_overrides, set_args
+from trainer.cli import main
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.export.export import export_model
@@ -81,6 +83,7 @@ def test_unsupported_adapters_are_refused(tiny_base, tmp_path):
         read_adapter_layout(tmp_path / "dora")
 
 
+@pytest.mark.slow
 def test_nf4_base_reproduces_the_trained_qlora_function(pipeline_run, tmp_path):
     """Merged into the NF4 round-trip, the model computes what QLoRA trained; into the original weights it does not."""
     from trainer.model import load_base_model, load_tokenizer
@@ -117,6 +120,7 @@ def test_nf4_base_reproduces_the_trained_qlora_function(pipeline_run, tmp_path):
     assert distances["original"] > 0.1, distances
 
 
+@pytest.mark.slow
 def test_nf4_round_trip_is_bitsandbytes_dequantized_weight_exactly(pipeline_run):
     import bitsandbytes.functional as bnb
 
@@ -132,7 +136,10 @@ def test_nf4_round_trip_is_bitsandbytes_dequantized_weight_exactly(pipeline_run)
         assert torch.equal(round_trip(dense[f"{name}.weight"]), expected), name
 
 
+@pytest.mark.slow
 def test_export_folder_has_checksums_card_and_reloads_offline(pipeline_run):
+    """The folder alone, hub offline (conftest) and local_files_only: every weight loads from it, and greedy
+    generation with the KV cache agrees with a full forward pass over its own output."""
     folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
     check = subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=folder, capture_output=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -145,6 +152,27 @@ def test_export_folder_has_checksums_card_and_reloads_offline(pipeline_run):
     assert f"perplexity {report['perplexity']:.4g}" in card
     assert "verified | max logit difference" in card
     assert "base_model: tiny-qwen2" in card and "license:" in card
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model, loading = AutoModelForCausalLM.from_pretrained(
+        folder, local_files_only=True, dtype=torch.float32, output_loading_info=True
+    )
+    assert {kind: list(keys) for kind, keys in loading.items() if keys} == {}  # nothing missing or initialised anew
+    stored = {}
+    for shard in folder.glob("model-*.safetensors"):
+        stored.update(load_file(shard))
+    weights = model.eval().state_dict()
+    assert stored.keys() <= weights.keys() and all(torch.equal(weights[k], v) for k, v in stored.items())
+    prompt = tokenizer.apply_chat_template(
+        PROMPTS[0], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    new_tokens = 8
+    with torch.no_grad():
+        generated = model.generate(**prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        logits = model(generated).logits
+    start = prompt["input_ids"].shape[1]
+    assert generated.shape == (1, start + new_tokens)
+    assert torch.equal(logits[0, start - 1 : -1].argmax(-1), generated[0, start:])
 
 
 def merged_folder(base_dir, adapter, out, round_trip=None):
@@ -210,6 +238,7 @@ def test_streamed_forward_holds_one_module_at_a_time(tiny_base, tmp_path, monkey
     assert max(held) == max(own) == head  # the output head alone, its largest module: 63232 of the model's 244800
 
 
+@pytest.mark.slow
 def test_verification_catches_a_wrong_merge(pipeline_run, tmp_path):
     """A corrupted tensor, a layer left unmerged, a wrong scaling: each fails; the right merge passes."""
     from trainer.export.export import local_base
@@ -256,6 +285,7 @@ def test_an_export_failing_verification_publishes_and_uploads_nothing(pipeline_r
     assert boto3.client("s3").list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
+@pytest.mark.slow
 def test_adapter_only_and_bf16_export(pipeline_run, tmp_path):
     checkpoint = pipeline_run.training.output_dir / "checkpoint-20"
     update = {"adapter_only": True, "output_dir": tmp_path}
@@ -278,6 +308,7 @@ def test_adapter_only_and_bf16_export(pipeline_run, tmp_path):
     assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
 
 
+@pytest.mark.slow
 def test_upload_then_download_round_trip_with_checksums(pipeline_run, bucket, tmp_path):
     folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
     uri = f"s3://{bucket}/runs/tiny"
@@ -329,15 +360,14 @@ def test_download_refuses_keys_that_escape_the_destination(bucket, tmp_path):
     assert not (tmp_path / "escape.txt").exists()
 
 
-def test_export_cli_uploads(pipeline_run, bucket, capsys):
-    from tests.helpers import DEBUG_CONFIG, debug_overrides
-    from trainer.cli import main
-
+@pytest.mark.slow
+def test_export_cli_uploads(pipeline_run, bucket, tmp_path):
+    """Into its own folder (`--out`): the session's verified export stays as the other tests read it."""
     root = pipeline_run.data.output_dir.parent
     args = ["export", "--config", str(DEBUG_CONFIG), "--no-verify", "--upload", f"s3://{bucket}/model"]
-    for item in debug_overrides(root, pipeline_run.model.cache_dir):
-        args += ["--set", item]
+    args += ["--out", str(tmp_path / "model"), *set_args(debug_overrides(root, pipeline_run.model.cache_dir))]
     assert main(args) == 0
     listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="model/")["Contents"]
-    assert "model/SHA256SUMS" in {o["Key"] for o in listed}
-    assert "verified" not in (root / "models" / "tiny-debug" / "README.md").read_text()
+    assert {o["Key"] for o in listed} == {f"model/{p.name}" for p in (tmp_path / "model").iterdir()}
+    assert "verified" not in (tmp_path / "model" / "README.md").read_text()
+    assert "verified | max logit difference" in (root / "models" / "tiny-debug" / "README.md").read_text()
