@@ -272,6 +272,7 @@ def test_verification_catches_a_wrong_merge(pipeline_run, tmp_path):
             verify_export(folder, reference, "fp32")
 
 
+@pytest.mark.slow
 def test_an_export_failing_verification_publishes_and_uploads_nothing(pipeline_run, bucket, tmp_path, monkeypatch):
     from trainer.export import verify
 
