@@ -3,7 +3,7 @@
 import pytest
 
 from trainer.evaluation.evaluate import load_plain
-from trainer.evaluation.generation import build_prompts, generate
+from trainer.evaluation.generation import Decoding, build_prompts, generate
 from trainer.synthesis.synthesize import synthesize
 
 PROMPTS, BATCH, NEW_TOKENS = 12, 4, 16
@@ -22,7 +22,7 @@ def test_batched_left_padded_answers_equal_one_at_a_time_answers(make_config):
     batches = [lengths[i : i + BATCH] for i in range(0, PROMPTS, BATCH)]
     assert len(prompts) == PROMPTS and all(len(set(batch)) > 1 for batch in batches)  # every batch is padded
 
-    one_at_a_time = generate(model, tokenizer, prompts, NEW_TOKENS, batch_size=1)
-    batched = generate(model, tokenizer, prompts, NEW_TOKENS, batch_size=BATCH)
+    one_at_a_time = generate(model, tokenizer, prompts, Decoding(NEW_TOKENS), batch_size=1)
+    batched = generate(model, tokenizer, prompts, Decoding(NEW_TOKENS), batch_size=BATCH)
     assert batched == one_at_a_time
     assert all(answer.strip() for answer in one_at_a_time)  # real text on both sides, not empty strings
