@@ -330,12 +330,12 @@ def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
         return config
     trained = load_config(sealed).model_dump(mode="json")
     given = config.model_dump(mode="json")
-    for key, typed in config.overrides.items():
+    for key, given_as in config.overrides.items():
         for trained_key in TRAINED_KEYS:
             inside = trained_key == key or trained_key.startswith(key + ".") or key.startswith(trained_key + ".")
             if inside and _get(given, key) != _get(trained, key):
                 raise TrainerError(
-                    f"--set {typed}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
+                    f"{given_as}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
                     "use what the checkpoint was trained with, so leave it out"
                 )
     for key in TRAINED_KEYS:
