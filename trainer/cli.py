@@ -7,19 +7,18 @@ Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Pro
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from trainer.config import DEFAULT_CONFIG, Config, GoSource, Override, load_config
+from trainer.config import DEFAULT_CONFIG, Config, GoSource
 from trainer.errors import Preempted, TrainerError
 from trainer.redact import redact
+from trainer.stage_config import from_config, stage_config
 from trainer.supervisor import run_uri_of, supervise
 from trainer.usage import usage_error_line, version_text
 
@@ -28,21 +27,6 @@ UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM
 
 HELP = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
-# The config key each stage flag sets: the flag is applied as that override and errors name the flag, not the key.
-FLAG_KEYS = {
-    "--limit": "evaluation.limit",
-    "--max-new-tokens": "evaluation.max_new_tokens",
-    "--symbols": "evaluation.symbols",
-    "--baseline": "evaluation.baseline",
-    "--model": "evaluation.model",
-    "--backend": "evaluation.backend",
-    "--dtype": "export.dtype",
-    "--upload": "export.upload",
-    "--verify": "export.verify",
-    "--adapter-only": "export.adapter_only",
-    "--force": "export.force",
-}
-
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML")]
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable)")]
 CheckpointOption = Annotated[
@@ -51,49 +35,6 @@ CheckpointOption = Annotated[
         "--checkpoint", help="Adapter checkpoint: a folder or s3://…/checkpoint-N (default: the newest complete one)"
     ),
 ]
-
-
-def _quiet_libraries() -> None:
-    """Keep the output to progress bars and our own lines: libraries' deprecation notices are not the user's to fix."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|bitsandbytes)\.")
-    # bitsandbytes notes at import that an optional CPU kernel package is absent; the built-in kernel is used.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    # Through the environment, not the libraries' setters: a command that loads no model imports neither.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-
-
-def _load(path: Path, overrides: list[str | Override]) -> Config:
-    config = load_config(path, overrides)
-    _quiet_libraries()
-    return config
-
-
-def _flag_overrides(flags: dict[str, object], out_key: str | None) -> list[Override]:
-    """The flags given (not None) as overrides of their keys, so they are validated and saved like any other key,
-    and an error names the flag as typed."""
-    keys = FLAG_KEYS | ({"--out": out_key} if out_key else {})
-    overrides = []
-    for flag, value in flags.items():
-        if isinstance(value, bool):
-            given_as = flag if value else f"--no-{flag.removeprefix('--')}"
-            overrides.append(Override(f"{keys[flag]}={str(value).lower()}", given_as))
-        elif value is not None:
-            overrides.append(Override(f"{keys[flag]}={value}", f"{flag} {value}"))
-    return overrides
-
-
-def _stage_config(
-    config: Path, set_: list[str], run_uri: str | None, flags: dict[str, object] | None = None, out_key: str = ""
-) -> Config:
-    """The config of one stage command: the file, the run layout's keys (with --run-uri), the user's --set, then
-    the command's own flags (`--out` sets `out_key`)."""
-    from trainer.artifacts import run_overrides
-
-    wiring = [Override(item, f"--run-uri {run_uri}") for item in run_overrides(run_uri)] if run_uri else []
-    return _load(config, [*wiring, *set_, *_flag_overrides(flags or {}, out_key)])
 
 
 def _synthesize(config: Config, run_uri: str | None = None) -> None:
@@ -184,14 +125,6 @@ def _export(config: Config, checkpoint: str | None, target: Path | None = None, 
     print(f"export: merged model at {export_model(config, checkpoint, target)}")
 
 
-def _from_config(key: str) -> str:
-    """The `[default: …]` of a flag that overrides `key`: the config's value, built in as shown unless set."""
-    value: object = Config().model_dump(mode="json")
-    for part in key.split("."):
-        value = value[part]  # type: ignore[index]
-    return f"from {key}: {'none' if value is None else value}"
-
-
 OutOption = Annotated[Path | None, typer.Option("--out", help="Where this stage writes (default: from the config)")]
 RunUriOption = Annotated[
     str | None,
@@ -220,7 +153,7 @@ def synthesize(
     """Validate chat examples, extract Go sources' API, generate conversations, deduplicate, split and save."""
     from trainer.artifacts import recorded_stage
 
-    cfg = _stage_config(config, set_, run_uri, {"--out": out}, "data.output_dir")
+    cfg = stage_config(config, set_, run_uri, {"--out": out}, "data.output_dir")
     try:
         cfg.data.sources.extend(GoSource(url=url) for url in source)
     except ValidationError as exc:
@@ -239,7 +172,7 @@ def train(
     """Finetune a LoRA/QLoRA adapter on the processed dataset, resuming from the latest checkpoint."""
     from trainer.artifacts import recorded_stage
 
-    cfg = _stage_config(config, set_, run_uri, {"--out": out}, "training.output_dir")
+    cfg = stage_config(config, set_, run_uri, {"--out": out}, "training.output_dir")
     with recorded_stage(run_uri if _global_rank_zero() else None, "train", cfg.training.run_name):
         _train(cfg, run_uri)
 
@@ -251,11 +184,11 @@ def evaluate(
     checkpoint: CheckpointOption = None,
     limit: Annotated[
         int | None,
-        typer.Option(help="Only the first N test conversations", show_default=_from_config("evaluation.limit")),
+        typer.Option(help="Only the first N test conversations", show_default=from_config("evaluation.limit")),
     ] = None,
     max_new_tokens: Annotated[
         int | None,
-        typer.Option(help="Generation length limit", show_default=_from_config("evaluation.max_new_tokens")),
+        typer.Option(help="Generation length limit", show_default=from_config("evaluation.max_new_tokens")),
     ] = None,
     baseline: Annotated[bool, typer.Option("--baseline", help="Also score the base model; report the deltas")] = False,
     predictions: Annotated[
@@ -266,9 +199,7 @@ def evaluate(
     model: Annotated[str | None, typer.Option("--model", help="An exported model folder, or `base`")] = None,
     backend: Annotated[
         str | None,
-        typer.Option(
-            help="What generates: transformers | vllm | auto", show_default=_from_config("evaluation.backend")
-        ),
+        typer.Option(help="What generates: transformers | vllm | auto", show_default=from_config("evaluation.backend")),
     ] = None,
     run_uri: RunUriOption = None,
 ) -> None:
@@ -277,7 +208,7 @@ def evaluate(
 
     flags = {"--limit": limit, "--max-new-tokens": max_new_tokens, "--symbols": symbols, "--out": out}
     flags |= {"--baseline": baseline or None, "--model": model, "--backend": backend}
-    cfg = _stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
+    cfg = stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
     with recorded_stage(run_uri, "evaluate", cfg.training.run_name):
         _evaluate(cfg, checkpoint, predictions, run_uri)
 
@@ -288,7 +219,7 @@ def export(
     set_: SetOption = [],  # noqa: B006
     checkpoint: CheckpointOption = None,
     dtype: Annotated[
-        str | None, typer.Option(help="bf16 | fp16 | fp32", show_default=_from_config("export.dtype"))
+        str | None, typer.Option(help="bf16 | fp16 | fp32", show_default=from_config("export.dtype"))
     ] = None,
     adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Write the PEFT adapter folder only")] = False,
     upload: Annotated[str | None, typer.Option(help="s3://bucket/prefix to upload the folder to")] = None,
@@ -298,7 +229,7 @@ def export(
     verify: Annotated[
         bool | None,
         typer.Option(
-            "--verify/--no-verify", help="Check logits after writing", show_default=_from_config("export.verify")
+            "--verify/--no-verify", help="Check logits after writing", show_default=from_config("export.verify")
         ),
     ] = None,
     out: Annotated[
@@ -311,7 +242,7 @@ def export(
 
     flags = {"--dtype": dtype, "--upload": upload, "--verify": verify}
     flags |= {"--adapter-only": adapter_only or None, "--force": force or None}
-    cfg = _stage_config(config, set_, run_uri, flags)
+    cfg = stage_config(config, set_, run_uri, flags)
     with recorded_stage(run_uri, "export", cfg.training.run_name):
         _export(cfg, checkpoint, out, run_uri)
 
@@ -333,7 +264,7 @@ def pipeline(
     recovered spot job resumes training from the run's checkpoints and redoes only what is missing."""
     from trainer.artifacts import begin_run, recorded_stage
 
-    cfg = _stage_config(config, set_, run_uri)
+    cfg = stage_config(config, set_, run_uri)
     name = cfg.training.run_name
     if run_uri:
         begin_run(run_uri, name, redo)
