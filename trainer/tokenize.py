@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset
-from rich.progress import track
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
 from trainer.dataset import conversation
 from trainer.errors import TrainerError
+from trainer.progress import track
 
 IGNORE_INDEX = -100
 
@@ -76,7 +76,7 @@ def tokenize_split(
     """Tokenize a processed split; conversations longer than `max_length` follow the `overlong` policy."""
     report = TokenizeReport()
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
-    for row in track(dataset, description=f"Tokenizing {name}", transient=True):
+    for row in track(dataset, description=f"Tokenizing {name}"):
         ids, labels = tokenize_conversation(tokenizer, template, *conversation(row))
         if all(label == IGNORE_INDEX for label in labels):
             raise TrainerError(f"{row['source']}: no assistant token is supervised; check the chat template")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import track
 
 from trainer.checkpoints import resolve_checkpoint, trained_config
 from trainer.config import RESOLVED_CONFIG, Config, save_config
@@ -26,6 +25,7 @@ from trainer.evaluation.report import PREDICTIONS_FILE, deltas, write_report
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import DTYPES, load_base_model, load_peft_model, load_tokenizer, resolve_precision
+from trainer.progress import track
 from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 
 
@@ -53,7 +53,7 @@ def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, fl
     """Token-weighted mean NLL and argmax accuracy over supervised (assistant) tokens."""
     template = training_template(tokenizer)
     nll, correct, count = 0.0, 0, 0
-    for row in track(rows, description="Scoring test split", transient=True):
+    for row in track(rows, description="Scoring test split"):
         ids, labels = tokenize_conversation(tokenizer, template, *conversation(row))
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1].float()
         target = torch.tensor(labels[1:], device=logits.device)
