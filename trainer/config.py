@@ -6,6 +6,13 @@ another YAML file (relative to the file that names it), which is how a training 
     model: ../model/tiny-debug.yaml
     training: {max_steps: 30}
 
+Every path *value* (`data.examples_dir`, `*.output_dir`, `*.cache_dir`, `training.logging_dir`,
+`evaluation.symbols`, a local `data.sources` url or `model.name_or_path`) is relative to the working directory, the
+folder `trainer` runs in, wherever the config file lies: a `--set` and a YAML value of the same key mean the same
+folder. Only section references like `model: ../model/tiny-debug.yaml` name another config file and are relative
+to the file that names them. The shipped configs expect the repository root as the working directory; an examples
+folder that is not found there is a warning (an error when nothing else would be trained on).
+
 `--set dotted.key=value` overrides are applied after the files are read; values are parsed as YAML
 (`--set training.max_steps=5`, `--set model.quantization=null`). Unknown keys and wrong types are errors that
 name the file (or the --set) and the key.

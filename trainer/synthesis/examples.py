@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import track
-
 from trainer.jsonl import json_problem, read_jsonl, strict_loads
+from trainer.progress import track
 
 ROLES = ("system", "user", "assistant", "tool")
 RECORD_KEYS = {"messages", "tools", "id"}
@@ -37,6 +36,7 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)  # "file:line: reason"
     normalised: list[str] = field(default_factory=list)  # "file:line: what was changed"
     per_file: dict[str, int] = field(default_factory=dict)  # valid records per file
+    empty_files: list[str] = field(default_factory=list)  # files with no line but blank ones
 
 
 def _object(value: Any, allowed: set[str], prefix: str, what: str) -> dict[str, Any]:
@@ -143,9 +143,11 @@ def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[
 def load_examples(directory: Path) -> LoadResult:
     """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line."""
     result = LoadResult()
-    for path in track(sorted(directory.rglob("*.jsonl")), description="Reading examples", transient=True):
+    for path in track(sorted(directory.rglob("*.jsonl")), description="Reading examples"):
         result.per_file[str(path)] = 0
+        lines = 0
         for where, record, problem in read_jsonl(path):
+            lines += 1
             if problem:
                 result.errors.append(f"{where}: {problem}")
                 continue
@@ -158,4 +160,6 @@ def load_examples(directory: Path) -> LoadResult:
             result.normalised.extend(f"{where}: {note}" for note in notes)
             result.examples.append(Example(messages=messages, tools=tools, source=where))
             result.per_file[str(path)] += 1
+        if not lines:
+            result.empty_files.append(str(path))
     return result
