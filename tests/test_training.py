@@ -149,3 +149,35 @@ def test_batches_cover_every_conversation_once_and_length_grouping_cuts_padding(
     share = padded / sum(b["attention_mask"].numel() for b in batches)
     # Sample set, batch 2: neighbours in length pad little; random pairs pad a lot (the stock recipe's way).
     assert share < 0.05 if grouped else share > 0.15, share
+
+
+def test_resume_applies_changed_step_intervals_and_refuses_what_cannot_change_mid_run(make_config, capsys, sample_copy):
+    config = make_config("training.max_steps=4", "training.save_steps=4", "training.logging_steps=4")
+    synthesize(config)
+    train(config)
+    capsys.readouterr()
+
+    with pytest.raises(TrainerError) as refused:
+        train(make_config("training.max_steps=6", "model.lora.r=8", "training.learning_rate=0.1"))
+    checkpoint = config.training.output_dir / "checkpoint-4"
+    assert str(refused.value) == (
+        f"cannot resume from {checkpoint}: changed since it was trained, and fixed for a run: "
+        "model.lora.r 16 → 8; training.learning_rate 0.005 → 0.1. Put them back to resume, or --set "
+        "training.resume=never to start over (it removes the earlier checkpoints)"
+    )
+
+    # transformers would keep the first run's intervals from trainer_state.json: every 4 steps, so none of 5 and 6
+    train(make_config("training.max_steps=6", "training.save_steps=1", "training.logging_steps=1"))
+    assert f"resuming from {checkpoint} with the config's " in capsys.readouterr().out
+    assert {"checkpoint-5", "checkpoint-6"} <= {p.name for p in config.training.output_dir.glob("checkpoint-*")}
+    logged = [r["step"] for r in map(json.loads, (config.training.logging_dir / "metrics.jsonl").open()) if "loss" in r]
+    assert logged == [4, 5, 6]
+
+    (sample_copy / "more.jsonl").write_text(
+        json.dumps({"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]})
+        + "\n"
+    )
+    changed_data = make_config("training.max_steps=8", "training.save_steps=1", examples=sample_copy)
+    synthesize(changed_data)
+    with pytest.raises(TrainerError, match=r"fixed for a run: dataset content hash '[0-9a-f]+' → '[0-9a-f]+'\."):
+        train(changed_data)

@@ -16,11 +16,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from trainer.config import Config, TrainingConfig, load_config, save_config
+from trainer.dataset import load_manifest
 from trainer.errors import TrainerError, first_line
 from trainer.storage import ObjectStore, s3_errors, safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
 TRAINED_CONFIG = "trainer_config.yaml"  # the fully resolved config the checkpoint was trained with, sealed inside it
+TRAINED_DATA = "trainer_data.json"  # the processed dataset's content hash and split sizes, sealed beside it
 # What a checkpoint decides for every later stage (evaluate, export, vLLM), whatever config file they are given: the
 # function it trained. Everything else (where things are, limits, export dtype) comes from the command line.
 TRAINED_KEYS = ("model.name_or_path", "model.revision", "model.tiny", "model.lora", "model.quantization")
@@ -303,8 +305,18 @@ def _fetch_named(training: TrainingConfig, uri: str) -> Path:
 
 
 def seal_config(config: Config, folder: Path) -> None:
-    """Write the config a checkpoint was trained with into it (before its manifest, which then lists it)."""
+    """Write the config and the dataset a checkpoint was trained with into it (before its manifest, which then lists
+    them): a resumed run compares against them, and the model card quotes them."""
     save_config(config, folder / TRAINED_CONFIG)
+    manifest = load_manifest(config.data.output_dir) or {}
+    data = {"content_hash": manifest.get("content_hash"), "counts": manifest.get("counts")}
+    (folder / TRAINED_DATA).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def trained_data(checkpoint: Path) -> dict | None:
+    """What `seal_config` recorded of the checkpoint's dataset, or None for a checkpoint made before it did."""
+    path = checkpoint / TRAINED_DATA
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _get(tree: dict, dotted: str):

@@ -42,6 +42,7 @@ from trainer.model import DTYPES, base_model_path, load_base_model, load_tokeniz
 from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
 from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
+from trainer.training.resume import ConfigStepIntervals, check_resume
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
 
@@ -264,14 +265,15 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     t = config.training
     with processes.local_main_process_first():
         resume = resolve_resume(t, store)
+    announcement = check_resume(resume, config) if resume else None
     metrics_log = t.logging_dir / METRICS_FILE
     if resume and finished(resume, t):
         print(f"train: {resume} is the end of this run; nothing to train (raise training.max_steps to go on)")
         if processes.is_main_process:
             store.finish(resume)  # a job restarted after its last save still mirrors it
         return TrainResult(final_checkpoint=resume, metrics={})
-    if resume:
-        print(f"resuming from {resume}")
+    if announcement:
+        print(announcement)
     if processes.is_local_main_process and resume:
         restore_metrics(resume, metrics_log)
     elif processes.is_local_main_process:
@@ -279,7 +281,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     trainer, data_report = build_trainer(config)
     guard = PreemptionGuard(store, metrics_log, config)
     timed = (TimedSaves(t.save_every_minutes),) if t.save_every_minutes else ()
-    for callback in (guard, *timed, *callbacks):
+    for callback in (guard, ConfigStepIntervals(), *timed, *callbacks):
         trainer.add_callback(callback)
     guard.install()
     try:
