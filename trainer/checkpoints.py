@@ -18,6 +18,7 @@ from pathlib import Path
 from trainer.config import Config, TrainingConfig, load_config, save_config
 from trainer.dataset import load_manifest
 from trainer.errors import TrainerError, first_line
+from trainer.model_card import CARD, checkpoint_card
 from trainer.storage import ObjectStore, s3_errors, safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
@@ -306,11 +307,15 @@ def _fetch_named(training: TrainingConfig, uri: str) -> Path:
 
 def seal_config(config: Config, folder: Path) -> None:
     """Write the config and the dataset a checkpoint was trained with into it (before its manifest, which then lists
-    them): a resumed run compares against them, and the model card quotes them."""
+    them): a resumed run compares against them. Its model card quotes them, in place of PEFT's template; the run's
+    folder gets the same card, as the newest checkpoint's."""
     save_config(config, folder / TRAINED_CONFIG)
     manifest = load_manifest(config.data.output_dir) or {}
     data = {"content_hash": manifest.get("content_hash"), "counts": manifest.get("counts")}
     (folder / TRAINED_DATA).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    card = checkpoint_card(config, folder, data)
+    (folder / CARD).write_text(card, encoding="utf-8")
+    (folder.parent / CARD).write_text(card, encoding="utf-8")
 
 
 def trained_data(checkpoint: Path) -> dict | None:

@@ -115,7 +115,9 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
     with (ev.output_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    metrics_log = config.training.logging_dir / METRICS_FILE
-    write_report(report, ev.output_dir, metrics_log if metrics_log.is_file() else None)
+    # The checkpoint's own copy of the training log: its run up to its step. training.logging_dir holds whichever
+    # run wrote last, which plotted a 200-step curve under a 2-step checkpoint's report.
+    metrics_log = None if ev.model else Path(evaluated) / METRICS_FILE
+    write_report(report, ev.output_dir, metrics_log if metrics_log and metrics_log.is_file() else None)
     save_config(config, ev.output_dir / RESOLVED_CONFIG)
     return report

@@ -92,6 +92,9 @@ class SupervisedSFTTrainer(SFTTrainer):
         lengths = [len(ids) for ids in dataset["input_ids"]]
         return LengthBucketSampler(lengths, self.args.train_batch_size, self.args.seed)
 
+    def create_model_card(self, *args, **kwargs):
+        """Nothing: TRL's card (at every save, in the run's folder) named no base model; seal_config writes ours."""
+
     def _save_checkpoint(self, model, trial):
         folder = Path(self.args.output_dir) / checkpoint_name(self.state.global_step)
         try:
