@@ -181,3 +181,23 @@ def test_resume_applies_changed_step_intervals_and_refuses_what_cannot_change_mi
     synthesize(changed_data)
     with pytest.raises(TrainerError, match=r"fixed for a run: dataset content hash '[0-9a-f]+' → '[0-9a-f]+'\."):
         train(changed_data)
+
+
+@pytest.mark.slow
+def test_train_prints_json_lines_of_numbers_and_short_summaries_in_a_log(make_config):
+    from tests.helpers import train_process
+
+    config = make_config("training.max_steps=2", "training.save_steps=2", "training.max_length=200")
+    synthesize(config)
+    result = train_process(config, "training.max_steps=2", "training.max_length=200")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"train: metrics log (JSON lines) → {config.training.logging_dir / 'metrics.jsonl'}"
+    assert all(line.strip() for line in lines) and "\r" not in result.stdout + result.stderr  # no bars in a log
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2]
+    assert all(isinstance(value, int | float) for record in logged for value in record.values())
+    summary = next(line for line in lines if line.startswith("train: ") and "conversations" in line)
+    full_list = config.training.logging_dir / "train_run.json"
+    assert summary.endswith(f" (all in {full_list})") and ", e.g. " in summary and len(summary) < 300
+    assert len(json.loads(full_list.read_text())["data"]["train"]["truncated"]) > 3

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from trainer.config import Config, Override, load_config
+from trainer.progress import on_terminal
 
 # The config key each stage flag sets: the flag is applied as that override and errors name the flag, not the key.
 FLAG_KEYS = {
@@ -36,6 +37,8 @@ def _quiet_libraries() -> None:
     # Through the environment, not the libraries' setters: a command that loads no model imports neither.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if not on_terminal():  # "Loading weights" bars filled log files with carriage returns
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _flag_overrides(flags: dict[str, object], out_key: str | None) -> list[Override]:

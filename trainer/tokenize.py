@@ -61,12 +61,15 @@ class TokenizeReport:
     truncated: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
+    def summary(self, full_list: str) -> str:
+        """One short line: counts, and the first truncated or dropped conversation as an example (all of them are
+        in `full_list`, a file of the run: listed on one line they ran to hundreds of characters)."""
         text = f"{self.examples} conversations, {self.tokens} tokens, {self.supervised_tokens} supervised"
-        if self.truncated:
-            text += f"; {len(self.truncated)} truncated to max_length: " + ", ".join(self.truncated)
-        if self.dropped:
-            text += f"; {len(self.dropped)} dropped (nothing supervised left): " + ", ".join(self.dropped)
+        lists = {"truncated to max_length": self.truncated, "dropped (nothing supervised left)": self.dropped}
+        if any(lists.values()):
+            counts = ", ".join(f"{len(ids)} {what}" for what, ids in lists.items() if ids)
+            first = next(ids[0] for ids in lists.values() if ids)
+            text += f"; {counts}, e.g. {first} (all in {full_list})"
         return text
 
 

@@ -39,12 +39,16 @@ from trainer.errors import Preempted, TrainerError, first_line
 from trainer.evaluation.metrics import load_symbols
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import DTYPES, base_model_path, load_base_model, load_tokenizer, lora_config, resolve_precision
+from trainer.progress import on_terminal
 from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
 from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
+from trainer.training.log_lines import show_progress
 from trainer.training.resume import ConfigStepIntervals, check_resume
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
+
+RUN_SUMMARY = "train_run.json"  # in training.logging_dir: the run's totals and the tokenized data report
 
 
 def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | None:
@@ -175,6 +179,7 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         report_to=_report_to(t),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not on_terminal(),  # a bar with ETA on a terminal; in a log, the JSON lines alone
     )
 
 
@@ -198,9 +203,10 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         eval_set, eval_report = tokenize_split(
             splits["validation"], tokenizer, template, t.max_length, t.overlong, "validation"
         )
-    print(f"train: {train_report.summary()}")
+    full_list = t.logging_dir / RUN_SUMMARY
+    print(f"train: {train_report.summary(str(full_list))}")
     if eval_report:
-        print(f"validation: {eval_report.summary()}")
+        print(f"validation: {eval_report.summary(str(full_list))}")
     precision = resolve_precision(t.precision)
     args = sft_config(config, precision, has_eval=eval_set is not None)  # before the model: refuses kernels early
     model = load_base_model(config.model, DTYPES[precision], quantized=True)
@@ -214,6 +220,7 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         peft_config=lora_config(config.model),
         callbacks=[JsonlMetrics(t.logging_dir / METRICS_FILE)],
     )
+    show_progress(trainer)
     if t.eval_generation_samples and len(splits["validation"]):
         rows = list(splits["validation"])[: t.eval_generation_samples]
         symbols = load_symbols(config.data.output_dir)  # read once, not at every evaluation
@@ -277,6 +284,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
         return TrainResult(final_checkpoint=resume, metrics={})
     if announcement:
         print(announcement)
+    print(f"train: metrics log (JSON lines) → {metrics_log}")
     if processes.is_local_main_process and resume:
         restore_metrics(resume, metrics_log)
     elif processes.is_local_main_process:
@@ -307,5 +315,5 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     store.finish(final)
     run = {"resumed_from": str(resume) if resume else None, "global_step": step, **output.metrics, "data": data_report}
     t.logging_dir.mkdir(parents=True, exist_ok=True)
-    (t.logging_dir / "train_run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    (t.logging_dir / RUN_SUMMARY).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     return TrainResult(final_checkpoint=final, metrics=output.metrics)
