@@ -15,7 +15,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # tests' ground truth. Installed with apt when missing and allowed (root, or sudo without a password).
 GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev
 
-.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test bench lint format lock clean
+.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test bench gpu-check lint format lock clean
 
 setup: $(BIN)/python
 
@@ -85,6 +85,11 @@ bench: dev go-sources
 	$(OFFLINE) $(BIN)/python benchmarks/go_extraction.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/generation.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/throughput.py --report docs/benchmarks.md
+
+# On a CUDA machine: the production path on Qwen 2.5 7B's architecture, figures appended to docs/gpu.md. It runs with
+# the python that has CUDA torch, offline: docs/gpu.md says how to bring the other packages as wheels.
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(OFFLINE) $(PYTHON) benchmarks/gpu_check.py --scale 7b --report docs/gpu.md
 
 lint: dev
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from benchlib import append_section, report_path
 
 from trainer.config import load_config
 from trainer.evaluation.evaluate import load_plain
-from trainer.evaluation.generation import build_prompts, generate
+from trainer.evaluation.generation import Decoding, build_prompts, generate
 from trainer.synthesis.synthesize import synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def best_seconds(model, tokenizer, prompts, batch_size: int) -> tuple[float, lis
     times, answers = [], []
     for _ in range(REPEATS):
         start = time.perf_counter()
-        answers = generate(model, tokenizer, prompts, NEW_TOKENS, batch_size)
+        answers = generate(model, tokenizer, prompts, Decoding(NEW_TOKENS), batch_size)
         times.append(time.perf_counter() - start)
     return min(times), answers
 

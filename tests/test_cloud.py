@@ -49,11 +49,21 @@ def test_dockerfile_installs_from_the_lock_file_ci_uses_and_runs_as_non_root():
     assert installs and all("-c requirements.lock" in line for line in installs)
     assert "-c requirements.lock -e ." in makefile  # CI's install: the same constraints file
     assert re.search(r"^COPY .*requirements\.lock", dockerfile, re.MULTILINE)
-    # Dependencies are installed before the code is copied, so a code change keeps their layer.
-    assert dockerfile.index("-c requirements.lock .") < dockerfile.index("COPY trainer/")
+    # Dependencies are installed before the code is copied, so a code change keeps their layer; the wandb extra
+    # with them, since sky/train.yaml passes WANDB_API_KEY.
+    assert dockerfile.index('-c requirements.lock ".[wandb]"') < dockerfile.index("COPY trainer/")
     assert re.search(r"^FROM nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.04$", dockerfile, re.MULTILINE)
     assert re.search(r"^USER 1001:1001$", dockerfile, re.MULTILINE)
     assert 'ENTRYPOINT ["trainer"]' in dockerfile
+    # torch built for the base image's CUDA, from PyTorch's index, at the locked version.
+    base_cuda = re.search(r"^FROM nvidia/cuda:(\d+)\.(\d+)\.", dockerfile, re.MULTILINE).groups()
+    index = re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu(\d+)$", dockerfile, re.MULTILINE)
+    assert index and index.group(1) == "".join(base_cuda)
+    assert re.search(r'pip install --index-url "\$TORCH_INDEX_URL" -c requirements\.lock torch', dockerfile)
+    # Triton compiles kernels at run time: a C compiler and Python's headers; HOME for uid 1001.
+    apt = next(line for line in dockerfile.split("RUN ") if "apt-get install" in line)
+    assert {"gcc", "libc6-dev", "python3-dev"} <= set(apt.replace("\\", " ").split())
+    assert dockerfile.index("ENV HOME=/home/trainer") > dockerfile.index("useradd --create-home --uid 1001")
     assert not re.search(r"(TOKEN|SECRET|API_KEY|PASSWORD)\s*=", dockerfile)
     ignored = (REPO / ".dockerignore").read_text().splitlines()
     assert ignored[1] == "*"  # everything out, then only code, configs and the lock file back in

@@ -48,6 +48,20 @@ def test_cuda_kernels_are_off_here_and_refused_when_forced(make_config, capsys):
     assert (trainer.args.packing, trainer.args.use_liger_kernel, trainer.args.torch_compile) == (False, False, False)
 
 
+def test_a_package_that_is_installed_but_cannot_load_is_gone_without(make_config, tmp_path, monkeypatch):
+    """A flash-attn built for another torch or CUDA imports with an error: `auto` falls back instead of failing at
+    model load; forcing it names the reason."""
+    broken = tmp_path / "flash_attn"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('undefined symbol: _ZN3c104cuda9SetDevice')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = make_config()
+    assert attention_implementation(config.model) == "sdpa"
+    forced = make_config("model.attn_implementation=flash_attention_2")
+    with pytest.raises(TrainerError, match=r"flash_attn package is installed but cannot be loaded \(undefined symbol"):
+        attention_implementation(forced.model)
+
+
 def test_torch_compile_trains_the_same_adapter(make_config):
     steps = ("training.max_steps=3", "training.save_steps=3", "model.quantization=null")
     eager = _adapter_after(make_config(*steps))

@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainerError as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)
         return 2
-    except Preempted as exc:
-        print(redact(f"preempted: {exc}"), file=sys.stderr)
+    except Preempted as exc:  # and Interrupted: a stop on a signal, with a checkpoint saved
+        print(redact(f"{exc.label}: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if exc.errno not in UNWRITABLE:

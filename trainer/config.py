@@ -67,6 +67,13 @@ class TinyModelSpec(StrictModel):
     # Wider than transformers' 0.02: after RMSNorm a frozen lm_head that small caps logits near ±1.3, so nothing
     # could be learned to low loss, unlike a real model whose output layer is large.
     initializer_range: float = Field(0.2, gt=0)
+    model_vocab_size: int | None = Field(
+        None,
+        gt=0,
+        description="Embedding and output rows, padded past the tokenizer (Qwen 2.5 7B: 152064); "
+        "default: the tokenizer's size",
+    )
+    dtype: DtypeName = Field("fp32", description="Weights are built and saved in this dtype (bf16 for a 7B shape)")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -238,6 +245,9 @@ class TrainingConfig(StrictModel):
         "auto", description="Liger's Triton kernels (RMSNorm, SwiGLU, RoPE); auto: where liger-kernel and CUDA are"
     )
     torch_compile: bool = Field(False, description="torch.compile the model; pays only in long runs of few shapes")
+    allow_cpu: bool = Field(
+        False, description="Train a model other than the tiny one without a CUDA GPU (days for 7B); refused otherwise"
+    )
     optim: str = "adamw_torch"
     seed: int = 42
     wandb: bool | Literal["auto"] = Field("auto", description="true | false | auto: on when WANDB_API_KEY is set")
@@ -253,6 +263,15 @@ class EvaluationConfig(StrictModel):
         "transformers",
         description="What generates the answers: transformers (the trained function as is), vllm (faster; needs the "
         "vllm package and a CUDA GPU), auto (vllm where it can run)",
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0,
+        description="Both backends decode greedily with this penalty (1: none), whatever the model's "
+        "generation_config.json suggests",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights, KV cache)"
     )
     baseline: bool = Field(False, description="Also evaluate the base model on the same prompts and report deltas")
     symbols: Path | None = Field(None, description="API index for grounding; default: data.output_dir/symbols.jsonl")

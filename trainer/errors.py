@@ -17,6 +17,14 @@ class Preempted(Exception):
     """Training stopped on SIGTERM after a final checkpoint; the exit code asks a supervisor to restart it."""
 
     exit_code = 75  # EX_TEMPFAIL: a temporary failure, try again
+    label = "preempted"
+
+
+class Interrupted(Preempted):
+    """Stopped by Ctrl-C (SIGINT) after a final checkpoint: the user's stop, so `&&` chains stop too."""
+
+    exit_code = 130  # 128 + SIGINT, as a shell reports it
+    label = "interrupted"
 
 
 def problems_error(headline: str, problems: list[str]) -> TrainerError:

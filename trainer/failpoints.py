@@ -4,7 +4,9 @@
 `step` after optimizer step N; `save` once transformers has written checkpoint-N but before its manifest;
 `upload` after the first file of checkpoint-N has been uploaded, before the rest and the remote manifest;
 `uploaded` once checkpoint-N, manifest included, is in the bucket (training has gone on meanwhile).
-Unset (always, outside tests) it does nothing.
+`TRAINER_TERM_AT=<step>:<rank>` sends SIGTERM to the process of that global rank after optimizer step N: a
+preemption notice that reaches one node of a run first.
+Unset (always, outside tests) they do nothing.
 """
 
 import os
@@ -14,3 +16,8 @@ import signal
 def maybe_kill(point: str, step: int | None) -> None:
     if os.environ.get("TRAINER_KILL_AT") == f"{point}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_terminate(step: int) -> None:
+    if os.environ.get("TRAINER_TERM_AT") == f"{step}:{os.environ.get('RANK', '0')}":
+        os.kill(os.getpid(), signal.SIGTERM)

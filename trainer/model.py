@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel
@@ -10,23 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError, first_line
+from trainer.precision import DTYPES
 from trainer.speedups import attention_implementation
 from trainer.tiny_model import build_tiny_model
-
-# The one dtype table: config's spellings (bf16, fp16, fp32) to torch's.
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def resolve_precision(precision: str) -> str:
-    """`auto`: bf16 on a GPU that has it, else fp32; any other value as it is."""
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def torch_dtype_name(name: str) -> str:
-    """`bf16` → `bfloat16`: the spelling config.json, vLLM and safetensors metadata use."""
-    return str(DTYPES[name]).removeprefix("torch.")
 
 
 def base_model_path(config: ModelConfig) -> str:
@@ -75,28 +62,37 @@ def _refuse_pickles(folder: Path, config: ModelConfig) -> None:
         )
 
 
-def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) -> PreTrainedModel:
-    """The base model in `dtype`, 4-bit quantized when `quantized` and the config has a quantization section."""
-    source = base_model_path(config)
-    if Path(source).is_dir():
-        _refuse_pickles(Path(source), config)
-    kwargs = {
+def load_kwargs(
+    config: ModelConfig, source: str, dtype: torch.dtype, quantized: bool, cuda_device: int | None
+) -> dict[str, Any]:
+    """`from_pretrained`'s arguments. On a CUDA machine every load lands on the process's GPU (`cuda_device`): a
+    plain-LoRA base or an exported folder too, not only a 4-bit one."""
+    kwargs: dict[str, Any] = {
         "dtype": dtype,
         "attn_implementation": attention_implementation(config, strict=False),
         "trust_remote_code": config.trust_remote_code,
         "use_safetensors": None if config.allow_pickle_weights else True,  # None: safetensors first, then .bin
+        "device_map": {"": cuda_device} if cuda_device is not None else None,
     }
     if source == config.name_or_path and config.revision:
         kwargs["revision"] = config.revision
     if quantized and config.quantization is not None:
         kwargs["quantization_config"] = quantization_config(config)
-        if torch.cuda.is_available():
-            kwargs["device_map"] = {"": torch.cuda.current_device()}
+    return kwargs
+
+
+def load_base_model(config: ModelConfig, dtype: torch.dtype, quantized: bool) -> PreTrainedModel:
+    """The base model in `dtype`, 4-bit quantized when `quantized` and the config has a quantization section."""
+    source = base_model_path(config)
+    if Path(source).is_dir():
+        _refuse_pickles(Path(source), config)
+    cuda_device = torch.cuda.current_device() if torch.cuda.is_available() else None
+    kwargs = load_kwargs(config, source, dtype, quantized, cuda_device)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise _load_error("model", source, exc) from None
-    if "quantization_config" in kwargs and not torch.cuda.is_available():
+    if "quantization_config" in kwargs and cuda_device is None:
         _keep_cpu_4bit_layout(model)
     return model
 

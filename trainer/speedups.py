@@ -18,16 +18,21 @@ from typing import Literal
 import torch
 
 from trainer.config import ModelConfig, TrainingConfig
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, first_line
 
 
 def cannot_run(package: str) -> str | None:
-    """Why a CUDA-only package cannot run here, or None when it can."""
+    """Why a CUDA-only package cannot run here, or None when it can. The package is imported, not only looked up:
+    an install built for another torch or CUDA is present but fails to load, and `auto` must then go without it."""
+    installed = importlib.util.find_spec(package) is not None
+    if installed:
+        try:
+            importlib.import_module(package)
+        except Exception as exc:  # ImportError, OSError (a missing .so), RuntimeError (a CUDA mismatch): all mean no
+            return f"the {package} package is installed but cannot be loaded ({first_line(exc)})"
     if not torch.cuda.is_available():
         return "needs a CUDA GPU and this machine has none"
-    if importlib.util.find_spec(package) is None:
-        return f"the {package} package is not installed"
-    return None
+    return None if installed else f"the {package} package is not installed"
 
 
 def attention_implementation(config: ModelConfig, strict: bool = True) -> Literal["sdpa", "eager", "flash_attention_2"]:

@@ -21,6 +21,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config,
 from transformers.utils import logging as hf_logging
 
 from trainer.config import TinyModelSpec
+from trainer.precision import DTYPES
 
 BUILDER_VERSION = 1
 CORPUS = Path(__file__).parent / "assets" / "tiny_tokenizer_corpus.txt"
@@ -65,8 +66,10 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: Path) -> Path:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer(spec, template, corpus)
+    if spec.model_vocab_size is not None and spec.model_vocab_size < len(tokenizer):
+        raise ValueError(f"model_vocab_size {spec.model_vocab_size} is below the tokenizer's {len(tokenizer)} tokens")
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=spec.model_vocab_size or len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers,
@@ -80,7 +83,12 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(spec.seed)
-    model = Qwen2ForCausalLM(config)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(DTYPES[spec.dtype])  # built in its dtype: a 7B shape in fp32 would need 30 GB of memory
+    try:
+        model = Qwen2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id
     )

@@ -19,12 +19,13 @@ from trainer.checkpoints import resolve_checkpoint, trained_config
 from trainer.config import RESOLVED_CONFIG, Config, save_config
 from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.errors import TrainerError
-from trainer.evaluation.generation import build_prompts, generate, prediction_records, stop_token_ids
+from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records, stop_token_ids
 from trainer.evaluation.metrics import load_symbols, score
 from trainer.evaluation.report import PREDICTIONS_FILE, deltas, write_report
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE
-from trainer.model import DTYPES, load_base_model, load_peft_model, load_tokenizer, resolve_precision
+from trainer.model import load_base_model, load_peft_model, load_tokenizer
+from trainer.precision import DTYPES, resolve_precision
 from trainer.progress import track
 from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 
@@ -92,10 +93,10 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
         del model
         answers = vllm_answers(config, evaluated, [p.token_ids for p in prompts], stop_token_ids(tokenizer))
     else:
-        answers = {"finetuned": generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size)}
+        answers = {"finetuned": generate(model, tokenizer, prompts, Decoding.of(ev), ev.batch_size)}
         if ev.baseline:
             with model.disable_adapter():
-                answers["baseline"] = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size)
+                answers["baseline"] = generate(model, tokenizer, prompts, Decoding.of(ev), ev.batch_size)
     predictions = {name: prediction_records(prompts, texts) for name, texts in answers.items()}
     metrics = {name: {**forced[name], **score(predictions[name], symbols)} for name in forced}
     manifest = load_manifest(config.data.output_dir)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from trainer.config import EvaluationConfig
 from trainer.dataset import conversation
 from trainer.progress import track
 
@@ -83,8 +84,36 @@ def prediction_records(prompts: list[Prompt], answers: list[str]) -> list[dict[s
     ]
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """The one decoding both backends use: greedy, no sampling, no penalty unless configured. Every setting is
+    explicit, so a base model's generation_config.json (Qwen 2.5's: sampling at 0.7, repetition penalty 1.05)
+    changes neither backend's answers."""
+
+    max_new_tokens: int
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def of(cls, evaluation: EvaluationConfig) -> Decoding:
+        return cls(evaluation.max_new_tokens, evaluation.repetition_penalty)
+
+    def transformers_kwargs(self) -> dict[str, Any]:
+        # temperature, top_p and top_k at transformers' neutral values: unset, the model's would fill them in.
+        return {
+            "max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1,
+            "repetition_penalty": self.repetition_penalty, "no_repeat_ngram_size": 0,
+            "temperature": 1.0, "top_p": 1.0, "top_k": 50,
+        }  # fmt: skip
+
+    def vllm_kwargs(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_new_tokens, "temperature": 0.0, "repetition_penalty": self.repetition_penalty,
+            "presence_penalty": 0.0, "frequency_penalty": 0.0,
+        }  # fmt: skip
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[Prompt], max_new_tokens: int, batch_size: int) -> list[str]:
+def generate(model, tokenizer, prompts: list[Prompt], decoding: Decoding, batch_size: int) -> list[str]:
     """Greedy answers with transformers: batches left-padded, KV cache on."""
     tokenizer.padding_side = "left"
     answers = []
@@ -93,8 +122,7 @@ def generate(model, tokenizer, prompts: list[Prompt], max_new_tokens: int, batch
         encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
         output = model.generate(
             **encoded,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
+            **decoding.transformers_kwargs(),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
         )

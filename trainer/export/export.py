@@ -19,7 +19,8 @@ from trainer.errors import TrainerError, first_line
 from trainer.export.card import base_licence, model_card, write_checksums
 from trainer.export.merge import nf4_round_trip, quantized_weight_keys, read_adapter_layout, stream_merge
 from trainer.export.verify import reference_model, verify_export
-from trainer.model import DTYPES, base_model_path, load_tokenizer, torch_dtype_name
+from trainer.model import base_model_path, load_tokenizer
+from trainer.precision import DTYPES, torch_dtype_name
 from trainer.storage import upload_folder
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")

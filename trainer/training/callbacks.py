@@ -12,10 +12,10 @@ from transformers import TrainerCallback
 
 from trainer.checkpoints import CheckpointStore, SaveFailed, checkpoint_name, seal_config
 from trainer.config import Config
-from trainer.evaluation.generation import build_prompts, generate, prediction_records
+from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records
 from trainer.evaluation.metrics import score
 from trainer.evaluation.report import GENERATION_HEADLINE, metric
-from trainer.failpoints import maybe_kill
+from trainer.failpoints import maybe_kill, maybe_terminate
 from trainer.metrics_log import METRICS_FILE, append_metrics
 
 
@@ -35,10 +35,10 @@ class GenerationEval(TrainerCallback):
     """After each evaluation, answers a fixed subset of validation prompts and logs generation metrics (`eval_gen_*`
     in metrics.jsonl): the run then shows whether answers, tool calls and API names improve, not only the loss."""
 
-    def __init__(self, rows: list[dict], tokenizer, symbols, max_new_tokens: int, batch_size: int, log: Path):
+    def __init__(self, rows: list[dict], tokenizer, symbols, decoding: Decoding, batch_size: int, log: Path):
         """`symbols`: the SymbolIndex for API grounding, or None."""
         self.rows, self.tokenizer, self.symbols, self.log = rows, tokenizer, symbols, log
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.decoding, self.batch_size = decoding, batch_size
         self.prompts = None  # built at the first evaluation
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
@@ -47,7 +47,7 @@ class GenerationEval(TrainerCallback):
         self.prompts = self.prompts or build_prompts(self.tokenizer, self.rows)
         was_training = model.training
         model.eval()
-        answers = generate(model, self.tokenizer, self.prompts, self.max_new_tokens, self.batch_size)
+        answers = generate(model, self.tokenizer, self.prompts, self.decoding, self.batch_size)
         model.train(was_training)
         report = score(prediction_records(self.prompts, answers), self.symbols)
         values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in GENERATION_HEADLINE}
@@ -65,28 +65,38 @@ def restore_metrics(checkpoint: Path, log: Path) -> None:
 
 
 class PreemptionGuard(TrainerCallback):
-    """Seals each checkpoint (trained config, metrics log copy, manifest) and mirrors it; on SIGTERM saves once more
-    and stops."""
+    """Seals each checkpoint (trained config, metrics log copy, manifest) and mirrors it; on SIGTERM (a preemption)
+    or SIGINT (Ctrl-C) the step in flight finishes, every process saves that same step, and training stops."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, store: CheckpointStore, metrics_log: Path, config: Config):
         self.store, self.metrics_log, self.config = store, metrics_log, config
-        self.stop_requested = False
-        self.previous_handler = None
+        self.received: signal.Signals | None = None  # the signal this process got
+        self.stopped = False  # whether training stopped on a signal, this process's or another rank's
+        self.previous: dict[int, object] = {}
 
     def install(self) -> None:
-        self.previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.previous = {number: signal.signal(number, self._on_signal) for number in self.SIGNALS}
 
     def uninstall(self) -> None:
-        if self.previous_handler is not None:
-            signal.signal(signal.SIGTERM, self.previous_handler)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
-    def _on_sigterm(self, signum, frame) -> None:
-        # Only a flag here: the step in flight finishes, then on_step_end asks for a save and a stop.
-        self.stop_requested = True
+    def _on_signal(self, signum, frame) -> None:
+        # Only a flag here: the step in flight finishes, then on_step_end asks for a save and a stop. A second
+        # Ctrl-C gets Python's default: stop at once.
+        self.received = signal.Signals(signum)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, self.previous.get(signal.SIGINT, signal.default_int_handler))
 
     def on_step_end(self, args, state, control, **kwargs):
         maybe_kill("step", state.global_step)
-        if self.stop_requested:
+        maybe_terminate(state.global_step)
+        # Every rank learns of a signal any rank got, at the same step: stopping apart would leave one waiting
+        # for the others in a collective.
+        if any_process(self.received is not None):
+            self.stopped = True
             control.should_save = True
             control.should_training_stop = True
         return control

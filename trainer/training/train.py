@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,10 +36,12 @@ from trainer.checkpoints import (
 )
 from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
-from trainer.errors import Preempted, TrainerError, first_line
+from trainer.errors import Interrupted, Preempted, TrainerError, first_line
+from trainer.evaluation.generation import Decoding
 from trainer.evaluation.metrics import load_symbols
 from trainer.metrics_log import METRICS_FILE
-from trainer.model import DTYPES, base_model_path, load_base_model, load_tokenizer, lora_config, resolve_precision
+from trainer.model import base_model_path, load_base_model, load_tokenizer, lora_config
+from trainer.precision import DTYPES, resolve_precision
 from trainer.progress import on_terminal
 from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
@@ -72,6 +75,18 @@ def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | N
     if reason:
         raise TrainerError(f"training.resume: {path} is torn: {reason}")
     return path
+
+
+def _stop(received: signal.Signals | None, step: int, store: CheckpointStore, t: TrainingConfig) -> Preempted:
+    """What to raise after a stop on a signal: Ctrl-C is the user's (exit 130), anything else a preemption (75)."""
+    saved = f"checkpoint {t.output_dir / checkpoint_name(step)} saved"
+    if store.remote is not None:
+        uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
+        saved += " and uploaded" if uploaded else f" (upload not finished after {t.sigterm_upload_timeout_s:g} s)"
+    if received == signal.SIGINT:
+        return Interrupted(f"stopped by Ctrl-C at step {step}; {saved}; run the same command to resume")
+    why = received.name if received else "a signal to another process of the run"
+    return Preempted(f"stopped by {why} at step {step}; {saved}; restart to resume")
 
 
 def finished(checkpoint: Path, training: TrainingConfig) -> bool:
@@ -191,6 +206,7 @@ class TrainResult:
 
 def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]:
     """Everything up to the first step: data, tokenizer, model, adapter, SFTTrainer."""
+    config = resolved(config)  # idempotent; refuses a forced kernel that cannot run before anything is loaded
     t = config.training
     splits = load_processed(config.data.output_dir)
     if len(splits["train"]) == 0:
@@ -226,7 +242,7 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         symbols = load_symbols(config.data.output_dir)  # read once, not at every evaluation
         ev = config.evaluation
         log = t.logging_dir / METRICS_FILE
-        trainer.add_callback(GenerationEval(rows, tokenizer, symbols, ev.max_new_tokens, ev.batch_size, log))
+        trainer.add_callback(GenerationEval(rows, tokenizer, symbols, Decoding.of(ev), ev.batch_size, log))
     # TRL stores QLoRA adapters in bf16, but resuming reloads them in fp32 (PEFT's default), so a resumed run would
     # continue from other weights than an uninterrupted one. fp32 master weights in both, computed in the run's
     # precision under autocast, keep resume exact (and are the sounder mixed-precision choice anyway).
@@ -256,7 +272,20 @@ def resolved(config: Config) -> Config:
     return config.model_copy(update={"model": model, "training": t.model_copy(update=update)})
 
 
+def refuse_cpu_training(config: Config, cuda: bool) -> None:
+    """A real model on a machine where torch sees no GPU is refused unless asked for: the usual cause is a driver
+    older than the CUDA build of torch needs, and going on would quietly train 7B in fp32 on the CPU for days."""
+    if cuda or config.model.tiny is not None or config.training.allow_cpu:
+        return
+    raise TrainerError(
+        f"model.name_or_path={config.model.name_or_path}: torch {torch.__version__} sees no CUDA GPU (built for CUDA "
+        f"{torch.version.cuda or 'none'}; a driver older than that build needs hides the GPU: see nvidia-smi). "
+        "Training on the CPU would take days; --set training.allow_cpu=true to do it anyway"
+    )
+
+
 def train(config: Config, callbacks: tuple = ()) -> TrainResult:
+    refuse_cpu_training(config, torch.cuda.is_available())
     config = resolved(config)
     t = config.training
     store = checkpoint_store(t)
@@ -304,16 +333,17 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     finally:
         guard.uninstall()
     step = trainer.state.global_step
-    if guard.stop_requested:
-        uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
-        note = "and uploaded" if uploaded else f"(upload not finished after {t.sigterm_upload_timeout_s:g} s)"
-        raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved {note}; restart to resume")
+    if guard.stopped:
+        raise _stop(guard.received, step, store, t)
     # With a step save strategy transformers always saves at the last step too.
     final = t.output_dir / checkpoint_name(step)
     if not processes.is_main_process:
         return TrainResult(final_checkpoint=final, metrics=output.metrics)  # rank 0 saved, uploads and reports
     store.finish(final)
     run = {"resumed_from": str(resume) if resume else None, "global_step": step, **output.metrics, "data": data_report}
+    run["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    trainable, total = trainer.model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
+    run["base_parameters"], run["trainable_parameters"] = total - trainable, trainable
     t.logging_dir.mkdir(parents=True, exist_ok=True)
     (t.logging_dir / RUN_SUMMARY).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     return TrainResult(final_checkpoint=final, metrics=output.metrics)
