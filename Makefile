@@ -13,7 +13,8 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Real Go source for the demo and the tests (under /usr/share/gocode/src), and the Go toolchain whose go/doc is the
 # tests' ground truth. Installed with apt when missing and allowed (root, or sudo without a password).
-GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev
+GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev golang-golang-x-sys-dev \
+	golang-golang-x-exp-dev golang-github-mattn-go-sqlite3-dev
 
 .PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test bench gpu-check lint format lock clean
 
@@ -83,6 +84,7 @@ bench: dev go-sources
 	$(OFFLINE) $(BIN)/python benchmarks/export_merge.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/preemption.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/go_extraction.py --report docs/benchmarks.md
+	$(OFFLINE) $(BIN)/python benchmarks/synthesis_memory.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/generation.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/throughput.py --report docs/benchmarks.md
 

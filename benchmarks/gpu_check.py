@@ -103,7 +103,9 @@ def run_check(scale_name: str, work: Path) -> dict[str, object]:
     final = f"checkpoint-{scale['steps']}"
     resume_gap = adapters_equal(work / "killed/checkpoints" / final, work / "ref/checkpoints" / final)
     backend = "auto" if importlib.util.find_spec("vllm") else "transformers"
-    times[f"evaluate ({backend})"], done = trainer(["evaluate", *config, *killed, "--backend", backend, "--limit", str(scale["limit"])])
+    times[f"evaluate ({backend})"], done = trainer(
+        ["evaluate", *config, *killed, "--backend", backend, "--limit", str(scale["limit"])]
+    )
     check(done)
     times["export + verification"], done = trainer(["export", *config, *killed])
     check(done)

@@ -56,7 +56,15 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
             f"  capped: {capped['per_symbol']} over data.generation.max_per_symbol, "
             f"{capped['package_share']} over data.generation.max_package_share"
         )
-    for kind in ("skipped", "skipped_files", "duplicates", "near_duplicates", "conflicts", "normalised"):
+    for kind in (
+        "skipped",
+        "skipped_files",
+        "duplicates",
+        "near_duplicates",
+        "conflicts",
+        "normalised",
+        "control_tokens",
+    ):
         if manifest[kind]["count"]:
             print(f"  {kind}: {manifest[kind]['count']}")
             for record in manifest[kind]["records"]:

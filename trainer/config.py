@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from trainer.errors import TrainerError, did_you_mean, problems_error
+from trainer.go_build import KNOWN_ARCH, KNOWN_OS, BuildContext
 
 DEFAULT_CONFIG = Path("configs/training/default.yaml")
 RESOLVED_CONFIG = "resolved_config.yaml"  # the config a stage ran with, beside its outputs
@@ -48,7 +49,7 @@ TORCH_DTYPE_SPELLINGS = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `.inf` and `.nan` in YAML are mistakes
 
 
 class TinyModelSpec(StrictModel):
@@ -168,6 +169,30 @@ class GenerationSettings(StrictModel):
     include_testdata: bool = False
     include_vendor: bool = False
     max_file_bytes: ByteSize = Field(ByteSize(1_000_000), description="Larger files are skipped and reported")
+    goos: str = Field("linux", description="Target GOOS: the API index holds what go build compiles for it")
+    goarch: str = Field("amd64", description="Target GOARCH")
+    build_tags: list[str] = Field([], description="Extra build tags, as `go build -tags`")
+    cgo: bool = Field(True, description='Files that import "C" count, as with CGO_ENABLED=1')
+    go_version: str = Field("1.22", pattern=r"^1\.\d{1,3}$", description="Release tags go1.1 … go1.N hold")
+
+    @field_validator("goos", "goarch")
+    @classmethod
+    def _known_platform(cls, value: str, info) -> str:
+        known = KNOWN_OS if info.field_name == "goos" else KNOWN_ARCH
+        if value not in known:
+            raise ValueError(f"unknown {info.field_name} {value!r}; expected one of {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("build_tags")
+    @classmethod
+    def _tag_names(cls, tags: list[str]) -> list[str]:
+        bad = [tag for tag in tags if not re.fullmatch(r"[\w.]+", tag)]
+        if bad:
+            raise ValueError(f"build tags are letters, digits, _ and . only: {bad}")
+        return tags
+
+    def build_context(self) -> BuildContext:
+        return BuildContext(self.goos, self.goarch, self.cgo, tuple(self.build_tags), self.go_version)
 
 
 class DataConfig(StrictModel):
@@ -177,6 +202,9 @@ class DataConfig(StrictModel):
     examples_dir: Path = Path("data/raw/examples")
     output_dir: Path = Path("data/processed")
     on_error: Literal["fail", "skip"] = Field("fail", description="fail: any bad record stops the run")
+    escape_control_tokens: bool = Field(
+        False, description="Escape chat control tokens (<|im_end|>, …) in examples and Go docs as text, not refuse them"
+    )
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_salt: str = Field("trainer-split-v1", description="Changing it reshuffles every split")

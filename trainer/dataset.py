@@ -45,19 +45,25 @@ def content_hash(by_split: dict[str, list[dict[str, str]]]) -> str:
     return content.hexdigest()
 
 
+def _in_memory(rows: list[dict[str, str]], split: str):
+    """The split as an in-memory Dataset fingerprinted by its rows' content hashes. Left to itself, datasets
+    fingerprints an in-memory table by serializing all of it: a second copy of the split at the run's peak."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetInfo
+    from datasets.table import InMemoryTable
+
+    ids = hashlib.sha256("".join(sorted(f"{row['id']}\n" for row in rows)).encode()).hexdigest()
+    table = pa.table({column: pa.array([row[column] for row in rows], type=pa.string()) for column in COLUMNS})
+    return Dataset(InMemoryTable(table), info=DatasetInfo(features=_features()), fingerprint=f"{split}-{ids[:32]}")
+
+
 def save_processed(
     output_dir: Path, by_split: dict[str, list[dict[str, str]]], symbols: list[dict[str, Any]], manifest: dict
 ) -> DatasetDict:
     """Write the splits, the API index and the manifest into `output_dir`; returns the splits as a DatasetDict."""
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
-    features = _features()
-    dataset = DatasetDict(
-        {
-            name: Dataset.from_dict({c: [row[c] for row in split] for c in COLUMNS}, features=features)
-            for name, split in by_split.items()
-        }
-    )
+    dataset = DatasetDict({name: _in_memory(split, name) for name, split in by_split.items()})
     output_dir.mkdir(parents=True, exist_ok=True)
     # datasets cannot load a saved empty split back, so only non-empty ones are written; load_processed adds the rest.
     DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(output_dir))

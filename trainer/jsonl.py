@@ -7,9 +7,12 @@ streamed with a byte cap so memory is bounded by one line, and every problem loc
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from trainer.files import open_regular
 
 MAX_LINE_BYTES = 16 * 2**20  # one conversation per line; a longer line is reported and skipped, never held whole
 CHUNK_BYTES = 2**20
@@ -28,9 +31,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Python reads Infinity, and json.dumps would write that non-JSON back
+        raise ValueError(f"{text[:40]} is out of a JSON number's range (it would become Infinity)")
+    return value
+
+
 def strict_loads(text: str) -> Any:
     """`text`'s value; ValueError (or RecursionError) with the reason when it is not strict, lossless JSON."""
-    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite)
     try:  # "\ud800" escapes decode to lone surrogates, which no later stage can write as UTF-8
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -65,9 +75,9 @@ def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
     is not UTF-8 (a leading BOM is allowed), not strict JSON, nested too deeply or longer than `max_line_bytes`;
     (`file`, None, problem) if the file cannot be read. Streams: memory is bounded by one line, not the file."""
     try:
-        handle = path.open("rb")
+        handle = open_regular(path)  # a FIFO would block, a device node would never end
     except OSError as exc:
-        yield str(path), None, f"cannot read: {exc}"
+        yield str(path), None, str(exc)
         return
     with handle:
         number = 0

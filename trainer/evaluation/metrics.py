@@ -122,7 +122,9 @@ class SymbolIndex:
         self.by_package: dict[str, set[str]] = {}
         self.types: set[str] = set()
         for symbol in symbols:
-            short = re.sub(r"/v\d+$", "", symbol["package"]).rsplit("/", 1)[-1]
+            # The package clause's name (go-sqlite3 is `sqlite3`, gopkg.in/yaml.v3 is `yaml`); indexes written before
+            # it was recorded fall back to the import path's last part.
+            short = symbol.get("package_name") or re.sub(r"/v\d+$", "", symbol["package"]).rsplit("/", 1)[-1]
             self.by_package.setdefault(short, set()).add(symbol["name"])
             if symbol["kind"] == "type":
                 self.types.add(symbol["name"])

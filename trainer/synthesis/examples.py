@@ -6,17 +6,21 @@ pipeline uses: `{"messages": [...], "tools": [...] | None}` with tool calls as `
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from trainer.files import walk
 from trainer.jsonl import json_problem, read_jsonl, strict_loads
 from trainer.progress import track
+from trainer.synthesis.control_tokens import ControlTokenError, screen
 
 ROLES = ("system", "user", "assistant", "tool")
 RECORD_KEYS = {"messages", "tools", "id"}
 MESSAGE_KEYS = {"role", "content", "tool_calls", "name", "tool_call_id"}
 TOOL_CALL_KEYS = {"name", "arguments"}
+TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class InvalidRecord(ValueError):
@@ -49,11 +53,18 @@ def _object(value: Any, allowed: set[str], prefix: str, what: str) -> dict[str, 
     return value
 
 
+def _check_tool_name(name: Any, where: str) -> None:
+    """Tool names are written unescaped into the `<tool_call>` JSON the model learns to emit: identifiers only."""
+    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+        raise InvalidRecord(f"{where}: tool name {name!r} is not an identifier (letters, digits, _; at most 64)")
+
+
 def _tool_call(call: Any, where: str, notes: list[str]) -> dict[str, Any]:
     call = _object(call, TOOL_CALL_KEYS, f"{where}: ", "a tool call")
     name = call.get("name")
     if not isinstance(name, str) or not name.strip():
         raise InvalidRecord(f"{where}: tool call needs a non-empty string 'name'")
+    _check_tool_name(name, where)
     arguments = call.get("arguments", {})
     if isinstance(arguments, str):
         try:
@@ -125,7 +136,9 @@ def _check_order(messages: list[dict[str, Any]]) -> None:
         raise InvalidRecord("the conversation must end with an assistant turn")
 
 
-def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[dict[str, Any]], Any]:
+def normalise_record(
+    record: Any, notes: list[str] | None = None, escape_control_tokens: bool = False
+) -> tuple[list[dict[str, Any]], Any]:
     """Validate one decoded JSON record; return (messages, tools) or raise InvalidRecord."""
     notes = notes if notes is not None else []
     record = _object(record, RECORD_KEYS, "", "a record")
@@ -137,13 +150,26 @@ def normalise_record(record: Any, notes: list[str] | None = None) -> tuple[list[
     tools = record.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         raise InvalidRecord("'tools' must be a list of objects (function definitions)")
-    return normalised, tools or None
+    for index, tool in enumerate(tools or []):
+        function = tool.get("function", tool)
+        if isinstance(function, dict) and "name" in function:
+            _check_tool_name(function["name"], f"tools[{index}]")
+    try:
+        normalised, tools, note = screen(normalised, tools or None, escape_control_tokens)
+    except ControlTokenError as exc:
+        raise InvalidRecord(str(exc)) from None
+    notes.extend([note] if note else [])
+    return normalised, tools
 
 
-def load_examples(directory: Path) -> LoadResult:
-    """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line."""
+def load_examples(directory: Path, escape_control_tokens: bool = False) -> LoadResult:
+    """Read every `*.jsonl` file under `directory` (sorted, recursive) and validate each line; files and folders
+    that cannot be read are errors naming them."""
     result = LoadResult()
-    for path in track(sorted(directory.rglob("*.jsonl")), description="Reading examples"):
+    walked = walk(directory, lambda _relative, _name: None, lambda relative: relative.endswith(".jsonl"), False)
+    result.errors.extend(f"{directory}/{problem}" for problem in walked.problems)
+    found = [directory / relative for relative in sorted(walked.files, key=lambda r: PurePosixPath(r).parts)]
+    for path in track(found, description="Reading examples"):
         result.per_file[str(path)] = 0
         lines = 0
         for where, record, problem in read_jsonl(path):
@@ -153,7 +179,7 @@ def load_examples(directory: Path) -> LoadResult:
                 continue
             notes: list[str] = []
             try:
-                messages, tools = normalise_record(record, notes)
+                messages, tools = normalise_record(record, notes, escape_control_tokens)
             except InvalidRecord as exc:
                 result.errors.append(f"{where}: {exc}")
                 continue

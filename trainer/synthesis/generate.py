@@ -74,9 +74,14 @@ class _Writer:
     def __init__(self, index: RepoIndex, source: str, commit: str | None, settings: GenerationSettings) -> None:
         self.index, self.source, self.commit, self.seed = index, source, commit, settings.seed
         self.out: list[Generated] = []
+        self.names = Counter(entry["name"] for entry in index.packages.values())
+        self.system = SYSTEM.format(framework=source)  # one string shared by every conversation
 
     def short(self, package: str) -> str:
-        return self.index.packages.get(package, {}).get("name") or package.rsplit("/", 1)[-1]
+        """How questions and answers name the package: its name, or its import path where two packages share the
+        name (v1 and v2 of one module; else `x.New` would get one answer per package, contradicting each other)."""
+        name = self.index.packages.get(package, {}).get("name") or package.rsplit("/", 1)[-1]
+        return package if self.names[name] > 1 else name
 
     def add(
         self,
@@ -90,7 +95,7 @@ class _Writer:
     ) -> None:
         rng = random.Random(f"{self.seed}:{template}:{key}")
         question = rng.choice(PHRASINGS[template]).format(**fields)
-        system = {"role": "system", "content": SYSTEM.format(framework=self.source)}
+        system = {"role": "system", "content": self.system}
         messages = [
             system,
             {"role": "user", "content": question},

@@ -8,6 +8,7 @@ contribute only their runnable `Example*` functions.
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -15,7 +16,8 @@ from functools import cache
 import tree_sitter
 import tree_sitter_go
 
-DIRECTIVE = re.compile(r"^(go:|line |extern |export |nolint)")  # `//go:build` and friends are not documentation
+# Comment lines go/doc drops as directives (go/ast's isDirective): `//go:build`, `//lint:ignore`, `//line …`, …
+DIRECTIVE = re.compile(r"^(line |extern |export |[a-z0-9]+:[a-z0-9]|nolint)")
 
 
 class GoSyntaxError(ValueError):
@@ -32,6 +34,8 @@ class Symbol:
     file: str
     line: int
     members: list[dict[str, str]] = field(default_factory=list)  # a type's exported fields or interface methods
+    package_name: str = ""  # the `package` clause's name, which need not be the import path's last part
+    build: str = ""  # the declaring file's build constraint (file name and //go:build) when it has one
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,6 +59,12 @@ class ParsedFile:
     package_doc: str
     symbols: list[Symbol]
     examples: list[GoExample]
+    imports_c: bool = False  # a cgo file: go build compiles it only with cgo on
+    unreadable: list[int] = field(default_factory=list)  # first error line of each top-level node left out
+    # What go/doc needs to show methods promoted from unexported embedded types: exported methods of unexported
+    # types, and the types of this package each exported struct embeds (name, embedded as a pointer).
+    hidden_methods: list[Symbol] = field(default_factory=list)
+    embeds: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
 
 
 @cache
@@ -163,6 +173,24 @@ def _members(type_node: tree_sitter.Node) -> tuple[list[dict[str, str]], list[st
     return members, lines
 
 
+def _local_embeds(type_node: tree_sitter.Node | None) -> list[tuple[str, bool]]:
+    """A struct's embedded fields whose type is declared in the same package: (type name, embedded as a pointer)."""
+    if type_node is None or type_node.type != "struct_type":
+        return []
+    field_list = next((c for c in type_node.named_children if c.type == "field_declaration_list"), None)
+    found = []
+    for item in field_list.named_children if field_list else []:
+        if item.type != "field_declaration" or item.child_by_field_name("name") is not None:
+            continue
+        node = item.child_by_field_name("type")
+        pointer = any(child.type == "*" for child in item.children)  # tree-sitter keeps `*T`'s star outside the type
+        while node is not None and node.type in ("pointer_type", "generic_type"):
+            node = node.child_by_field_name("type") or (node.named_children[0] if node.named_children else None)
+        if node is not None and node.type == "type_identifier":
+            found.append((_text(node), pointer))
+    return found
+
+
 def _type_symbol(spec: tree_sitter.Node, doc: str, package: str, path: str) -> Symbol:
     name = _text(spec.child_by_field_name("name"))
     params = _text(spec.child_by_field_name("type_parameters"))
@@ -231,17 +259,17 @@ def _example(function: tree_sitter.Node, doc: str, package: str, path: str) -> G
 
 def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) -> ParsedFile:
     """Symbols (or, for `_test.go` files, Example functions) of one file. `package` is the import path."""
-    tree = parser().parse(source)
-    root = tree.root_node
-    if root.has_error:
-        raise GoSyntaxError(f"syntax error near line {_first_error(root).start_point.row + 1}")
-    children = documented(root)
+    # Go drops carriage returns from comments and raw strings; without this every CRLF file's docs end in "\r".
+    tree = parser().parse(source.replace(b"\r\n", b"\n"))
+    children, unreadable = _readable(documented(tree.root_node))
     clause, clause_doc = next(((c, d) for c, d in children if c.type == "package_clause"), (None, ""))
     if clause is None:
-        raise GoSyntaxError("no package clause")
-    package_name = _text(next((c for c in clause.named_children if c.type == "package_identifier"), None))
-    result = ParsedFile(package_name, clause_doc, [], [])
+        raise GoSyntaxError(f"syntax error near line {unreadable[0]}" if unreadable else "no package clause")
+    package_name = sys.intern(_text(next((c for c in clause.named_children if c.type == "package_identifier"), None)))
+    result = ParsedFile(package_name, clause_doc, [], [], unreadable=unreadable)
     for node, doc in children:
+        if node.type == "import_declaration":
+            result.imports_c |= any(_text(spec) == '"C"' for spec in _import_paths(node))
         if test_file:
             if node.type == "function_declaration" and (example := _example(node, doc, package, path)) is not None:
                 result.examples.append(example)
@@ -253,20 +281,46 @@ def parse_go_file(source: bytes, path: str, package: str, *, test_file: bool) ->
                 result.symbols.append(Symbol(package, name, "func", _signature(node), doc, path, line))
         elif node.type == "method_declaration":
             name, receiver = _text(node.child_by_field_name("name")), _receiver_type(node)
-            if exported(name) and exported(receiver):
-                result.symbols.append(
-                    Symbol(package, f"{receiver}.{name}", "method", _signature(node), doc, path, line)
-                )
+            if exported(name):
+                method = Symbol(package, f"{receiver}.{name}", "method", _signature(node), doc, path, line)
+                (result.symbols if exported(receiver) else result.hidden_methods).append(method)
         elif node.type == "type_declaration":
             for spec, spec_doc in _specs(node, doc, ("type_spec", "type_alias")):
-                if exported(_text(spec.child_by_field_name("name"))):
+                if exported(type_name := _text(spec.child_by_field_name("name"))):
                     result.symbols.append(_type_symbol(spec, spec_doc, package, path))
+                    if embeds := _local_embeds(spec.child_by_field_name("type")):
+                        result.embeds[type_name] = embeds
         elif node.type in ("const_declaration", "var_declaration"):
             result.symbols.extend(_value_symbols(node, node.type.split("_")[0], doc, package, path))
+    for symbol in result.symbols:
+        symbol.package_name = package_name
     return result
 
 
-def _first_error(root: tree_sitter.Node) -> tree_sitter.Node:
+def _import_paths(declaration: tree_sitter.Node) -> list[tree_sitter.Node]:
+    specs = [c for c in declaration.named_children if c.type == "import_spec"]
+    for group in (c for c in declaration.named_children if c.type == "import_spec_list"):
+        specs.extend(c for c in group.named_children if c.type == "import_spec")
+    return [path for spec in specs if (path := spec.child_by_field_name("path")) is not None]
+
+
+def _readable(children: list[tuple[tree_sitter.Node, str]]) -> tuple[list[tuple[tree_sitter.Node, str]], list[int]]:
+    """The top-level nodes tree-sitter read whole, and the line of the first error in each one it did not.
+
+    A syntax error costs only the declaration it is in, not the file. A node flagged with an error that holds no
+    ERROR or missing node is whole (tree-sitter flags `const ( A = iota; B; C )` on one line, yet reads it right).
+    """
+    kept, unreadable = [], []
+    for node, doc in children:
+        error = _first_error(node) if node.has_error else None
+        if error is None:
+            kept.append((node, doc))
+        else:
+            unreadable.append(error.start_point.row + 1)
+    return kept, unreadable
+
+
+def _first_error(root: tree_sitter.Node) -> tree_sitter.Node | None:
     """The first ERROR or missing node, depth first without recursion (hostile nesting cannot overflow the stack)."""
     stack = [root]
     while stack:
@@ -274,4 +328,4 @@ def _first_error(root: tree_sitter.Node) -> tree_sitter.Node:
         if node.type == "ERROR" or node.is_missing:
             return node
         stack.extend(reversed(node.children))
-    return root
+    return None

@@ -69,6 +69,8 @@ def _git(*args: str, cwd: Path | None = None) -> str:
 def source_name(source: GoSource) -> str:
     if source.name:
         return source.name
+    if not REMOTE.match(source.url):  # a folder: its own name, also for `.` or `..`
+        return Path(source.url).expanduser().resolve().name or "source"
     tail = source.url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
     return tail.removesuffix(".git") or "source"
 

@@ -24,6 +24,7 @@ from datasets import DatasetDict
 from trainer.config import RESOLVED_CONFIG, Config, DataConfig, save_config
 from trainer.dataset import SPLITS, content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
+from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
 from trainer.synthesis.go_repo import index_repo
@@ -56,12 +57,21 @@ class SourceReport:
     entries: list[dict[str, Any]] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
     capped: dict[str, int] = field(default_factory=lambda: {"per_symbol": 0, "package_share": 0})
+    control_tokens: list[str] = field(default_factory=list)  # generated conversations refused or escaped, and why
 
 
 def collect_sources(config: Config) -> SourceReport:
     data, report = config.data, SourceReport()
+    seen: dict[Path, str] = {}  # the same folder given twice would index and teach everything twice
     for source in data.sources:
         local = fetch_source(source, data.cache_dir)
+        folder = local.root.resolve()
+        if folder in seen:
+            report.skipped_files.append(
+                f"{local.name}: {local.url} is the same source as {seen[folder]}; not read twice"
+            )
+            continue
+        seen[folder] = local.name
         index, index_cached = index_repo(local.root, source, local.name, data.generation, data.cache_dir)
         if not index.symbols:
             warn(
@@ -71,7 +81,7 @@ def collect_sources(config: Config) -> SourceReport:
         origin = {"source": local.name, "commit": local.commit}
         report.symbols.extend(origin | symbol.to_json() for symbol in index.symbols)
         items, capped = cap_per_key(
-            generate(index, local.name, local.commit, data.generation),
+            screen_generated(generate(index, local.name, local.commit, data.generation), data, report.control_tokens),
             data.generation.max_per_symbol,
             data.generation.seed,
         )
@@ -91,6 +101,7 @@ def collect_sources(config: Config) -> SourceReport:
                 "examples": len(index.examples),
                 "doc_sections": len(index.sections),
                 "skipped_files": len(index.skipped),
+                "excluded_files": _counted(index.excluded),  # not compiled for data.generation's platform
             }
         )
     report.generated, capped = cap_package_share(
@@ -100,8 +111,9 @@ def collect_sources(config: Config) -> SourceReport:
     return report
 
 
-def _normalised(text: str) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
+def _digest(text: str) -> str:
+    """Equal for texts equal up to case, spacing and punctuation."""
+    return hashlib.sha256(" ".join(re.sub(r"[\W_]+", " ", text.lower()).split()).encode()).hexdigest()
 
 
 @dataclass
@@ -123,8 +135,9 @@ class _Rows:
         generated: bool,
     ) -> None:
         identifier = example_id(messages, tools)
-        near = "near:" + _normalised(json.dumps([m.get("content") or m.get("tool_calls") for m in messages]))
-        question = _normalised(" ".join(m["content"] for m in messages if m["role"] == "user"))
+        # Digests, not the normalised texts: the sets hold one per row, and whole conversations would double them.
+        near = "near:" + _digest(json.dumps([m.get("content") or m.get("tool_calls") for m in messages]))
+        question = _digest(" ".join(m["content"] for m in messages if m["role"] == "user"))
         if identifier in self.seen:
             self.dropped["duplicates"].append(f"{source}: duplicate of {self.seen[identifier]}")
             return
@@ -154,7 +167,9 @@ def _rows(examples: list[Example], generated: list[Generated]) -> _Rows:
     for example in examples:
         file, _, line = example.source.rpartition(":")
         result.add(example.messages, example.tools, example.source, {"file": file, "line": int(line)}, False)
-    for item in generated:
+    generated.reverse()  # consumed from the end, in order: each conversation is freed once its row is built
+    while generated:
+        item = generated.pop()
         where = item.provenance
         commit = f"@{where['commit'][:12]}" if where["commit"] else ""
         source = f"{where['source']}{commit}:{where['file']}:{where['line']} ({where['template']})"
@@ -179,7 +194,7 @@ def _hand_written(data: DataConfig) -> LoadResult:
             raise TrainerError(f"{where}: examples folder not found, and no Go sources")
         warn(f"{where}: examples folder not found; training on conversations generated from the Go sources only")
         return LoadResult()
-    loaded = load_examples(data.examples_dir)
+    loaded = load_examples(data.examples_dir, data.escape_control_tokens)
     if not loaded.per_file:
         warn(f"{data.examples_dir}: no *.jsonl files in the examples folder (data.examples_dir)")
     for path in loaded.empty_files:
@@ -224,6 +239,7 @@ def synthesize(config: Config) -> SynthesisResult:
         "skipped_files": _counted(sources.skipped_files),
         **{kind: _counted(records) for kind, records in built.dropped.items()},
         "normalised": _counted(loaded.normalised),
+        "control_tokens": _counted(sources.control_tokens),
         "content_hash": content_hash(by_split),
     }
     dataset = save_processed(data.output_dir, by_split, sources.symbols, manifest)
