@@ -62,6 +62,7 @@ def cli(*args, cwd=REPO):
             "valid integer, unable to parse string as an integer",
         ),
         (["train", "surplus"], "error: trainer train: got unexpected extra argument(s) (surplus)"),
+        (["evaluate", "--checkpoint", "/nonexistent"], "error: /nonexistent: checkpoint not found"),
         (
             ["train", "--set", "trainig.max_steps=4"],
             "error: invalid config: --set trainig.max_steps=4: trainig: unknown key (did you mean 'training'?)",

@@ -37,7 +37,7 @@ def _option_hint(option: str, possibilities: list[str], ctx: typer.Context | Non
     """The command's own option closest to `option`, else the config key it names (`--max-steps` is
     `--set training.max_steps=…` on a stage command)."""
     if possibilities:
-        return f" (did you mean {sorted(possibilities)[0]}?)"
+        return f" (did you mean {possibilities[0]}?)"  # the closest first
     takes_set = ctx is not None and any("--set" in param.opts for param in ctx.command.params)
     if not takes_set:
         return ""
