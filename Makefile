@@ -1,6 +1,7 @@
 # trainer — every target installs what it needs into .venv first.
 #   make demo   the whole pipeline on the offline tiny model (CPU, a few minutes)
 #   make test   lint + the test suite
+#   make test-fast   the tests not marked slow, without lint (about a minute)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev golang-golang-x-sys-dev \
 	golang-golang-x-exp-dev golang-github-mattn-go-sqlite3-dev
 
-.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test bench gpu-check lint format lock clean
+.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test test-fast bench gpu-check lint format lock clean
 
 setup: $(BIN)/python
 
@@ -78,6 +79,10 @@ demo: install go-sources
 
 test: dev go-sources lint
 	$(OFFLINE) $(BIN)/pytest -q
+
+# While iterating: no end-to-end run, training process or cloud task (pytest -m slow selects those).
+test-fast: dev go-sources
+	$(OFFLINE) $(BIN)/pytest -q -m "not slow"
 
 # Benchmarks: each appends a dated section of ratios (ours / baseline, same run) to docs/benchmarks.md.
 bench: dev go-sources

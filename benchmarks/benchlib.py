@@ -13,6 +13,11 @@ def report_path(doc: str) -> Path:
     return parser.parse_args().report
 
 
+def set_args(overrides: list[str]) -> list[str]:
+    """`--set` arguments for each `dotted.key=value` override (tests/helpers.py has the same for the tests)."""
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
 def append_section(report: Path, lines: list[str]) -> None:
     """Print a section and append it to the report."""
     text = "\n".join(lines)

@@ -1,9 +1,10 @@
-"""Benchmark the streamed merge against PEFT's `merge_and_unload` + `save_pretrained`, and the two merge bases.
+"""Benchmark the streamed merge against PEFT's `merge_and_unload` + `save_pretrained`, the streamed verification
+against loading both models whole, and the two merge bases.
 
 1. A random Qwen2-architecture model of ~1.7 GB in bf16 is written straight to safetensors shards (no download,
    no model instance), with a random r=64 LoRA adapter on every linear layer. Each merge path runs in a fresh
    process (imports included) that reports its own peak RSS (VmHWM); wall time is measured around it. Both
-   write 500 MB shards.
+   write 500 MB shards. The merged folder is then verified both ways, each in a fresh process too.
 2. On the tiny model after the debug QLoRA run: test-split loss of the trained 4-bit model and of the models merged
    into the NF4 round-trip and into the original weights.
 
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchlib import set_args
 from safetensors.torch import save_file
 
 DIMS = {"hidden": 2048, "intermediate": 5632, "layers": 16, "heads": 16, "kv_heads": 2, "vocab": 32000}
@@ -118,8 +120,15 @@ def build_adapter(folder: Path, base: Path) -> None:
 
 
 def child(mode: str, base: Path, adapter: Path, out: Path) -> None:
-    """One merge path, run alone in its own process so its peak RSS is its own."""
-    if mode == "peft":
+    """One merge or verification path, run alone in its own process so its peak RSS is its own."""
+    result = {}
+    if mode == "verify-loaded":
+        result["difference"] = loaded_verification(base, adapter, out)
+    elif mode == "verify-streamed":
+        from trainer.export.verify import reference_model, verify_export
+
+        result["difference"] = verify_export(out, lambda: reference_model(base, adapter, None, set()), "bf16")
+    elif mode == "peft":
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
@@ -133,17 +142,32 @@ def child(mode: str, base: Path, adapter: Path, out: Path) -> None:
         stream_merge(base, read_adapter_layout(adapter), out, torch.bfloat16, SHARD_BYTES)
     # VmHWM is this process's own peak after exec; wait4's ru_maxrss would include the parent's RSS at fork time.
     status = Path("/proc/self/status").read_text()
-    print(json.dumps({"peak_rss_bytes": int(status.split("VmHWM:")[1].split()[0]) * 1024}))
+    print(json.dumps(result | {"peak_rss_bytes": int(status.split("VmHWM:")[1].split()[0]) * 1024}))
 
 
-def measure(mode: str, base: Path, adapter: Path, out: Path) -> tuple[float, int]:
+def loaded_verification(base: Path, adapter: Path, merged: Path) -> float:
+    """The verification before streaming: PEFT on the whole base in fp32, then the whole merged model in fp32."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from trainer.export.verify import prompt_batch, prompt_logits, relative_difference
+
+    batch, cpu = prompt_batch(merged), torch.device("cpu")
+    reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    expected = prompt_logits(PeftModel.from_pretrained(reference, str(adapter)).eval(), batch, cpu)
+    del reference
+    got = prompt_logits(AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval(), batch, cpu)
+    return relative_difference(got, expected)
+
+
+def measure(mode: str, base: Path, adapter: Path, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     command = [sys.executable, __file__, "--child", mode, str(base), str(adapter), str(out)]
     result = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
-        raise SystemExit(f"{mode} merge failed:\n{result.stderr}")
-    return elapsed, json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
+        raise SystemExit(f"{mode} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1]) | {"seconds": elapsed}
 
 
 def max_difference(left: Path, right: Path) -> float:
@@ -180,7 +204,7 @@ def merge_bases_on_tiny(work: Path) -> dict[str, float]:
         f"data.examples_dir={root / 'data/raw/examples'}",
     ]
     config_path = root / "configs/training/debug.yaml"
-    args = ["pipeline", "--config", str(config_path)] + [x for s in sets for x in ("--set", s)]
+    args = ["pipeline", "--config", str(config_path), *set_args(sets)]
     if main(args) != 0:
         raise SystemExit("debug pipeline failed")
     config = load_config(config_path, sets)
@@ -200,13 +224,32 @@ def merge_bases_on_tiny(work: Path) -> dict[str, float]:
     return losses
 
 
+def make_servable(merged: Path, base: Path, work: Path) -> None:
+    """Give the base and the merged shards what an exported folder has besides weights: config and tokenizer (the
+    tiny model's: its ids fit the vocabulary), so the verification can run on them."""
+    import shutil
+
+    from trainer.config import TinyModelSpec
+    from trainer.tiny_model import build_tiny_model
+
+    tiny = build_tiny_model(TinyModelSpec(), work / "tokenizer")
+    for folder in (base, merged):
+        for path in tiny.iterdir():
+            if path.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+                shutil.copy2(path, folder / path.name)
+    shutil.copy2(base / "config.json", merged / "config.json")
+
+
 def main_bench(work: Path, report: Path) -> None:
-    base, adapter = work / "base", work / "adapter"
+    base, adapter, merged = work / "base", work / "adapter", work / "out-streamed"
     size = build_base(base)
     build_adapter(adapter, base)
-    peft_time, peft_rss = measure("peft", base, adapter, work / "out-peft")
-    ours_time, ours_rss = measure("streamed", base, adapter, work / "out-streamed")
-    difference = max_difference(work / "out-streamed", work / "out-peft")
+    peft = measure("peft", base, adapter, work / "out-peft")
+    ours = measure("streamed", base, adapter, merged)
+    difference = max_difference(merged, work / "out-peft")
+    make_servable(merged, base, work)
+    checks = {mode: measure(mode, base, adapter, merged) for mode in ("verify-loaded", "verify-streamed")}
+    old, new = checks["verify-loaded"], checks["verify-streamed"]
     losses = merge_bases_on_tiny(work / "tiny")
     gib = 2**30
     lines = [
@@ -218,11 +261,23 @@ def main_bench(work: Path, report: Path) -> None:
         "",
         "| path | wall s | peak RSS GiB |",
         "| --- | ---: | ---: |",
-        f"| PEFT `merge_and_unload` + `save_pretrained` | {peft_time:.1f} | {peft_rss / gib:.2f} |",
-        f"| trainer streamed merge | {ours_time:.1f} | {ours_rss / gib:.2f} |",
-        f"| **ratio (ours / PEFT)** | **{ours_time / peft_time:.2f}×** | **{ours_rss / peft_rss:.2f}×** |",
+        f"| PEFT `merge_and_unload` + `save_pretrained` | {peft['seconds']:.1f} | {peft['peak_rss_bytes'] / gib:.2f} |",
+        f"| trainer streamed merge | {ours['seconds']:.1f} | {ours['peak_rss_bytes'] / gib:.2f} |",
+        f"| **ratio (ours / PEFT)** | **{ours['seconds'] / peft['seconds']:.2f}×** | "
+        f"**{ours['peak_rss_bytes'] / peft['peak_rss_bytes']:.2f}×** |",
         "",
         f"Largest difference between the two outputs' tensors: {difference:.3g}. Targets: RSS ≤ 0.33×, time ≤ 1.2×.",
+        "",
+        "Verification of the merged bf16 folder against base+adapter (3 chat prompts, CPU), each in its own process:",
+        "",
+        "| verification | wall s | peak RSS GiB | max logit difference / max logit |",
+        "| --- | ---: | ---: | ---: |",
+        f"| before: whole base + PEFT, then whole merged model, fp32 | {old['seconds']:.1f} | "
+        f"{old['peak_rss_bytes'] / gib:.2f} | {old['difference']:.2e} |",
+        f"| streamed: one module's weights at a time, fp32 | {new['seconds']:.1f} | "
+        f"{new['peak_rss_bytes'] / gib:.2f} | {new['difference']:.2e} |",
+        f"| **ratio (streamed / before)** | **{new['seconds'] / old['seconds']:.2f}×** | "
+        f"**{new['peak_rss_bytes'] / old['peak_rss_bytes']:.2f}×** | |",
         "",
         "Merge base after QLoRA, tiny model after `make demo`'s run, test-split loss over assistant tokens:",
         "",

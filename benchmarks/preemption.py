@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import append_section, report_path
+from benchlib import append_section, report_path, set_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs/training/debug.yaml"
@@ -89,8 +89,7 @@ def seconds_to_first_resumed_step(work: Path, uri: str) -> tuple[float, int]:
     shutil.rmtree(work / "resume")
     shutil.rmtree(work / "resume-logs")
     args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(CONFIG)]
-    for item in overrides(work, "resume", f"{uri}/resume", STEPS, INTERVALS[-1] // 2):
-        args += ["--set", item]
+    args += set_args(overrides(work, "resume", f"{uri}/resume", STEPS, INTERVALS[-1] // 2))
     start = time.time()
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = work / "resume-logs" / "metrics.jsonl"
@@ -113,7 +112,7 @@ def main(report: Path) -> None:
     server, uri = start_s3(), "s3://bench"
     with tempfile.TemporaryDirectory(prefix="bench-preemption-") as scratch:
         work = Path(scratch)
-        if cli(["synthesize", "--config", str(CONFIG), "--set", f"data.output_dir={work / 'data'}"]) != 0:
+        if cli(["synthesize", "--config", str(CONFIG), *set_args([f"data.output_dir={work / 'data'}"])]) != 0:
             raise SystemExit("synthesize failed")
         rows = []
         for every in INTERVALS:

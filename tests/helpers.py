@@ -3,10 +3,16 @@ S3 server. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_EXAMPLES = REPO / "data" / "raw" / "examples"
@@ -14,6 +20,12 @@ DEBUG_CONFIG = REPO / "configs" / "training" / "debug.yaml"
 # default.yaml with only sizes changed (tests/test_parity.py holds the list): the production path on a CPU.
 PRODUCTION_TINY = REPO / "configs" / "training" / "production-tiny.yaml"
 CHI = Path("/usr/share/gocode/src/github.com/go-chi/chi")  # the debug config's Go source (Debian package)
+RELIABILITY_DOC = REPO / "docs" / "reliability.md"
+
+
+def reliability_tests() -> list[str]:
+    """The node ids (`tests/test_x.py::test_y`) of the tests docs/reliability.md names, in its order."""
+    return re.findall(r"`(tests/test_\w+\.py::test_\w+)`", RELIABILITY_DOC.read_text(encoding="utf-8"))
 
 
 def set_args(overrides: list[str] | tuple[str, ...]) -> list[str]:
@@ -35,10 +47,36 @@ def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMP
     ]
 
 
-def train_process(config, *extra: str, kill_at: str = "", wait: bool = True, config_file: Path = DEBUG_CONFIG):
-    """`trainer train --config config_file` in a fresh process on `config`'s folders, as a restarted job runs it:
-    `extra` are further `--set` overrides, `kill_at` a failpoint (trainer/failpoints.py). `wait=False` returns the
-    Popen."""
+@contextmanager
+def background(args: list[str], **popen: Any) -> Iterator[subprocess.Popen]:
+    """`args` started in a process session of its own. When the block ends, however it ends (a failed assert, a
+    timeout), every process of that session still running, children included, is killed, reaped, its pipes closed."""
+    process = subprocess.Popen(args, start_new_session=True, **popen)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the session is already empty
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe:
+                pipe.close()
+
+
+def run_to_end(args: list[str], timeout: float, **popen: Any) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True, timeout=timeout), except that a timeout also kills the
+    processes `args` started (see background)."""
+    with background(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen) as process:
+        stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def train_command(
+    config, *extra: str, kill_at: str = "", config_file: Path = DEBUG_CONFIG
+) -> tuple[list[str], dict[str, str]]:
+    """The arguments and environment of `trainer train --config config_file` in a fresh process on `config`'s
+    folders, as a restarted job runs it: `extra` are further `--set` overrides, `kill_at` a failpoint
+    (trainer/failpoints.py)."""
     t = config.training
     sets = [
         f"model.cache_dir={config.model.cache_dir}",
@@ -50,10 +88,23 @@ def train_process(config, *extra: str, kill_at: str = "", wait: bool = True, con
         *extra,
     ]
     args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(config_file), *set_args(sets)]
-    env = {**os.environ, "TRAINER_KILL_AT": kill_at}
-    if not wait:
-        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    return args, {**os.environ, "TRAINER_KILL_AT": kill_at}
+
+
+def train_process(
+    config, *extra: str, kill_at: str = "", config_file: Path = DEBUG_CONFIG
+) -> subprocess.CompletedProcess:
+    """`trainer train` (see train_command) run to its end, or killed after 300 s."""
+    args, env = train_command(config, *extra, kill_at=kill_at, config_file=config_file)
+    return run_to_end(args, timeout=300, env=env)
+
+
+@contextmanager
+def training_in_background(config, *extra: str) -> Iterator[subprocess.Popen]:
+    """`trainer train` (see train_command) running while the block runs; killed at its end if still running."""
+    args, env = train_command(config, *extra)
+    with background(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        yield process
 
 
 class S3Server:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO
 
 PACKAGE = REPO / "trainer"
@@ -85,6 +87,7 @@ def test_the_cycle_check_finds_a_cycle_through_a_lazy_import(tmp_path):
     assert find_cycle(graph) is not None
 
 
+@pytest.mark.slow
 def test_scoring_a_predictions_file_imports_no_model_library(tmp_path):
     predictions = tmp_path / "predictions.jsonl"
     record = {"reference": {"role": "assistant", "content": "Use `chi.NewRouter()`."}}

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers import DEBUG_CONFIG, REPO, debug_overrides
+from tests.helpers import DEBUG_CONFIG, REPO, debug_overrides, set_args
 from trainer.cli import main
 from trainer.errors import TrainerError
 
@@ -18,10 +18,7 @@ def run(capsys, *args):
 
 
 def sets(tmp_path, model_cache, examples=None):
-    args = []
-    for item in debug_overrides(tmp_path, model_cache, *([examples] if examples else [])):
-        args += ["--set", item]
-    return args
+    return set_args(debug_overrides(tmp_path, model_cache, *([examples] if examples else [])))
 
 
 def assert_one_error_line(err, *fragments):
@@ -156,6 +153,7 @@ def test_train_before_synthesize_says_what_to_run(capsys, tmp_path, model_cache)
     assert_one_error_line(err, "no processed dataset", "trainer synthesize")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["synthesize", "train", "evaluate", "export"])
 def test_scripts_are_thin_wrappers_with_the_same_exit_codes(script, tmp_path):
     result = subprocess.run(

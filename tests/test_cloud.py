@@ -13,7 +13,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.helpers import CHI, DEBUG_CONFIG, PRODUCTION_TINY, REPO, SAMPLE_EXAMPLES
+from tests.helpers import CHI, DEBUG_CONFIG, PRODUCTION_TINY, REPO, SAMPLE_EXAMPLES, run_to_end, set_args
 from trainer.artifacts import begin_run, read_run, update_run
 from trainer.cli import main
 from trainer.errors import Preempted
@@ -83,6 +83,7 @@ def sky_tasks() -> dict[str, list[dict]]:
     return {Path(path).name: tasks for path, tasks in json.loads(done.stdout.splitlines()[-1]).items()}
 
 
+@pytest.mark.slow
 def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
     assert sorted(sky_tasks) == [
         "evaluate.yaml", "export.yaml", "pipeline.yaml", "synthesize.yaml", "train-multinode.yaml", "train.yaml",
@@ -102,6 +103,7 @@ def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
                 assert all(r["job_recovery"] == recovery for r in task["resources"])
 
 
+@pytest.mark.slow
 def test_train_task_prefers_cheap_spot_gpus_in_order(sky_tasks):
     (task,) = sky_tasks["train.yaml"]
     gpus = [next(iter(r["accelerators"])) for r in task["resources"]]
@@ -126,17 +128,18 @@ PLANTED_SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAPLANTED7X6Y5Z4W",
     "AWS_SECRET_ACCESS_KEY": "aws-planted-secret-0p9o8i7u",
 }
-TASK_OUTPUTS: list[str] = []  # every task's stdout and stderr, grepped for the planted secrets
 
 
-def run_task(task: dict, env: dict[str, str], workspace: Path) -> subprocess.CompletedProcess:
-    """A task's setup then run, with bash, the way a SkyPilot node does, in the given environment."""
+def run_task(task: dict, env: dict[str, str], workspace: Path, outputs: list[str]) -> subprocess.CompletedProcess:
+    """A task's setup then run, with bash, the way a SkyPilot node does, in the given environment; their stdout and
+    stderr are appended to `outputs`."""
     full = {**os.environ, **task["envs"], **env, "WORKSPACE": str(workspace)}
     full["PATH"] = f"{Path(sys.executable).parent}:{full['PATH']}"
-    setup = subprocess.run(["bash", "-c", task["setup"]], env=full, capture_output=True, text=True)
+    setup = run_to_end(["bash", "-c", task["setup"]], timeout=300, env=full)
+    outputs += [setup.stdout, setup.stderr]
     assert setup.returncode == 0, setup.stderr
-    done = subprocess.run(["bash", "-c", task["run"]], env=full, capture_output=True, text=True, timeout=900)
-    TASK_OUTPUTS.extend([setup.stdout, setup.stderr, done.stdout, done.stderr])
+    done = run_to_end(["bash", "-c", task["run"]], timeout=900, env=full)
+    outputs += [done.stdout, done.stderr]
     return done
 
 
@@ -145,25 +148,34 @@ def objects(bucket: str, prefix: str) -> set[str]:
     return {item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHI.is_dir(), reason="chi's Debian package is missing: run `make go-sources`")
 def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     sky_tasks, s3_server, bucket, model_cache, tmp_path
 ):
+    """Which planted secret is really read here: the AWS keys by boto3 against the S3 server (it checks no
+    signatures), WANDB_API_KEY by trainer (training.wandb=auto turns W&B on because it is set) and by wandb itself,
+    in offline mode so nothing leaves the machine, its files under each workspace and wandb-home, both scanned.
+    GITHUB_TOKEN is not: the data comes from EXAMPLES_URI and chi's local folder; that git sends it, and writes it
+    nowhere, is tests/test_go_sources.py::test_github_token_is_sent_to_github_as_a_header_and_written_nowhere.
+    HF_TOKEN is not either: only huggingface_hub reads it, for a request to the hub, and the hub is offline here
+    (the tiny model is built locally), so it is only checked to be written nowhere."""
     client = boto3.client("s3")
     for path in SAMPLE_EXAMPLES.glob("*.jsonl"):
         client.upload_file(str(path), bucket, f"examples/{path.name}")
-    extra = f"--set model.cache_dir={model_cache} --set training.max_steps=20 --set training.save_steps=10"
-    extra += " --set training.wandb=false"  # a W&B key is planted below, and wandb is not installed here
+    extra = " ".join(set_args([f"model.cache_dir={model_cache}", "training.max_steps=20", "training.save_steps=10"]))
+    wandb_home = {f"WANDB_{kind}_DIR": str(tmp_path / "wandb-home" / kind.lower()) for kind in ("CONFIG", "CACHE")}
     env = {
         "BUCKET": bucket, "RUN_NAME": "demo", "TRAINER_HOME": str(REPO),
         "CONFIG": str(PRODUCTION_TINY.relative_to(REPO)),  # each task on an empty workspace: only the bucket
         "EXAMPLES_URI": f"s3://{bucket}/examples", "SYNTHESIZE": "false", "SKYPILOT_TASK_ID": "sky-managed-1_train",
         "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_NODES": "1",
-        "SKYPILOT_NUM_GPUS_PER_NODE": "0", "EXTRA_ARGS": extra, **PLANTED_SECRETS,
+        "SKYPILOT_NUM_GPUS_PER_NODE": "0", "EXTRA_ARGS": extra, "WANDB_MODE": "offline", **wandb_home,
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-home" / "data"), **PLANTED_SECRETS,
     }  # fmt: skip
-    run = "runs/demo/"
+    run, outputs = "runs/demo/", []
 
-    synthesized = run_task(sky_tasks["synthesize.yaml"][0], env, tmp_path / "cpu-node")
+    synthesized = run_task(sky_tasks["synthesize.yaml"][0], env, tmp_path / "cpu-node", outputs)
     assert synthesized.returncode == 0, synthesized.stderr[-3000:]
     assert {"data/dataset_dict.json", "data/manifest.json", "data/symbols.jsonl"} <= objects(bucket, run)
     manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{run}data/manifest.json")["Body"].read())
@@ -171,15 +183,18 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
 
     (train,) = sky_tasks["train.yaml"]
     # Killed as soon as checkpoint-10 is wholly in the bucket, while training goes on past it.
-    killed = run_task(train, {**env, "TRAINER_KILL_AT": "uploaded:10"}, tmp_path / "spot-1")
+    killed = run_task(train, {**env, "TRAINER_KILL_AT": "uploaded:10"}, tmp_path / "spot-1", outputs)
     assert killed.returncode == 128 + 9, killed.stderr[-3000:]
     run_record = json.loads(client.get_object(Bucket=bucket, Key=f"{run}run.json")["Body"].read())
     assert (run_record["status"], run_record["stage"]) == ("failed", "train")
     assert "checkpoints/checkpoint-10/MANIFEST.json" in objects(bucket, run)
 
-    recovered = run_task(train, env, tmp_path / "spot-2")  # a fresh machine: nothing local
+    recovered = run_task(train, env, tmp_path / "spot-2", outputs)  # a fresh machine: nothing local
     assert recovered.returncode == 0, recovered.stderr[-3000:]
     train_run = json.loads((tmp_path / "spot-2/outputs/logs/train_run.json").read_text())
+    # W&B ran on both machines, as one run: its id comes from SKYPILOT_TASK_ID, which survives the recovery.
+    wandb_runs = [[p.name for p in (tmp_path / node / "wandb").glob("offline-run-*")] for node in ("spot-1", "spot-2")]
+    assert [[name.endswith("-sky-managed-1_train") for name in names] for names in wandb_runs] == [[True], [True]]
     assert train_run["resumed_from"].endswith("checkpoint-10") and train_run["global_step"] == 20
     run_record = json.loads(client.get_object(Bucket=bucket, Key=f"{run}run.json")["Body"].read())
     assert (run_record["status"], run_record["step"], run_record["run_name"]) == ("complete", 20, "production-tiny")
@@ -193,19 +208,17 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
         "eval/predictions.jsonl",
     } <= stored
 
-    evaluated = run_task(sky_tasks["evaluate.yaml"][0], env, tmp_path / "gpu-node")
+    evaluated = run_task(sky_tasks["evaluate.yaml"][0], env, tmp_path / "gpu-node", outputs)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads((tmp_path / "gpu-node/outputs/eval/report.json").read_text())["loss"] == report["loss"]
 
     client.delete_object(Bucket=bucket, Key=f"{run}model/SHA256SUMS")
-    exported = run_task(sky_tasks["export.yaml"][0], env, tmp_path / "export-node")
+    exported = run_task(sky_tasks["export.yaml"][0], env, tmp_path / "export-node", outputs)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "model/SHA256SUMS" in objects(bucket, run)
 
-    listing = subprocess.run(
-        [Path(sys.executable).parent / "trainer", "artifacts", "ls", f"s3://{bucket}/runs/"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    listing = run_to_end([sys.executable, "-m", "trainer.cli", "artifacts", "ls", f"s3://{bucket}/runs/"], timeout=120)
+    assert listing.returncode == 0, listing.stderr
     row = listing.stdout.splitlines()[1].split()
     assert row[:3] == ["demo", "complete", "20"] and float(row[3]) == pytest.approx(report["loss"], abs=1e-4)
 
@@ -215,7 +228,7 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     blobs |= {
         f"s3://{bucket}/{key}": client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in objects(bucket, "")
     }
-    blobs |= {f"task output {i}": text.encode() for i, text in enumerate(TASK_OUTPUTS)}
+    blobs |= {f"task output {i}": text.encode() for i, text in enumerate(outputs)}
     assert len(files) > 100 and len(blobs) > len(files) + 50
     leaks = [
         (where, name)
@@ -226,6 +239,7 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     assert leaks == []
 
 
+@pytest.mark.slow
 def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bucket, tmp_path, capsys):
     source = tmp_path / "model"
     (source / "sub").mkdir(parents=True)
@@ -255,6 +269,7 @@ def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bu
     shutil.rmtree(out)
 
 
+@pytest.mark.slow
 def test_a_completed_run_is_never_redone_over_its_artifacts_without_redo(s3_server, bucket, capfd):
     run_uri = f"s3://{bucket}/runs/done"
     update_run(run_uri, run_name="done", status="complete", step=20)

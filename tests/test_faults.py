@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from tests.helpers import train_process
+from tests.helpers import train_process, training_in_background
 from trainer.checkpoints import MANIFEST, problem
 from trainer.errors import TrainerError
 from trainer.synthesis.synthesize import synthesize
 from trainer.training.run_lock import run_lock
 from trainer.training.train import train
+
+pytestmark = pytest.mark.slow  # every test trains, most in fresh processes
 
 
 def mount(*args: str) -> None:
@@ -45,23 +47,24 @@ def small_disk(tmp_path):
 def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_runs_lock_is_free(make_config):
     config = make_config("training.save_steps=5", "training.resume=never")
     synthesize(config)
-    first = train_process(config, "training.max_steps=100000", "training.save_total_limit=null", wait=False)
-    checkpoint = config.training.output_dir / "checkpoint-5"
-    deadline = time.time() + 120
-    while not (checkpoint / MANIFEST).is_file() and time.time() < deadline:
-        time.sleep(0.1)
-    assert (checkpoint / MANIFEST).is_file(), first.stderr.read() if first.poll() is not None else "too slow"
+    with training_in_background(config, "training.max_steps=100000", "training.save_total_limit=null") as first:
+        checkpoint = config.training.output_dir / "checkpoint-5"
+        deadline = time.time() + 120
+        while not (checkpoint / MANIFEST).is_file() and time.time() < deadline:
+            time.sleep(0.1)
+        assert (checkpoint / MANIFEST).is_file(), first.stderr.read() if first.poll() is not None else "too slow"
 
-    # resume=never would delete the first run's checkpoints: the lock stops it before that.
-    second = train_process(config, "training.max_steps=10", "training.resume=never")
-    assert second.returncode == 2
-    assert (
-        f"error: {config.training.output_dir} is in use by another `trainer train` (pid {first.pid} " in second.stderr
-    )
-    assert problem(checkpoint) is None and first.poll() is None
+        # resume=never would delete the first run's checkpoints: the lock stops it before that.
+        second = train_process(config, "training.max_steps=10", "training.resume=never")
+        assert second.returncode == 2
+        assert (
+            f"error: {config.training.output_dir} is in use by another `trainer train` (pid {first.pid} "
+            in second.stderr
+        )
+        assert problem(checkpoint) is None and first.poll() is None
 
-    first.send_signal(signal.SIGKILL)  # a reclaimed spot VM: no clean-up runs, the kernel drops the lock
-    first.wait(timeout=30)
+        first.send_signal(signal.SIGKILL)  # a reclaimed spot VM: no clean-up runs, the kernel drops the lock
+        first.wait(timeout=30)
     with run_lock(config.training.output_dir):
         assert (config.training.output_dir / ".trainer.lock").read_text().startswith(f"pid {os.getpid()} ")
 

@@ -61,6 +61,7 @@ lines = st.one_of(
 )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(body=st.lists(lines, max_size=8), newline=st.sampled_from([b"\n", b"\r\n"]), bom=st.booleans())
 def test_any_bytes_give_records_or_errors_naming_file_and_line(tmp_path, body, newline, bom):
@@ -187,6 +188,7 @@ def test_hostile_yaml_is_refused_with_file_and_reason(tmp_path, text, reason):
     assert str(error.value).startswith(f"{path}{reason}")
 
 
+@pytest.mark.slow
 def test_a_mapping_of_100_000_keys_is_refused_in_seconds(tmp_path):
     path = tmp_path / "wide.yaml"
     path.write_text("training:\n" + "".join(f"  k{i}: 1\n" for i in range(100_000)), encoding="utf-8")

@@ -1,18 +1,22 @@
 """sky/train-multinode.yaml's run script on two "nodes" (two local processes, each with its own disk, gloo on CPU)
 trains the same model as one process with the same global batch: the same adapter."""
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from subprocess import PIPE
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.helpers import DEBUG_CONFIG, REPO
+from tests.helpers import DEBUG_CONFIG, REPO, background, set_args
 from trainer.cli import main
+
+pytestmark = pytest.mark.slow  # two training processes and a third run
 
 STEPS = 10
 # Same global batch (2 sequences per process x 2 processes = 2 x 2 accumulation steps), no dropout: the runs differ
@@ -31,14 +35,10 @@ def eval_losses(metrics: str) -> list[float]:
     return [record["eval_loss"] for record in map(json.loads, metrics.splitlines()) if "eval_loss" in record]
 
 
-def set_args(items: list[str]) -> str:
-    return " ".join(f"--set {item}" for item in items)
-
-
 def test_two_nodes_match_one_process(s3_server, bucket, model_cache, tmp_path):
     data = tmp_path / "processed"
     base = [f"model.cache_dir={model_cache}", "data.sources=[]", f"data.output_dir={data}"]
-    assert main(["synthesize", "--config", str(DEBUG_CONFIG), *[a for b in base for a in ("--set", b)]]) == 0
+    assert main(["synthesize", "--config", str(DEBUG_CONFIG), *set_args(base)]) == 0
     assert main(["artifacts", "push", str(data), f"s3://{bucket}/runs/mn/data"]) == 0
 
     task = yaml.safe_load((REPO / "sky/train-multinode.yaml").read_text())
@@ -47,20 +47,20 @@ def test_two_nodes_match_one_process(s3_server, bucket, model_cache, tmp_path):
         free_port = probe.getsockname()[1]
     extra = [f"model.cache_dir={model_cache}", "data.sources=[]", *COMMON, "training.gradient_accumulation_steps=1"]
     nodes = []
-    for rank in range(2):
-        env = {**os.environ, **task["envs"], "BUCKET": bucket, "RUN_NAME": "mn", "TRAINER_HOME": str(REPO)}
-        env |= {"CONFIG": "configs/training/debug.yaml", "WORKSPACE": str(tmp_path / f"node{rank}")}
-        env |= {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": str(rank), "SKYPILOT_NUM_GPUS_PER_NODE": "1"}
-        env |= {
-            "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1",
-            "MASTER_PORT": str(free_port),
-            "EXTRA_ARGS": set_args(extra),
-        }
-        env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
-        nodes.append(
-            subprocess.Popen(["bash", "-c", task["run"]], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        )
-    outputs = [node.communicate(timeout=600)[0].decode() for node in nodes]
+    with contextlib.ExitStack() as running:  # both nodes end with the block, however it ends
+        for rank in range(2):
+            env = {**os.environ, **task["envs"], "BUCKET": bucket, "RUN_NAME": "mn", "TRAINER_HOME": str(REPO)}
+            env |= {"CONFIG": "configs/training/debug.yaml", "WORKSPACE": str(tmp_path / f"node{rank}")}
+            env |= {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": str(rank), "SKYPILOT_NUM_GPUS_PER_NODE": "1"}
+            env |= {
+                "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1",
+                "MASTER_PORT": str(free_port),
+                "EXTRA_ARGS": " ".join(set_args(extra)),  # the task word-splits it
+            }
+            env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
+            run = ["bash", "-c", task["run"]]
+            nodes.append(running.enter_context(background(run, env=env, stdout=PIPE, stderr=subprocess.STDOUT)))
+        outputs = [node.communicate(timeout=600)[0].decode() for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
 
     node0 = tmp_path / "node0/outputs"
@@ -73,7 +73,7 @@ def test_two_nodes_match_one_process(s3_server, bucket, model_cache, tmp_path):
     single = tmp_path / "single"
     args = [*base, *COMMON, "training.gradient_accumulation_steps=2", f"training.output_dir={single / 'ckpt'}"]
     args.append(f"training.logging_dir={single / 'logs'}")
-    assert main(["train", "--config", str(DEBUG_CONFIG), *[a for b in args for a in ("--set", b)]]) == 0
+    assert main(["train", "--config", str(DEBUG_CONFIG), *set_args(args)]) == 0
     one_process = eval_losses((single / "logs/metrics.jsonl").read_text())
 
     assert len(distributed) == len(one_process) == 2

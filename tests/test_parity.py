@@ -54,6 +54,7 @@ def test_the_production_shaped_test_config_differs_from_default_only_in_size_key
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_checkpoint_seals_its_fully_resolved_config_and_a_finished_run_trains_nothing(make_config, capfd):
     from trainer.synthesis.synthesize import synthesize
     from trainer.training.train import train

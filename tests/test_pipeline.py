@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainer.export.merge import nf4_round_trip, quantized_weight_keys
+from tests.helpers import DEBUG_CONFIG, debug_overrides, set_args
+from trainer.cli import main
+from trainer.export.merge import ADAPTER_WEIGHTS, nf4_round_trip, quantized_weight_keys
 from trainer.export.verify import reference_model
 from trainer.model import base_model_path
 from trainer.tiny_model import QWEN25_TEMPLATE
+
+pytestmark = pytest.mark.slow  # every test reads the session's debug pipeline run
 
 PROMPTS = [
     [{"role": "user", "content": "How do I create a chi router?"}],
@@ -44,9 +49,9 @@ def test_merged_logits_equal_base_plus_adapter(pipeline_run):
     merged = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
     base_dir = Path(base_model_path(pipeline_run.model))
     round_trip = nf4_round_trip(pipeline_run.model.quantization, torch.float32)
-    adapted = reference_model(pipeline_run.model, checkpoint, round_trip, quantized_weight_keys(base_dir))
-    lora_b = [p for n, p in adapted.named_parameters() if "lora_B" in n]
-    assert any(p.abs().max() > 0 for p in lora_b), "the adapter must have trained, or this test proves nothing"
+    adapted = reference_model(base_dir, checkpoint, round_trip, quantized_weight_keys(base_dir), torch.device("cpu"))
+    lora_b = [t for k, t in load_file(checkpoint / ADAPTER_WEIGHTS).items() if "lora_B" in k]
+    assert any(t.abs().max() > 0 for t in lora_b), "the adapter must have trained, or this test proves nothing"
     with torch.no_grad():
         for prompt in PROMPTS:
             ids = tokenizer.apply_chat_template(
@@ -109,14 +114,9 @@ def test_training_log_has_every_logged_step_once(pipeline_run):
 
 def _evaluate_cli(pipeline_run, out: Path, *flags: str) -> int:
     """`trainer evaluate` on the shared debug run's folders, its report into `out`."""
-    from tests.helpers import DEBUG_CONFIG, debug_overrides
-    from trainer.cli import main
-
     root = pipeline_run.data.output_dir.parent
     args = ["evaluate", "--config", str(DEBUG_CONFIG), "--out", str(out), *flags]
-    for item in debug_overrides(root, pipeline_run.model.cache_dir):
-        args += ["--set", item]
-    return main(args)
+    return main([*args, *set_args(debug_overrides(root, pipeline_run.model.cache_dir))])
 
 
 def test_evaluate_flags_limit_the_run(pipeline_run, tmp_path):
@@ -143,13 +143,13 @@ def test_the_vllm_backend_is_refused_here_and_auto_uses_transformers(pipeline_ru
     assert _evaluate_cli(pipeline_run, tmp_path / "vllm", "--backend", "vllm") == 2
     assert "error: evaluation.backend=vllm: needs a CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "vllm").exists()  # refused before any model was loaded or file written
-    assert _evaluate_cli(pipeline_run, tmp_path / "auto", "--set", "evaluation.backend=auto", "--limit", "2") == 0
+    assert _evaluate_cli(pipeline_run, tmp_path / "auto", *set_args(["evaluation.backend=auto"]), "--limit", "2") == 0
     assert json.loads((tmp_path / "auto" / "report.json").read_text())["generation_backend"] == "transformers"
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and importlib.util.find_spec("vllm")), reason="needs CUDA and vllm")
 def test_vllm_answers_like_transformers(pipeline_run, tmp_path):
-    flags = ("--baseline", "--set", "model.quantization=null", "--set", "training.precision=fp32")
+    flags = ("--baseline", *set_args(["model.quantization=null", "training.precision=fp32"]))
     answers = {}
     for backend in ("transformers", "vllm"):
         assert _evaluate_cli(pipeline_run, tmp_path / backend, *flags, "--backend", backend) == 0

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from tests.helpers import PRODUCTION_TINY, train_process
+from tests.helpers import PRODUCTION_TINY, train_process, training_in_background
 from trainer.checkpoints import MANIFEST, CheckpointStore, problem
 from trainer.errors import TrainerError
 from trainer.synthesis.synthesize import synthesize
@@ -34,6 +34,7 @@ def logged_losses(logging_dir):
     return [(r["step"], r["loss"]) for r in records if "loss" in r]
 
 
+@pytest.mark.slow
 def test_sigkilled_three_times_resumes_to_the_same_model(make_config, bucket, tmp_path):
     """On the production-shaped config: bf16 autocast, gradient checkpointing, NF4 with bf16 compute."""
     common = [
@@ -94,6 +95,7 @@ def corrupt(folder, how):
         target.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_torn_checkpoints_are_skipped_locally_and_remotely(make_config, bucket, tmp_path):
     config = make_config(
         "training.max_steps=5",
@@ -168,6 +170,7 @@ class ServerOutage(TrainerCallback):
             self.server.start()
 
 
+@pytest.mark.slow
 def test_object_store_outage_mid_training_is_survived(make_config, bucket, s3_server, capsys):
     config = make_config(
         "training.max_steps=6",
@@ -183,6 +186,7 @@ def test_object_store_outage_mid_training_is_survived(make_config, bucket, s3_se
     assert "outage/checkpoint-3/MANIFEST.json" not in keys
 
 
+@pytest.mark.slow
 def test_retention_keeps_the_newest_complete_checkpoints(make_config, bucket, s3_server, monkeypatch):
     # The endpoint from the config key alone, as for R2 or MinIO without AWS_ENDPOINT_URL.
     monkeypatch.delenv("AWS_ENDPOINT_URL")
@@ -200,6 +204,7 @@ def test_retention_keeps_the_newest_complete_checkpoints(make_config, bucket, s3
     assert {o["Key"].split("/")[1] for o in listed} == {"checkpoint-4", "checkpoint-5"}
 
 
+@pytest.mark.slow
 def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
     config = make_config(
         "training.max_steps=400",
@@ -208,13 +213,13 @@ def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
         f"training.checkpoint_uri=s3://{bucket}/term",
     )
     synthesize(config)
-    process = train_process(config, *spot_recovery(config), wait=False)
-    log = config.training.logging_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not (log.is_file() and log.read_text().count("\n") >= 3) and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    with training_in_background(config, *spot_recovery(config)) as process:
+        log = config.training.logging_dir / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not (log.is_file() and log.read_text().count("\n") >= 3) and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
     assert process.returncode == 75, stderr[-2000:]
     assert "preempted: stopped by SIGTERM at step" in stderr and "and uploaded" in stderr
     step = int(stderr.split("at step ")[1].split(";")[0])
@@ -224,6 +229,7 @@ def test_sigterm_saves_uploads_and_exits_for_a_restart(make_config, bucket):
     assert head["ContentLength"] > 0
 
 
+@pytest.mark.slow
 def test_a_final_checkpoint_that_cannot_be_uploaded_is_an_error(make_config, bucket, s3_server):
     config = make_config("training.max_steps=3", "training.save_steps=3", f"training.checkpoint_uri=s3://{bucket}/end")
     synthesize(config)

@@ -2,6 +2,7 @@
 that run's run.json current: what a single-stage SkyPilot task relies on."""
 
 import boto3
+import pytest
 
 from tests.helpers import DEBUG_CONFIG, SAMPLE_EXAMPLES, set_args
 from trainer.artifacts import read_run
@@ -13,6 +14,7 @@ def keys(bucket: str, prefix: str) -> set[str]:
     return {item["Key"][len(prefix) :] for item in listed}
 
 
+@pytest.mark.slow  # the command runs under its supervisor: two processes
 def test_synthesize_writes_to_out_and_to_the_runs_data(s3_server, bucket, tmp_path, capfd):
     run_uri = f"s3://{bucket}/runs/r1"
     overrides = [f"data.examples_dir={SAMPLE_EXAMPLES}", "data.sources=[]", f"data.cache_dir={tmp_path / 'cache'}"]
@@ -27,12 +29,13 @@ def test_synthesize_writes_to_out_and_to_the_runs_data(s3_server, bucket, tmp_pa
     assert (record["status"], record["stage"], record["data"]) == ("synthesize done", "synthesize", f"{run_uri}/data")
 
 
+@pytest.mark.slow  # the command runs under its supervisor: two processes
 def test_a_stage_whose_input_is_missing_from_the_run_fails_naming_the_stage_that_makes_it(
     s3_server, bucket, tmp_path, capfd
 ):
     run_uri = f"s3://{bucket}/runs/empty"
     args = ["train", "--config", str(DEBUG_CONFIG), "--out", str(tmp_path / "ckpt"), "--run-uri", run_uri]
-    assert main([*args, "--set", f"data.output_dir={tmp_path / 'data'}"]) == 2
+    assert main([*args, *set_args([f"data.output_dir={tmp_path / 'data'}"])]) == 2
     err = capfd.readouterr().err
     assert err == f"error: {run_uri}/data: nothing there yet; run `trainer synthesize --run-uri {run_uri}` first\n"
     record = read_run(run_uri)
@@ -41,6 +44,7 @@ def test_a_stage_whose_input_is_missing_from_the_run_fails_naming_the_stage_that
     assert not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.slow
 def test_export_writes_the_model_folder_named_by_out(pipeline_run, tmp_path):
     cfg = pipeline_run
     target = tmp_path / "served" / "my-model"

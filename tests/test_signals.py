@@ -85,21 +85,18 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_the_restart_r
 
 @pytest.mark.slow
 def test_ctrl_c_saves_the_step_and_exits_130(make_config):
-    from tests.helpers import train_process
+    from tests.helpers import training_in_background
     from trainer.synthesis.synthesize import synthesize
 
     config = make_config("training.max_steps=100000", "training.save_steps=100000")
     synthesize(config)
-    process = train_process(config, "training.max_steps=100000", wait=False)
-    try:
+    with training_in_background(config, "training.max_steps=100000") as process:
         log = config.training.logging_dir / "metrics.jsonl"
         deadline = time.monotonic() + 300
         while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
             time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         err = process.communicate(timeout=300)[1]
-    finally:
-        process.kill()
     assert process.returncode == Interrupted.exit_code, err[-2000:]
     line = err.strip().splitlines()[-1]
     assert line.startswith("interrupted: stopped by Ctrl-C at step ") and line.endswith(

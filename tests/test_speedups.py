@@ -62,6 +62,7 @@ def test_a_package_that_is_installed_but_cannot_load_is_gone_without(make_config
         attention_implementation(forced.model)
 
 
+@pytest.mark.slow
 def test_torch_compile_trains_the_same_adapter(make_config):
     steps = ("training.max_steps=3", "training.save_steps=3", "model.quantization=null")
     eager = _adapter_after(make_config(*steps))
@@ -71,6 +72,7 @@ def test_torch_compile_trains_the_same_adapter(make_config):
     _assert_same_training(eager, compiled, 1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CUDA and importlib.util.find_spec("flash_attn")), reason="needs CUDA and flash-attn")
 def test_flash_attention_packs_and_trains_like_sdpa(make_config):
     steps = ("training.max_steps=3", "training.save_steps=3", "training.precision=bf16")
@@ -81,6 +83,7 @@ def test_flash_attention_packs_and_trains_like_sdpa(make_config):
     _assert_same_training(_adapter_after(flash), sdpa, 2e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CUDA and importlib.util.find_spec("liger_kernel")), reason="needs CUDA and liger-kernel")
 def test_liger_kernels_train_like_without(make_config):
     steps = ("training.max_steps=3", "training.save_steps=3", "training.precision=bf16")

@@ -1,5 +1,6 @@
 import itertools
 import json
+import sys
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from trainer.training.train import build_trainer, train, wandb_env
 # Differences relative to the largest logit. fp32 LoRA is exact to float rounding (measured 3e-6); bitsandbytes' CPU
 # 4-bit kernel rounds differently for different row counts (measured 2e-3). Attention leaking across packed
 # conversations moves logits by the order of the logits themselves (the control below).
+@pytest.mark.slow
 @pytest.mark.parametrize(("quantization", "rtol"), [("null", 1e-5), ("{quant_type: nf4, compute_dtype: fp32}", 1e-2)])
 def test_packed_batch_logits_equal_each_conversation_alone(make_config, quantization, rtol):
     """TRL's BFD packing + the model call as TRL makes it: packed conversations must not see each other."""
@@ -44,6 +46,7 @@ def test_packed_batch_logits_equal_each_conversation_alone(make_config, quantiza
         assert (leaked[start:end] - alone).abs().max() > 0.1 * scale
 
 
+@pytest.mark.slow
 def test_training_learns_a_small_memorisation_set(make_config, examples_dir):
     """Assistant-token loss must fall far: a broken mask, a frozen adapter or a wrong learning rate fails this."""
     answers = ["chi.NewRouter returns a *Mux.", "Use chi.URLParam(r, key).", "Call r.Use before routes.", "r.Mount."]
@@ -72,6 +75,7 @@ def test_training_learns_a_small_memorisation_set(make_config, examples_dir):
     assert trainable and all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
 
 
+@pytest.mark.slow
 def test_resume_auto_continues_from_the_latest_checkpoint_and_never_starts_fresh(make_config):
     config = make_config("training.max_steps=6", "training.save_steps=4", "training.logging_steps=1")
     synthesize(config)
@@ -115,13 +119,17 @@ def test_wandb_is_on_only_when_asked_or_keyed_and_keeps_one_run_id_across_restar
     assert wandb_env(training.model_copy(update={"wandb": True}), {})["WANDB_RUN_ID"] == training.run_name
 
 
-def test_wandb_true_without_the_package_is_a_clear_error(make_config):
+def test_wandb_true_without_the_package_is_a_clear_error(make_config, monkeypatch):
+    """The dev extra installs wandb; None in sys.modules is Python's own mark of a package that cannot be imported
+    (importlib.util.find_spec returns None for it)."""
+    monkeypatch.setitem(sys.modules, "wandb", None)
     config = make_config("training.wandb=true", "training.max_steps=1")
     synthesize(config)
     with pytest.raises(TrainerError, match="wandb is not installed"):
         build_trainer(config)
 
 
+@pytest.mark.slow
 def test_generation_metrics_are_logged_at_each_evaluation(make_config):
     config = make_config(
         "training.max_steps=4", "training.save_steps=2", "training.eval_generation_samples=2",
@@ -151,6 +159,7 @@ def test_batches_cover_every_conversation_once_and_length_grouping_cuts_padding(
     assert share < 0.05 if grouped else share > 0.15, share
 
 
+@pytest.mark.slow
 def test_resume_applies_changed_step_intervals_and_refuses_what_cannot_change_mid_run(make_config, capsys, sample_copy):
     config = make_config("training.max_steps=4", "training.save_steps=4", "training.logging_steps=4")
     synthesize(config)

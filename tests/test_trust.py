@@ -28,6 +28,7 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_pickle_that_would_run_code_is_refused(make_config, tmp_path):
     config = make_config("training.max_steps=2", "training.save_steps=2")
     synthesize(config)
@@ -51,6 +52,7 @@ def pickled_copy(folder, target, weights, pickled):
     return target
 
 
+@pytest.mark.slow
 def test_pickled_weights_are_refused_unless_the_config_allows_them(make_config, pipeline_run, tmp_path):
     config = make_config()
     folder = pickled_copy(base_model_path(config.model), tmp_path / "base", "model.safetensors", "pytorch_model.bin")
@@ -75,6 +77,7 @@ def test_pickled_weights_are_refused_unless_the_config_allows_them(make_config, 
     assert all(torch.equal(loaded[key], tensor) for key, tensor in expected.items())
 
 
+@pytest.mark.slow
 def test_code_shipped_with_a_model_runs_only_with_trust_remote_code(make_config, tmp_path):
     config = make_config()
     folder = tmp_path / "model"

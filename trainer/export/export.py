@@ -17,13 +17,19 @@ from trainer.checkpoints import resolve_checkpoint, trained_config
 from trainer.config import Config, save_config
 from trainer.errors import TrainerError, first_line
 from trainer.export.card import base_licence, model_card, write_checksums
-from trainer.export.merge import nf4_round_trip, quantized_weight_keys, read_adapter_layout, stream_merge
+from trainer.export.merge import (
+    ADAPTER_WEIGHTS,
+    nf4_round_trip,
+    quantized_weight_keys,
+    read_adapter_layout,
+    stream_merge,
+)
 from trainer.export.verify import reference_model, verify_export
 from trainer.model import base_model_path, load_tokenizer
 from trainer.precision import DTYPES, torch_dtype_name
 from trainer.storage import upload_folder
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS)
 EXPORTED_CONFIG = "trainer_config.yaml"  # the config the model was trained and exported with
 
 
@@ -78,7 +84,7 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     load_tokenizer(model, checkpoint).save_pretrained(staging)
     summary = {"merge": f"streamed, into the {merge_base} base weights", "dtype": ex.dtype}
     if ex.verify:
-        difference = verify_export(staging, lambda: reference_model(model, checkpoint, round_trip, keys), ex.dtype)
+        difference = verify_export(staging, lambda: reference_model(base_dir, checkpoint, round_trip, keys), ex.dtype)
         summary["verified"] = f"max logit difference {difference:.1e} of the largest logit vs base+adapter"
     (staging / "README.md").write_text(
         model_card(config, checkpoint, base_licence(base_dir), summary), encoding="utf-8"

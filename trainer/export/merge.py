@@ -24,6 +24,7 @@ from trainer.config import QuantizationSettings
 from trainer.errors import TrainerError
 
 ADAPTER_PREFIX = "base_model.model."
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 INDEX = "model.safetensors.index.json"
 BNB_BLOCKSIZE = 64  # bitsandbytes' default for 4-bit weights, the one training used
 
@@ -49,7 +50,7 @@ def read_adapter_layout(checkpoint: Path) -> Adapter:
     if settings.get("peft_type", "LORA") != "LORA" or unsupported:
         raise TrainerError(f"{checkpoint}: the streaming merge does not support {unsupported or settings['peft_type']}")
     r, alpha = settings["r"], settings["lora_alpha"]
-    weights = checkpoint / "adapter_model.safetensors"
+    weights = checkpoint / ADAPTER_WEIGHTS
     adapter = Adapter(weights=weights, scaling=alpha / math.sqrt(r) if settings.get("use_rslora") else alpha / r)
     halves: dict[str, dict[str, str]] = {}
     with safe_open(weights, framework="pt") as reader:
@@ -200,7 +201,7 @@ def write_shards(
 BLOCK_BYTES = 64 * 2**20  # fp32 bytes of rows merged and written at a time: bounds memory for any tensor size
 
 
-def _read(path: Path, key: str, rows: slice | None = None) -> torch.Tensor:
+def read_tensor(path: Path, key: str, rows: slice | None = None) -> torch.Tensor:
     # Opened per read: a reader kept open leaves every page it touched mapped, and counted, in the process.
     with safe_open(path, framework="pt") as reader:
         return reader.get_tensor(key) if rows is None else reader.get_slice(key)[rows].clone()
@@ -215,18 +216,18 @@ def _merged_blocks(
     quantization's statistics span it.
     """
     if entry.key in adapter.replacements:
-        yield _read(adapter.weights, adapter.replacements[entry.key]).to(entry.dtype)
+        yield read_tensor(adapter.weights, adapter.replacements[entry.key]).to(entry.dtype)
         return
-    lora = [_read(adapter.weights, key).float() for key in adapter.lora.get(entry.key, ())]
+    lora = [read_tensor(adapter.weights, key).float() for key in adapter.lora.get(entry.key, ())]
     if entry.key in quantized or len(entry.shape) < 2:
-        tensor = _read(shard, entry.key)
+        tensor = read_tensor(shard, entry.key)
         tensor = round_trip(tensor) if entry.key in quantized else tensor
         yield (tensor.float() + adapter.scaling * (lora[1] @ lora[0]) if lora else tensor).to(entry.dtype)
         return
     rows_per_block = max(1, block_bytes // (4 * math.prod(entry.shape[1:])))
     for start in range(0, entry.shape[0], rows_per_block):
         rows = slice(start, start + rows_per_block)
-        block = _read(shard, entry.key, rows)
+        block = read_tensor(shard, entry.key, rows)
         if lora:
             block = block.float() + adapter.scaling * (lora[1][rows] @ lora[0])
         yield block.to(entry.dtype)

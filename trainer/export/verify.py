@@ -1,21 +1,33 @@
-"""Built-in export check: the written folder's logits against PEFT's base+adapter on fixed prompts.
+"""Built-in export check: the written folder's logits against PEFT's base+adapter on fixed prompts, streamed.
 
-Both run in fp32 on the same base variant (original or NF4 round-trip), loaded one after the other, so peak memory
-is one fp32 model. The measure is max |Δlogit| / max |logit|; the bound per export dtype is its rounding of the
-weights (measured on the tiny model: fp32 ≈ 1e-6, bf16 ≈ 1e-2), with headroom, and far below what a wrong merge
+Neither model is ever whole in memory. Each is a skeleton on the meta device in which every module that holds
+weights gets an accelerate `AlignDevicesHook` (offload): just before the module runs, its tensors are read from
+safetensors (the exported folder's shards; for the reference, the base's, NF4 round-tripped where the merge used that
+base, plus the adapter's tensors, which PEFT applies unmerged) and put on the execution device in fp32; just
+after, they go back to meta. Peak memory is the largest single tensor in fp32 (the embedding or the output head) plus
+activations, whatever the model size. The execution device is the GPU where there is one, else the CPU; the three
+prompts run as one right-padded batch, so each model reads each weight once.
+
+The measure is max |Δlogit| / max |logit| over the prompts' own tokens; the bound per export dtype is its rounding of
+the weights (measured on the tiny model: fp32 ≈ 1e-6, bf16 ≈ 1e-2), with headroom, and far below what a wrong merge
 (a missed layer, a wrong scaling) produces.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from accelerate import init_empty_weights
+from accelerate.hooks import attach_align_device_hook
+from peft import PeftModel
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from trainer.config import ModelConfig
 from trainer.errors import TrainerError
-from trainer.model import load_base_model, load_peft_model
+from trainer.export.merge import ADAPTER_PREFIX, ADAPTER_WEIGHTS, base_shards, read_tensor
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2}
 PROMPTS = [
@@ -25,39 +37,114 @@ PROMPTS = [
 ]
 
 
-def _logits(model, encoded: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+def execution_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class StreamedWeights(Mapping[str, torch.Tensor]):
+    """Parameter name → tensor, read from its safetensors file each time it is asked for; `round_trip` applies to
+    the `quantized` keys."""
+
+    def __init__(
+        self,
+        locations: dict[str, tuple[Path, str]],
+        round_trip: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        quantized: set[str] | frozenset[str] = frozenset(),
+    ):
+        self.locations, self.round_trip, self.quantized = locations, round_trip, quantized
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        path, key = self.locations[name]
+        tensor = read_tensor(path, key)
+        return self.round_trip(tensor) if key in self.quantized else tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.locations)
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+
+def _skeleton(folder: Path) -> nn.Module:
+    """The architecture of `folder`'s config.json with every parameter on the meta device, in fp32."""
+    with init_empty_weights():
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float32)
+
+
+def _stream(model: nn.Module, files: list[Path], device: torch.device, round_trip=None, quantized=frozenset()):
+    """Hook every module of `model` to read its parameters from the safetensors `files` when it runs.
+
+    A parameter is looked up as the adapter file names it (PEFT saves without the adapter's name), then as the base
+    names it (no PEFT prefix, no `base_layer`), then as the tensor it is tied to: so an adapter's trained bias
+    takes the place of the base's, as in PEFT.
+    """
+    stored: dict[str, Path] = {}
+    for path in files:
+        with safe_open(path, framework="pt") as reader:
+            stored |= dict.fromkeys(reader.keys(), path)
+    tied = getattr(model, "all_tied_weights_keys", {})  # a PeftModel passes the lookup on to the model it wraps
+    adapter_name = model.active_adapter if isinstance(model, PeftModel) else None
+    locations = {}
+    for name, _ in model.named_parameters(remove_duplicate=False):
+        base_key = name.removeprefix(ADAPTER_PREFIX).replace(".base_layer.", ".")
+        adapter_key = name.replace(f".{adapter_name}.", ".") if adapter_name else name
+        key = next((k for k in (adapter_key, base_key, tied.get(base_key)) if k in stored), None)
+        if key is None:
+            raise TrainerError(f"no tensor for the parameter {name} in {sorted({str(p.parent) for p in files})}")
+        locations[name] = (stored[key], key)
+    weights = StreamedWeights(locations, round_trip, quantized)
+    attach_align_device_hook(model, execution_device=device, offload=True, weights_map=weights)
+    return model.eval()
+
+
+def merged_model(folder: Path, device: torch.device | None = None) -> nn.Module:
+    """The exported folder's model, its weights streamed from its shards module by module."""
+    return _stream(_skeleton(folder), base_shards(folder), device or execution_device())
+
+
+def reference_model(
+    base_dir: Path,
+    checkpoint: Path,
+    round_trip: Callable[[torch.Tensor], torch.Tensor] | None,
+    quantized_keys: set[str],
+    device: torch.device | None = None,
+) -> nn.Module:
+    """PEFT's base+adapter, unmerged: the base streamed from `base_dir` (the `quantized_keys` NF4 round-tripped when
+    `round_trip` is given, as the merge did), and the adapter's tensors from the checkpoint."""
+    # low_cpu_mem_usage: PEFT adds its LoRA layers on the meta device too; their tensors stream like the base's.
+    peft_model = PeftModel.from_pretrained(_skeleton(base_dir), str(checkpoint), low_cpu_mem_usage=True)
+    files = [*base_shards(base_dir), checkpoint / ADAPTER_WEIGHTS]
+    return _stream(peft_model, files, device or execution_device(), round_trip, quantized_keys)
+
+
+def prompt_batch(folder: Path) -> dict[str, torch.Tensor]:
+    """The fixed prompts, chat-templated by `folder`'s tokenizer, as one right-padded batch."""
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, padding_side="right")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    return tokenizer.apply_chat_template(
+        PROMPTS, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+    )
+
+
+def prompt_logits(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Each prompt's logits at its own tokens (right padding: no prompt token sees a pad), computed on `device`."""
     with torch.no_grad():
-        return [model(**inputs, use_cache=False).logits.float() for inputs in encoded]
+        logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits.float().cpu()
+    return [row[mask.bool()] for row, mask in zip(logits, batch["attention_mask"], strict=True)]
 
 
-def reference_model(model_config: ModelConfig, checkpoint: Path, round_trip, quantized_keys: set[str]):
-    """fp32 base (NF4 round-tripped where the merge did so) with the adapter applied by PEFT, unmerged."""
-    base = load_base_model(model_config, torch.float32, quantized=False)
-    if round_trip is not None:
-        with torch.no_grad():
-            for name, parameter in base.named_parameters():
-                if name in quantized_keys:
-                    parameter.copy_(round_trip(parameter))
-    return load_peft_model(base, checkpoint, model_config)
-
-
-def verify_export(folder: Path, reference_factory, dtype: str) -> float:
-    """Relative logit difference between the exported folder and the reference; raises past the dtype's bound."""
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    encoded = [
-        tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        for prompt in PROMPTS
-    ]
-    reference = reference_factory()
-    expected = _logits(reference, encoded)
-    del reference
-    merged = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, local_files_only=True, use_safetensors=True
-    ).eval()
-    got = _logits(merged, encoded)
-    del merged
+def relative_difference(got: list[torch.Tensor], expected: list[torch.Tensor]) -> float:
+    """max |Δlogit| / max |logit| of the expected logits."""
     scale = max(float(e.abs().max()) for e in expected)
-    difference = max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True)) / scale
+    return max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True)) / scale
+
+
+def verify_export(folder: Path, reference_factory: Callable[[], nn.Module], dtype: str) -> float:
+    """Relative logit difference between the exported folder and the reference; raises past the dtype's bound."""
+    device = execution_device()  # the reference factory's default too
+    batch = prompt_batch(folder)
+    expected = prompt_logits(reference_factory(), batch, device)  # each model is freed before the next is built
+    difference = relative_difference(prompt_logits(merged_model(folder, device), batch, device), expected)
     if difference > TOLERANCE[dtype]:
         raise TrainerError(
             f"export verification failed: merged logits differ from base+adapter by {difference:.2e} of the "
