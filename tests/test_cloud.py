@@ -270,12 +270,13 @@ def test_artifacts_pull_verifies_resumes_and_refuses_escaping_keys(s3_server, bu
 
 
 @pytest.mark.slow
-def test_a_completed_run_is_never_redone_over_its_artifacts_without_force(s3_server, bucket, capfd):
+def test_a_completed_run_is_never_redone_over_its_artifacts_without_redo(s3_server, bucket, capfd):
     run_uri = f"s3://{bucket}/runs/done"
     update_run(run_uri, run_name="done", status="complete", step=20)
     assert main(["pipeline", "--config", str(DEBUG_CONFIG), "--run-uri", run_uri]) == 2
-    assert f"{run_uri} is a completed run; use another run name or pass --force to redo it" in capfd.readouterr().err
+    refusal = f"{run_uri} is a completed run; use another run name or pass --redo to run it again"
+    assert refusal in capfd.readouterr().err
     assert objects(bucket, "runs/done/") == {"run.json"}
     assert read_run(run_uri)["status"] == "complete"
-    begin_run(run_uri, "done", force=True)
+    begin_run(run_uri, "done", redo=True)
     assert read_run(run_uri)["status"] == "running"

@@ -99,6 +99,8 @@ def test_text_metrics_are_one_for_identical_answers_and_lower_otherwise():
 
 
 def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
+    from trainer.evaluation.report import HEADLINE
+
     symbols = tmp_path / "symbols.jsonl"
     symbols.write_text("".join(json.dumps(s) + "\n" for s in SYMBOLS))
     predictions = tmp_path / "predictions.jsonl"
@@ -116,7 +118,14 @@ def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
     assert report["api_grounding"] == {"grounded_rate": 1 / 2, "mentions": 2, "invented": ["chi.Param"]}
     assert "loss" not in report and report["go_code"]["parse_rate"] is None
     markdown = (out / "report.md").read_text()
-    assert "| api_grounding.grounded_rate | 0.5000 | – | – |" in markdown and "`chi.Param`" in markdown
+    assert "| api_grounding.grounded_rate | 0.5000 |" in markdown and "`chi.Param`" in markdown
+    # every headline metric has its row; nothing measured is a dash with the reason, not a missing row
+    assert "| loss (lower is better) | — (predictions scored without a model) |" in markdown
+    assert "| tool_call.false_call_rate (lower is better) | 0.0000 |" in markdown
+    assert "| go_code.parse_rate | — (no Go code block in the answers) |" in markdown
+    assert [line.split(" |")[0].split(" (")[0] for line in markdown.splitlines() if line.startswith("| ")][2:] == [
+        f"| {key}" for key in HEADLINE
+    ]
 
 
 @pytest.mark.parametrize(

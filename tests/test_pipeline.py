@@ -80,7 +80,10 @@ def test_evaluation_report_and_predictions(pipeline_run):
     assert report["delta"]["loss"] == pytest.approx(report["loss"] - report["baseline"]["loss"])
     assert report["loss"] < report["baseline"]["loss"]  # the adapter learned something about the test answers
     markdown = (out / "report.md").read_text()
-    assert f"| loss (lower is better) | {report['loss']:.4f} | {report['baseline']['loss']:.4f} |" in markdown
+    delta = report["delta"]["loss"]
+    assert f"| loss (lower is better) | {report['loss']:.4f} | {report['baseline']['loss']:.4f} | {delta:+.4f} |" in (
+        markdown
+    )
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and (out / "metrics.png").is_file()
     records = [json.loads(line) for line in (out / "predictions.jsonl").open()]
     assert len(records) == report["n_examples"]
@@ -156,3 +159,28 @@ def test_vllm_answers_like_transformers(pipeline_run, tmp_path):
         answers[backend] = [(r["prediction"], r["baseline"]) for r in map(json.loads, lines)]
     same = sum(a == b for a, b in zip(answers["transformers"], answers["vllm"], strict=True))
     assert same >= 0.9 * len(answers["vllm"]), (same, len(answers["vllm"]))
+
+
+def test_cards_and_report_describe_the_checkpoint_they_belong_to(pipeline_run, tmp_path):
+    """A report plots its checkpoint's own run up to its step; checkpoint and export cards say what was trained."""
+    checkpoint = pipeline_run.training.output_dir / "checkpoint-10"
+    assert (
+        _evaluate_cli(pipeline_run, tmp_path, "--checkpoint", str(checkpoint), "--limit", "1", "--max-new-tokens", "3")
+        == 0
+    )
+    steps = [r["step"] for r in map(json.loads, (checkpoint / "metrics.jsonl").open())]
+    assert steps[-1] == 10
+    report = (tmp_path / "report.md").read_text()
+    assert f"Training curve: `{checkpoint / 'metrics.jsonl'}`, steps {steps[0]}–10." in report
+
+    manifest = json.loads((pipeline_run.data.output_dir / "manifest.json").read_text())
+    card = (checkpoint / "README.md").read_text()
+    assert f"content hash `{manifest['content_hash']}`" in card and "| steps | 10 of 20 |" in card
+    assert "| training loss | " in card and "AutoPeftModelForCausalLM.from_pretrained" in card
+    assert "[None]" not in card and "{'" not in card
+    newest = (pipeline_run.training.output_dir / "checkpoint-20" / "README.md").read_text()
+    assert (pipeline_run.training.output_dir / "README.md").read_text() == newest  # not TRL's placeholder
+
+    exported = (exported_folder(pipeline_run) / "README.md").read_text()
+    assert "AutoModelForCausalLM.from_pretrained" in exported and "| steps | 20 of 20 |" in exported
+    assert "{'" not in exported and f"content hash `{manifest['content_hash']}`" in exported

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 from datasets import DatasetDict
@@ -126,3 +128,73 @@ def test_bad_records_fail_the_run_listing_all_or_are_skipped_and_counted(make_co
         "records": [f"{examples_dir / 'mixed.jsonl'}:4: duplicate of {examples_dir / 'mixed.jsonl'}:1"],
     }
     assert sum(manifest["counts"].values()) == 1
+
+
+def _synthesize_cli(tmp_path, *args, cwd=None):
+    """`trainer synthesize` on the debug config in a fresh process, its outputs under tmp_path."""
+    from tests.helpers import DEBUG_CONFIG, REPO, set_args
+
+    sets = set_args([f"data.output_dir={tmp_path / 'processed'}", f"data.cache_dir={tmp_path / 'cache'}"])
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "synthesize", "--config", str(DEBUG_CONFIG), *sets, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_inputs_that_yield_nothing_are_warnings_naming_the_path(tmp_path, sample_copy):
+    (sample_copy / "empty.jsonl").write_text("")
+    (sample_copy / "blank.jsonl").write_text("\n  \n")
+    no_go = tmp_path / "no-go"
+    no_go.mkdir()
+    (no_go / "notes.txt").write_text("not Go\n")
+    result = _synthesize_cli(tmp_path, "--set", f"data.examples_dir={sample_copy}", "--source", no_go)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {sample_copy / 'blank.jsonl'}: no examples in this file (empty or blank)",
+        f"warning: {sample_copy / 'empty.jsonl'}: no examples in this file (empty or blank)",
+        f"warning: {no_go}: no Go API found (0 files read); check the path and the source's include/exclude globs",
+    ]
+
+
+@pytest.mark.slow
+def test_an_examples_folder_that_yields_nothing_is_an_error_when_nothing_else_is_trained_on(tmp_path):
+    (tmp_path / "no-jsonl").mkdir()
+    result = _synthesize_cli(
+        tmp_path, "--set", "data.sources=[]", "--set", f"data.examples_dir={tmp_path / 'no-jsonl'}"
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"warning: {tmp_path / 'no-jsonl'}: no *.jsonl files in the examples folder (data.examples_dir)",
+        f"error: {tmp_path / 'no-jsonl'}: no valid examples found in *.jsonl files, and no Go sources",
+    ]
+
+
+@pytest.mark.slow
+def test_paths_in_a_config_are_relative_to_the_working_directory_not_the_file(tmp_path, sample_copy):
+    """A config elsewhere naming `examples_dir: sample` reads ./sample; run from a folder without it, the missing
+    folder is named with the working directory it was looked for in."""
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (config_dir / "sample").mkdir()  # beside the config file: not where a relative path points
+    from tests.helpers import DEBUG_CONFIG
+
+    config = config_dir / "run.yaml"
+    config.write_text(f"model: {DEBUG_CONFIG.parent / '../model/tiny-debug.yaml'}\ndata: {{examples_dir: sample}}\n")
+    sets = ["--set", "data.sources=[]", "--set", f"data.output_dir={tmp_path / 'processed'}"]
+    args = [sys.executable, "-m", "trainer.cli", "synthesize", "--config", str(config), *sets]
+    ran = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads((tmp_path / "processed" / "manifest.json").read_text())["examples_dir"] == "sample"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = subprocess.run(args, capture_output=True, text=True, cwd=elsewhere, timeout=300)
+    assert ran.returncode == 2
+    assert ran.stderr == (
+        f"error: sample (data.examples_dir, relative to the working directory {elsewhere}): examples folder not "
+        "found, and no Go sources\n"
+    )

@@ -157,3 +157,56 @@ def test_batches_cover_every_conversation_once_and_length_grouping_cuts_padding(
     share = padded / sum(b["attention_mask"].numel() for b in batches)
     # Sample set, batch 2: neighbours in length pad little; random pairs pad a lot (the stock recipe's way).
     assert share < 0.05 if grouped else share > 0.15, share
+
+
+@pytest.mark.slow
+def test_resume_applies_changed_step_intervals_and_refuses_what_cannot_change_mid_run(make_config, capsys, sample_copy):
+    config = make_config("training.max_steps=4", "training.save_steps=4", "training.logging_steps=4")
+    synthesize(config)
+    train(config)
+    capsys.readouterr()
+
+    with pytest.raises(TrainerError) as refused:
+        train(make_config("training.max_steps=6", "model.lora.r=8", "training.learning_rate=0.1"))
+    checkpoint = config.training.output_dir / "checkpoint-4"
+    assert str(refused.value) == (
+        f"cannot resume from {checkpoint}: changed since it was trained, and fixed for a run: "
+        "model.lora.r 16 → 8; training.learning_rate 0.005 → 0.1. Put them back to resume, or --set "
+        "training.resume=never to start over (it removes the earlier checkpoints)"
+    )
+
+    # transformers would keep the first run's intervals from trainer_state.json: every 4 steps, so none of 5 and 6
+    train(make_config("training.max_steps=6", "training.save_steps=1", "training.logging_steps=1"))
+    assert f"resuming from {checkpoint} with the config's " in capsys.readouterr().out
+    assert {"checkpoint-5", "checkpoint-6"} <= {p.name for p in config.training.output_dir.glob("checkpoint-*")}
+    logged = [r["step"] for r in map(json.loads, (config.training.logging_dir / "metrics.jsonl").open()) if "loss" in r]
+    assert logged == [4, 5, 6]
+
+    (sample_copy / "more.jsonl").write_text(
+        json.dumps({"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]})
+        + "\n"
+    )
+    changed_data = make_config("training.max_steps=8", "training.save_steps=1", examples=sample_copy)
+    synthesize(changed_data)
+    with pytest.raises(TrainerError, match=r"fixed for a run: dataset content hash '[0-9a-f]+' → '[0-9a-f]+'\."):
+        train(changed_data)
+
+
+@pytest.mark.slow
+def test_train_prints_json_lines_of_numbers_and_short_summaries_in_a_log(make_config):
+    from tests.helpers import train_process
+
+    config = make_config("training.max_steps=2", "training.save_steps=2", "training.max_length=200")
+    synthesize(config)
+    result = train_process(config, "training.max_steps=2", "training.max_length=200")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"train: metrics log (JSON lines) → {config.training.logging_dir / 'metrics.jsonl'}"
+    assert all(line.strip() for line in lines) and "\r" not in result.stdout + result.stderr  # no bars in a log
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2]
+    assert all(isinstance(value, int | float) for record in logged for value in record.values())
+    summary = next(line for line in lines if line.startswith("train: ") and "conversations" in line)
+    full_list = config.training.logging_dir / "train_run.json"
+    assert summary.endswith(f" (all in {full_list})") and ", e.g. " in summary and len(summary) < 300
+    assert len(json.loads(full_list.read_text())["data"]["train"]["truncated"]) > 3

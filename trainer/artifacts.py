@@ -63,12 +63,12 @@ def update_run(run_uri: str, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def begin_run(run_uri: str, run_name: str, force: bool) -> None:
-    """Mark the run as running; a completed run is never redone over its artifacts unless `force`."""
+def begin_run(run_uri: str, run_name: str, redo: bool) -> None:
+    """Mark the run as running; a completed run is never redone over its artifacts unless `redo`."""
     record = read_run(run_uri)
     complete = record and record.get("status") == "complete" and record.get("stage", FINAL_STAGE) == FINAL_STAGE
-    if complete and not force:
-        raise TrainerError(f"{run_uri} is a completed run; use another run name or pass --force to redo it")
+    if complete and not redo:
+        raise TrainerError(f"{run_uri} is a completed run; use another run name or pass --redo to run it again")
     update_run(run_uri, run_name=run_name, status="running", **{p: part_uri(run_uri, p) for p in PARTS})
 
 

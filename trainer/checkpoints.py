@@ -16,11 +16,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from trainer.config import Config, TrainingConfig, load_config, save_config
+from trainer.dataset import load_manifest
 from trainer.errors import TrainerError, first_line
+from trainer.model_card import CARD, checkpoint_card
 from trainer.storage import ObjectStore, s3_errors, safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
 TRAINED_CONFIG = "trainer_config.yaml"  # the fully resolved config the checkpoint was trained with, sealed inside it
+TRAINED_DATA = "trainer_data.json"  # the processed dataset's content hash and split sizes, sealed beside it
 # What a checkpoint decides for every later stage (evaluate, export, vLLM), whatever config file they are given: the
 # function it trained. Everything else (where things are, limits, export dtype) comes from the command line.
 TRAINED_KEYS = ("model.name_or_path", "model.revision", "model.tiny", "model.lora", "model.quantization")
@@ -303,8 +306,22 @@ def _fetch_named(training: TrainingConfig, uri: str) -> Path:
 
 
 def seal_config(config: Config, folder: Path) -> None:
-    """Write the config a checkpoint was trained with into it (before its manifest, which then lists it)."""
+    """Write the config and the dataset a checkpoint was trained with into it (before its manifest, which then lists
+    them): a resumed run compares against them. Its model card quotes them, in place of PEFT's template; the run's
+    folder gets the same card, as the newest checkpoint's."""
     save_config(config, folder / TRAINED_CONFIG)
+    manifest = load_manifest(config.data.output_dir) or {}
+    data = {"content_hash": manifest.get("content_hash"), "counts": manifest.get("counts")}
+    (folder / TRAINED_DATA).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    card = checkpoint_card(config, folder, data)
+    (folder / CARD).write_text(card, encoding="utf-8")
+    (folder.parent / CARD).write_text(card, encoding="utf-8")
+
+
+def trained_data(checkpoint: Path) -> dict | None:
+    """What `seal_config` recorded of the checkpoint's dataset, or None for a checkpoint made before it did."""
+    path = checkpoint / TRAINED_DATA
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _get(tree: dict, dotted: str):
@@ -330,12 +347,12 @@ def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
         return config
     trained = load_config(sealed).model_dump(mode="json")
     given = config.model_dump(mode="json")
-    for key, typed in config.overrides.items():
+    for key, given_as in config.overrides.items():
         for trained_key in TRAINED_KEYS:
             inside = trained_key == key or trained_key.startswith(key + ".") or key.startswith(trained_key + ".")
             if inside and _get(given, key) != _get(trained, key):
                 raise TrainerError(
-                    f"--set {typed}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
+                    f"{given_as}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
                     "use what the checkpoint was trained with, so leave it out"
                 )
     for key in TRAINED_KEYS:

@@ -7,26 +7,26 @@ Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Pro
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from trainer.config import DEFAULT_CONFIG, Config, GoSource, load_config
+from trainer.config import DEFAULT_CONFIG, Config, GoSource
 from trainer.errors import Preempted, TrainerError
 from trainer.redact import redact
+from trainer.stage_config import from_config, stage_config
 from trainer.supervisor import run_uri_of, supervise
+from trainer.usage import usage_error_line, version_text
 
 # A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-
+HELP = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML")]
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable)")]
 CheckpointOption = Annotated[
@@ -35,42 +35,6 @@ CheckpointOption = Annotated[
         "--checkpoint", help="Adapter checkpoint: a folder or s3://…/checkpoint-N (default: the newest complete one)"
     ),
 ]
-
-
-def _quiet_libraries() -> None:
-    """Keep the output to progress bars and our own lines: libraries' deprecation notices are not the user's to fix."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|bitsandbytes)\.")
-    # bitsandbytes notes at import that an optional CPU kernel package is absent; the built-in kernel is used.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    # Through the environment, not the libraries' setters: a command that loads no model imports neither.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-
-
-def _load(path: Path, overrides: list[str]) -> Config:
-    config = load_config(path, overrides)
-    _quiet_libraries()
-    return config
-
-
-def _flag_overrides(flags: dict[str, object]) -> list[str]:
-    """Command-line flags as `--set` overrides, so they are validated and saved like any other key."""
-    return [
-        f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-        for key, value in flags.items()
-        if value is not None
-    ]
-
-
-def _stage_config(config: Path, set_: list[str], flags: dict[str, object], run_uri: str | None) -> Config:
-    """The config of one stage command: the file, the run layout's keys (with --run-uri), the user's --set, then
-    the command's own flags."""
-    from trainer.artifacts import run_overrides
-
-    wiring = run_overrides(run_uri) if run_uri else []
-    return _load(config, [*wiring, *set_, *_flag_overrides(flags)])
 
 
 def _synthesize(config: Config, run_uri: str | None = None) -> None:
@@ -184,7 +148,12 @@ def synthesize(
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = [],  # noqa: B006
     source: Annotated[
-        list[str], typer.Option("--source", help="Go repo to learn from: path or git URL (repeatable)")
+        list[str],
+        typer.Option(
+            "--source",
+            help="Another Go repo to learn from, added to the config's data.sources: path or git URL (repeatable)",
+            show_default=False,
+        ),
     ] = [],  # noqa: B006
     out: OutOption = None,
     run_uri: RunUriOption = None,
@@ -192,7 +161,7 @@ def synthesize(
     """Validate chat examples, extract Go sources' API, generate conversations, deduplicate, split and save."""
     from trainer.artifacts import recorded_stage
 
-    cfg = _stage_config(config, set_, {"data.output_dir": out}, run_uri)
+    cfg = stage_config(config, set_, run_uri, {"--out": out}, "data.output_dir")
     try:
         cfg.data.sources.extend(GoSource(url=url) for url in source)
     except ValidationError as exc:
@@ -211,7 +180,7 @@ def train(
     """Finetune a LoRA/QLoRA adapter on the processed dataset, resuming from the latest checkpoint."""
     from trainer.artifacts import recorded_stage
 
-    cfg = _stage_config(config, set_, {"training.output_dir": out}, run_uri)
+    cfg = stage_config(config, set_, run_uri, {"--out": out}, "training.output_dir")
     with recorded_stage(run_uri if _global_rank_zero() else None, "train", cfg.training.run_name):
         _train(cfg, run_uri)
 
@@ -221,8 +190,14 @@ def evaluate(
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = [],  # noqa: B006
     checkpoint: CheckpointOption = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N test conversations")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Generation length limit")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Only the first N test conversations", show_default=from_config("evaluation.limit")),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(help="Generation length limit", show_default=from_config("evaluation.max_new_tokens")),
+    ] = None,
     baseline: Annotated[bool, typer.Option("--baseline", help="Also score the base model; report the deltas")] = False,
     predictions: Annotated[
         Path | None, typer.Option(help="Score this predictions.jsonl instead of generating (no model loaded)")
@@ -230,16 +205,18 @@ def evaluate(
     symbols: Annotated[Path | None, typer.Option(help="symbols.jsonl for API grounding")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: evaluation.output_dir)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="An exported model folder, or `base`")] = None,
-    backend: Annotated[str | None, typer.Option(help="What generates: transformers | vllm | auto")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="What generates: transformers | vllm | auto", show_default=from_config("evaluation.backend")),
+    ] = None,
     run_uri: RunUriOption = None,
 ) -> None:
     """Score an adapter on the test split (or a predictions file): loss, text, tool use, Go code, API grounding."""
     from trainer.artifacts import recorded_stage
 
-    flags = {"evaluation.limit": limit, "evaluation.max_new_tokens": max_new_tokens, "evaluation.symbols": symbols}
-    flags |= {"evaluation.baseline": baseline or None, "evaluation.output_dir": out, "evaluation.model": model}
-    flags |= {"evaluation.backend": backend}
-    cfg = _stage_config(config, set_, flags, run_uri)
+    flags = {"--limit": limit, "--max-new-tokens": max_new_tokens, "--symbols": symbols, "--out": out}
+    flags |= {"--baseline": baseline or None, "--model": model, "--backend": backend}
+    cfg = stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
     with recorded_stage(run_uri, "evaluate", cfg.training.run_name):
         _evaluate(cfg, checkpoint, predictions, run_uri)
 
@@ -249,11 +226,20 @@ def export(
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = [],  # noqa: B006
     checkpoint: CheckpointOption = None,
-    dtype: Annotated[str | None, typer.Option(help="bf16 | fp16 | fp32")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="bf16 | fp16 | fp32", show_default=from_config("export.dtype"))
+    ] = None,
     adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Write the PEFT adapter folder only")] = False,
     upload: Annotated[str | None, typer.Option(help="s3://bucket/prefix to upload the folder to")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished upload")] = False,
-    verify: Annotated[bool | None, typer.Option("--verify/--no-verify", help="Check logits after writing")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a finished upload at --upload (or the run's model/)")
+    ] = False,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify", help="Check logits after writing", show_default=from_config("export.verify")
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="The model folder (default: export.output_dir/RUN_NAME)")
     ] = None,
@@ -262,9 +248,9 @@ def export(
     """Merge the adapter into the base model, shard by shard, into a safetensors folder transformers and vLLM load."""
     from trainer.artifacts import recorded_stage
 
-    flags = {"export.dtype": dtype, "export.upload": upload, "export.verify": verify}
-    flags |= {"export.adapter_only": adapter_only or None, "export.force": force or None}
-    cfg = _stage_config(config, set_, flags, run_uri)
+    flags = {"--dtype": dtype, "--upload": upload, "--verify": verify}
+    flags |= {"--adapter-only": adapter_only or None, "--force": force or None}
+    cfg = stage_config(config, set_, run_uri, flags)
     with recorded_stage(run_uri, "export", cfg.training.run_name):
         _export(cfg, checkpoint, out, run_uri)
 
@@ -278,16 +264,18 @@ def pipeline(
         bool,
         typer.Option("--skip-synthesize", help="Use the processed data there is (data.output_dir, or the run's data/)"),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Redo a completed --run-uri run")] = False,
+    redo: Annotated[
+        bool, typer.Option("--redo", help="Run every stage again over a completed --run-uri run's artifacts")
+    ] = False,
 ) -> None:
     """synthesize → train → evaluate → export, with one config; with --run-uri, every artifact lands in S3 and a
     recovered spot job resumes training from the run's checkpoints and redoes only what is missing."""
     from trainer.artifacts import begin_run, recorded_stage
 
-    cfg = _stage_config(config, set_, {}, run_uri)
+    cfg = stage_config(config, set_, run_uri)
     name = cfg.training.run_name
     if run_uri:
-        begin_run(run_uri, name, force)
+        begin_run(run_uri, name, redo)
     if not skip_synthesize:
         with recorded_stage(run_uri, "synthesize", name, done="running"):
             _synthesize(cfg, run_uri)
@@ -301,7 +289,30 @@ def pipeline(
         print(f"pipeline: run complete → {run_uri}")
 
 
-artifacts_app = typer.Typer(no_args_is_help=True, help="List, pull and push run artifacts in S3.")
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", help="The trainer's version and its libraries' versions", is_eager=True)
+    ] = False,
+) -> None:
+    """Finetune an LLM with LoRA/QLoRA on a Go framework's API: synthesize → train → evaluate → export."""
+    if version:
+        print(version_text())
+        raise typer.Exit()
+    _help_without_command(ctx)
+
+
+def _help_without_command(ctx: typer.Context) -> None:
+    """A group named alone (`trainer`, `trainer artifacts`) prints its help and succeeds."""
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit()
+
+
+artifacts_app = typer.Typer(
+    help="List, pull and push run artifacts in S3.", invoke_without_command=True, callback=_help_without_command
+)
 app.add_typer(artifacts_app, name="artifacts")
 
 
@@ -332,7 +343,7 @@ def artifacts_pull(
 def artifacts_push(
     folder: Annotated[Path, typer.Argument(help="Local folder")],
     uri: Annotated[str, typer.Argument(help="s3://BUCKET/prefix")],
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished upload")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished upload at URI")] = False,
 ) -> None:
     """Upload a folder, SHA256SUMS last; a finished upload is not overwritten unless --force."""
     from trainer.storage import upload_folder
@@ -352,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if run_uri := run_uri_of(argv):
             return supervise(argv, run_uri)
-        app(args=argv, prog_name="trainer", standalone_mode=False)
+        exit_code = app(args=argv, prog_name="trainer", standalone_mode=False)
+    except typer.TyperException as exc:  # a usage slip: click's own exceptions are these in typer ≥ 0.29
+        print(usage_error_line(exc), file=sys.stderr)
+        return exc.exit_code
     except TrainerError as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)
         return 2
@@ -367,14 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            return exc.exit_code
+    except Exception:
         return _bug()
-    return 0
+    # typer returns an exit code for --help, --version and a command that raised typer.Exit; a command's None is 0
+    return exit_code if isinstance(exit_code, int) else 0
 
 
 def _bug() -> int:

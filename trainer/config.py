@@ -6,6 +6,13 @@ another YAML file (relative to the file that names it), which is how a training 
     model: ../model/tiny-debug.yaml
     training: {max_steps: 30}
 
+Every path *value* (`data.examples_dir`, `*.output_dir`, `*.cache_dir`, `training.logging_dir`,
+`evaluation.symbols`, a local `data.sources` url or `model.name_or_path`) is relative to the working directory, the
+folder `trainer` runs in, wherever the config file lies: a `--set` and a YAML value of the same key mean the same
+folder. Only section references like `model: ../model/tiny-debug.yaml` name another config file and are relative
+to the file that names them. The shipped configs expect the repository root as the working directory; an examples
+folder that is not found there is a warning (an error when nothing else would be trained on).
+
 `--set dotted.key=value` overrides are applied after the files are read; values are parsed as YAML
 (`--set training.max_steps=5`, `--set model.quantization=null`). Unknown keys and wrong types are errors that
 name the file (or the --set) and the key.
@@ -14,8 +21,10 @@ name the file (or the --set) and the key.
 from __future__ import annotations
 
 import re
+import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -29,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from trainer.errors import TrainerError, problems_error
+from trainer.errors import TrainerError, did_you_mean, problems_error
 from trainer.go_build import KNOWN_ARCH, KNOWN_OS, BuildContext
 
 DEFAULT_CONFIG = Path("configs/training/default.yaml")
@@ -320,8 +329,8 @@ class Config(StrictModel):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     export: ExportConfig = ExportConfig()
-    # The `--set` overrides that made this config ({dotted key: "key=value" as typed}): a stage that must follow a
-    # checkpoint's own settings refuses an explicit one that contradicts them.
+    # The overrides that made this config ({dotted key: how the user typed it, "--set key=value" or "--limit 0"}): a
+    # stage that must follow a checkpoint's own settings refuses an explicit one that contradicts them.
     _overrides: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
@@ -405,11 +414,22 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def _apply_override(tree: dict[str, Any], override: str) -> str:
-    key, sep, raw = override.partition("=")
+class Override(NamedTuple):
+    """One `dotted.key=value` assignment and how the user typed it (`--set …`, `--limit 0`), which errors name."""
+
+    assignment: str
+    given_as: str
+
+
+def _as_override(item: str | Override) -> Override:
+    return item if isinstance(item, Override) else Override(item, f"--set {item}")
+
+
+def _apply_override(tree: dict[str, Any], override: Override) -> str:
+    key, sep, raw = override.assignment.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise TrainerError(f"--set {override!r}: expected dotted.key=value")
+        raise TrainerError(f"{override.given_as}: expected dotted.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -419,14 +439,41 @@ def _apply_override(tree: dict[str, Any], override: str) -> str:
     for part in parents:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise TrainerError(f"--set {key}: {part!r} is not a section")
+            raise TrainerError(f"{override.given_as}: {part!r} is not a section")
         node = child
     node[leaf] = value
     return key
 
 
-def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a run config, resolve section includes, apply `--set` overrides and validate."""
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config model inside a field's type (`X`, `X | None`, `list[X]`), if there is one."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in typing.get_args(annotation) if (found := _model_in(arg))), None)
+
+
+def _keys_under(loc: Sequence[str | int]) -> list[str]:
+    """The key names valid at `loc` (a section's, a list item's) for a "did you mean"; [] where it is not a section."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if isinstance(part, int):  # an item of a list of sections
+            continue
+        field = model.model_fields.get(part) if model else None
+        model = _model_in(field.annotation) if field else None
+    return list(model.model_fields) if model else []
+
+
+def dotted_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every key of the config as `section.key` (sections inside sections spelled out)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        inner = _model_in(field.annotation)
+        keys += dotted_keys(inner, f"{prefix}{name}.") if inner else [f"{prefix}{name}"]
+    return keys
+
+
+def load_config(path: Path | None = None, overrides: Sequence[str | Override] = ()) -> Config:
+    """Read a run config, resolve section includes, apply overrides (a plain string is a `--set`) and validate."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     tree = _read_mapping(path)
     origin = {section: str(path) for section in tree}
@@ -438,20 +485,25 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
             except TrainerError as exc:
                 raise TrainerError(f"{path}: {section}: {exc}") from None
             origin[section] = str(included)
-    overridden = {_apply_override(tree, item): item for item in overrides}
+    given_as = {}
+    for item in map(_as_override, overrides):
+        given_as[_apply_override(tree, item)] = item.given_as
     try:
         config = Config.model_validate(tree)
-        config._overrides = overridden
+        config._overrides = given_as
         return config
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"])
             source = next(
-                (f"--set {overridden[k]}" for k in overridden if key == k or key.startswith(k + ".")),
+                (given_as[k] for k in given_as if key == k or key.startswith(k + ".") or k.startswith(key + ".")),
                 origin.get(str(err["loc"][0]), str(path)),
             )
-            lines.append(f"{source}: {key}: {err['msg']}")
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key" + did_you_mean(str(err["loc"][-1]), _keys_under(err["loc"][:-1]))
+            lines.append(f"{source}: {key}: {message}")
         raise problems_error("invalid config", lines) from None
 
 

@@ -3,6 +3,11 @@
 The CLI prints it as a single line and exits with a non-zero code; anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class TrainerError(Exception):
     """A problem with the user's input, config or environment, worded so the user can act on it."""
@@ -32,3 +37,9 @@ def problems_error(headline: str, problems: list[str]) -> TrainerError:
 def first_line(exc: BaseException) -> str:
     """An exception's first message line for a one-line error (its type's name when the message is empty)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` naming the closest of `choices` to a misspelt `name`, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -20,6 +20,7 @@ from typing import Any
 from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
 from trainer.errors import TrainerError
+from trainer.progress import on_terminal
 
 CHUNK = 8 * 1024 * 1024
 COMPLETE_MARKER = "SHA256SUMS"  # uploaded last by upload_folder: a prefix holding it is a finished upload
@@ -179,7 +180,7 @@ def download_folder(uri: str, destination: Path) -> Downloaded:
             raise TrainerError(f"{uri}: no objects found")
         targets = [(key, size, safe_destination(destination, key)) for key, size in objects]
         columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
-        with Progress(*columns, transient=True) as progress:
+        with Progress(*columns, transient=True, disable=not on_terminal()) as progress:
             task = progress.add_task(f"download {uri}", total=sum(size for _, size, _ in targets))
             for key, size, target in targets:
                 expected = store.client.head_object(Bucket=store.bucket, Key=store.key(key))["Metadata"].get("sha256")

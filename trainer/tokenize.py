@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset
-from rich.progress import track
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
 from trainer.dataset import conversation
 from trainer.errors import TrainerError
+from trainer.progress import track
 
 IGNORE_INDEX = -100
 
@@ -61,12 +61,15 @@ class TokenizeReport:
     truncated: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
+    def summary(self, full_list: str) -> str:
+        """One short line: counts, and the first truncated or dropped conversation as an example (all of them are
+        in `full_list`, a file of the run: listed on one line they ran to hundreds of characters)."""
         text = f"{self.examples} conversations, {self.tokens} tokens, {self.supervised_tokens} supervised"
-        if self.truncated:
-            text += f"; {len(self.truncated)} truncated to max_length: " + ", ".join(self.truncated)
-        if self.dropped:
-            text += f"; {len(self.dropped)} dropped (nothing supervised left): " + ", ".join(self.dropped)
+        lists = {"truncated to max_length": self.truncated, "dropped (nothing supervised left)": self.dropped}
+        if any(lists.values()):
+            counts = ", ".join(f"{len(ids)} {what}" for what, ids in lists.items() if ids)
+            first = next(ids[0] for ids in lists.values() if ids)
+            text += f"; {counts}, e.g. {first} (all in {full_list})"
         return text
 
 
@@ -76,7 +79,7 @@ def tokenize_split(
     """Tokenize a processed split; conversations longer than `max_length` follow the `overlong` policy."""
     report = TokenizeReport()
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
-    for row in track(dataset, description=f"Tokenizing {name}", transient=True):
+    for row in track(dataset, description=f"Tokenizing {name}"):
         ids, labels = tokenize_conversation(tokenizer, template, *conversation(row))
         if all(label == IGNORE_INDEX for label in labels):
             raise TrainerError(f"{row['source']}: no assistant token is supervised; check the chat template")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import track
 
 from trainer.checkpoints import resolve_checkpoint, trained_config
 from trainer.config import RESOLVED_CONFIG, Config, save_config
@@ -27,6 +26,7 @@ from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import load_base_model, load_peft_model, load_tokenizer
 from trainer.precision import DTYPES, resolve_precision
+from trainer.progress import track
 from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 
 
@@ -54,7 +54,7 @@ def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, fl
     """Token-weighted mean NLL and argmax accuracy over supervised (assistant) tokens."""
     template = training_template(tokenizer)
     nll, correct, count = 0.0, 0, 0
-    for row in track(rows, description="Scoring test split", transient=True):
+    for row in track(rows, description="Scoring test split"):
         ids, labels = tokenize_conversation(tokenizer, template, *conversation(row))
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1].float()
         target = torch.tensor(labels[1:], device=logits.device)
@@ -116,7 +116,9 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
     with (ev.output_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    metrics_log = config.training.logging_dir / METRICS_FILE
-    write_report(report, ev.output_dir, metrics_log if metrics_log.is_file() else None)
+    # The checkpoint's own copy of the training log: its run up to its step. training.logging_dir holds whichever
+    # run wrote last, which plotted a 200-step curve under a 2-step checkpoint's report.
+    metrics_log = None if ev.model else Path(evaluated) / METRICS_FILE
+    write_report(report, ev.output_dir, metrics_log if metrics_log and metrics_log.is_file() else None)
     save_config(config, ev.output_dir / RESOLVED_CONFIG)
     return report

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rich.progress import track
 
 from trainer.config import EvaluationConfig
 from trainer.dataset import conversation
+from trainer.progress import track
 
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
@@ -118,7 +118,7 @@ def generate(model, tokenizer, prompts: list[Prompt], decoding: Decoding, batch_
     tokenizer.padding_side = "left"
     answers = []
     batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
-    for batch in track(batches, description="Generating answers", transient=True):
+    for batch in track(batches, description="Generating answers"):
         encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
         output = model.generate(
             **encoded,

@@ -23,6 +23,20 @@ GENERATION_HEADLINE = (
 )  # fmt: skip
 HEADLINE = TEACHER_FORCED + GENERATION_HEADLINE
 LOWER_IS_BETTER = {"loss", "perplexity", "tool_call.false_call_rate"}
+# Why a headline metric is null (metrics.py never makes up a 0 or a 1): report.md and the model card say so on its
+# row instead of leaving the row out, where a lone "false-call rate 0.0000" read as good.
+NOTHING_TO_MEASURE = {
+    **dict.fromkeys(TEACHER_FORCED, "predictions scored without a model"),
+    "exact_match": "no test conversations",
+    "rougeL": "no reference answer has text",
+    "chrf": "no reference answer has text",
+    "tool_call.wellformed_rate": "no answer attempted a tool call",
+    "tool_call.name_accuracy": "no reference answer calls a tool",
+    "tool_call.args_exact": "no reference answer calls a tool",
+    "tool_call.false_call_rate": "every reference answer calls a tool",
+    "go_code.parse_rate": "no Go code block in the answers",
+    "api_grounding.grounded_rate": "no API symbol named in the answers, or no symbols.jsonl",
+}
 
 
 def _message_problem(value: Any, key: str) -> str | None:
@@ -80,18 +94,21 @@ def deltas(finetuned: dict[str, Any], baseline: dict[str, Any]) -> dict[str, flo
     return out
 
 
-def _cell(value: Any) -> str:
-    return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+def cell(report: dict[str, Any], key: str) -> str:
+    """A headline metric as shown in report.md and the model card: 4 decimals, or `—` with why nothing was there."""
+    value = metric(report, key)
+    if value is None:
+        return f"— ({NOTHING_TO_MEASURE[key]})"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _plots(report: dict[str, Any], out_dir: Path, metrics_log: Path | None) -> list[str]:
+def _plots(report: dict[str, Any], out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    records = read_metrics(metrics_log) if metrics_log else []
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     valid = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     if train or valid:
@@ -130,19 +147,24 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
     lines = ["# Evaluation", "", f"{report['n_examples']} test conversations."]
     if report.get("checkpoint"):
         lines.append(f"Model: `{report['checkpoint']}`.")
-    lines += ["", "| metric | finetuned | base | delta |", "| --- | ---: | ---: | ---: |"]
+    if baseline:
+        lines += ["", "| metric | finetuned | base | delta |", "| --- | ---: | ---: | ---: |"]
+    else:
+        lines += ["", "| metric | value |", "| --- | ---: |"]
     for key in HEADLINE:
-        if metric(report, key) is None and metric(baseline, key) is None:
-            continue
         arrow = " (lower is better)" if key in LOWER_IS_BETTER else ""
-        delta = report.get("delta", {}).get(key)
-        lines.append(
-            f"| {key}{arrow} | {_cell(metric(report, key))} | {_cell(metric(baseline, key))} | {_cell(delta)} |"
-        )
+        row = f"| {key}{arrow} | {cell(report, key)} |"
+        if baseline:
+            delta = report.get("delta", {}).get(key)
+            row += f" {cell(baseline, key)} | {'—' if delta is None else f'{delta:+.4f}'} |"
+        lines.append(row)
     invented = metric(report, "api_grounding.invented") or []
     if invented:
         lines += ["", f"Invented APIs ({len(invented)}): " + ", ".join(f"`{name}`" for name in invented[:50])]
-    lines += ["", *[f"![{name}]({name})" for name in _plots(report, out_dir, metrics_log)]]
+    records = read_metrics(metrics_log) if metrics_log else []
+    lines += ["", *[f"![{name}]({name})" for name in _plots(report, out_dir, records)]]
+    if records:
+        lines.append(f"Training curve: `{metrics_log}`, steps {records[0]['step']}–{records[-1]['step']}.")
     lines.append(f"Per-example results: `{PREDICTIONS_FILE}`. Metric definitions: docs/evaluation.md.")
     (out_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -8,9 +8,11 @@ from typing import Any
 
 import yaml
 
+from trainer.checkpoints import trained_data
 from trainer.config import Config
 from trainer.dataset import load_manifest
-from trainer.evaluation.report import REPORT_FILE, headline
+from trainer.evaluation.report import HEADLINE, REPORT_FILE, cell, metric
+from trainer.model_card import format_counts, loading_snippet
 from trainer.storage import COMPLETE_MARKER, sha256_file
 
 
@@ -30,11 +32,23 @@ def _json_or_none(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, Any]) -> str:
-    manifest = load_manifest(config.data.output_dir) or {}
+def _evaluation(report: dict[str, Any] | None, checkpoint: Path) -> str:
+    if report is None:
+        return f"— (no evaluation of {checkpoint.name}: `trainer evaluate --checkpoint {checkpoint}`)"
+    return ", ".join(
+        f"{key} {value:.4g}" if isinstance(value := metric(report, key), int | float) else f"{key} {cell(report, key)}"
+        for key in HEADLINE
+    )
+
+
+def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, str]) -> str:
+    """The exported folder's README.md: front matter for the Hub, what it was made from, how well, how to load it."""
+    # The dataset the checkpoint was trained on (sealed in it), not whatever data.output_dir holds now.
+    data = trained_data(checkpoint) or load_manifest(config.data.output_dir) or {}
     report = _json_or_none(config.evaluation.output_dir / REPORT_FILE)
     if report and Path(report.get("checkpoint", "")).name != checkpoint.name:
         report = None  # an evaluation of another checkpoint says nothing about this one
+    state = _json_or_none(checkpoint / "trainer_state.json") or {}
     front = {
         "base_model": config.model.name_or_path,
         "library_name": "transformers",
@@ -54,13 +68,11 @@ def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, 
         "| --- | --- |",
         f"| base model | `{config.model.name_or_path}` (licence: {licence}) |",
         *(f"| {key} | {value} |" for key, value in merge.items()),
-        f"| data | content hash `{manifest.get('content_hash', 'unknown')}`, splits {manifest.get('counts', {})} |",
-    ]
-    if report:
-        metrics = {k: v for k, v in headline(report).items() if isinstance(v, int | float)}
-        lines.append("| evaluation | " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + " |")
-    lines += [
+        f"| data | content hash `{data.get('content_hash') or '—'}`; {format_counts(data.get('counts'))} |",
+        f"| steps | {state.get('global_step', '—')} of {state.get('max_steps', '—')} |",
+        f"| evaluation | {_evaluation(report, checkpoint)} |",
         "",
+        *loading_snippet("path/to/this/folder", adapter=config.export.adapter_only),
         "## Training config",
         "",
         "```yaml",

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rich.progress import track
-
 from trainer.files import walk
 from trainer.jsonl import json_problem, read_jsonl, strict_loads
+from trainer.progress import track
 from trainer.synthesis.control_tokens import ControlTokenError, screen
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -41,6 +40,7 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)  # "file:line: reason"
     normalised: list[str] = field(default_factory=list)  # "file:line: what was changed"
     per_file: dict[str, int] = field(default_factory=dict)  # valid records per file
+    empty_files: list[str] = field(default_factory=list)  # files with no line but blank ones
 
 
 def _object(value: Any, allowed: set[str], prefix: str, what: str) -> dict[str, Any]:
@@ -169,9 +169,11 @@ def load_examples(directory: Path, escape_control_tokens: bool = False) -> LoadR
     walked = walk(directory, lambda _relative, _name: None, lambda relative: relative.endswith(".jsonl"), False)
     result.errors.extend(f"{directory}/{problem}" for problem in walked.problems)
     found = [directory / relative for relative in sorted(walked.files, key=lambda r: PurePosixPath(r).parts)]
-    for path in track(found, description="Reading examples", transient=True):
+    for path in track(found, description="Reading examples"):
         result.per_file[str(path)] = 0
+        lines = 0
         for where, record, problem in read_jsonl(path):
+            lines += 1
             if problem:
                 result.errors.append(f"{where}: {problem}")
                 continue
@@ -184,4 +186,6 @@ def load_examples(directory: Path, escape_control_tokens: bool = False) -> LoadR
             result.normalised.extend(f"{where}: {note}" for note in notes)
             result.examples.append(Example(messages=messages, tools=tools, source=where))
             result.per_file[str(path)] += 1
+        if not lines:
+            result.empty_files.append(str(path))
     return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
-from trainer.config import RESOLVED_CONFIG, Config, save_config
+from trainer.config import RESOLVED_CONFIG, Config, DataConfig, save_config
 from trainer.dataset import SPLITS, content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
 from trainer.synthesis.control_tokens import screen_generated
@@ -72,6 +73,11 @@ def collect_sources(config: Config) -> SourceReport:
             continue
         seen[folder] = local.name
         index, index_cached = index_repo(local.root, source, local.name, data.generation, data.cache_dir)
+        if not index.symbols:
+            warn(
+                f"{source.url}: no Go API found ({index.files} files read); check the path and the source's "
+                "include/exclude globs"
+            )
         origin = {"source": local.name, "commit": local.commit}
         report.symbols.extend(origin | symbol.to_json() for symbol in index.symbols)
         items, capped = cap_per_key(
@@ -175,16 +181,32 @@ def _counted(records: list[str]) -> dict[str, Any]:
     return {"count": len(records), "records": records}
 
 
+def warn(message: str) -> None:
+    """An input that yields nothing: said as it is found, so the user sees it before the run's summary."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _hand_written(data: DataConfig) -> LoadResult:
+    """The examples under data.examples_dir, with a warning for a folder or file that holds none."""
+    where = f"{data.examples_dir} (data.examples_dir, relative to the working directory {Path.cwd()})"
+    if not data.examples_dir.is_dir():
+        if not data.sources:
+            raise TrainerError(f"{where}: examples folder not found, and no Go sources")
+        warn(f"{where}: examples folder not found; training on conversations generated from the Go sources only")
+        return LoadResult()
+    loaded = load_examples(data.examples_dir, data.escape_control_tokens)
+    if not loaded.per_file:
+        warn(f"{data.examples_dir}: no *.jsonl files in the examples folder (data.examples_dir)")
+    for path in loaded.empty_files:
+        warn(f"{path}: no examples in this file (empty or blank)")
+    return loaded
+
+
 def synthesize(config: Config) -> SynthesisResult:
     data = config.data
     if data.validation_fraction + data.test_fraction >= 1:
         raise TrainerError("data.validation_fraction + data.test_fraction must leave room for a train split")
-    if data.examples_dir.is_dir():
-        loaded = load_examples(data.examples_dir, data.escape_control_tokens)
-    elif data.sources:
-        loaded = LoadResult()  # generated conversations only
-    else:
-        raise TrainerError(f"{data.examples_dir}: examples directory not found (data.examples_dir)")
+    loaded = _hand_written(data)
     if loaded.errors and data.on_error == "fail":
         raise problems_error("invalid example (--set data.on_error=skip skips and counts them)", loaded.errors)
     sources = collect_sources(config)

@@ -42,11 +42,16 @@ from trainer.evaluation.metrics import load_symbols
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import base_model_path, load_base_model, load_tokenizer, lora_config
 from trainer.precision import DTYPES, resolve_precision
+from trainer.progress import on_terminal
 from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
 from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
+from trainer.training.log_lines import show_progress
+from trainer.training.resume import ConfigStepIntervals, check_resume
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
+
+RUN_SUMMARY = "train_run.json"  # in training.logging_dir: the run's totals and the tokenized data report
 
 
 def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | None:
@@ -105,6 +110,9 @@ class SupervisedSFTTrainer(SFTTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = [len(ids) for ids in dataset["input_ids"]]
         return LengthBucketSampler(lengths, self.args.train_batch_size, self.args.seed)
+
+    def create_model_card(self, *args, **kwargs):
+        """Nothing: TRL's card (at every save, in the run's folder) named no base model; seal_config writes ours."""
 
     def _save_checkpoint(self, model, trial):
         folder = Path(self.args.output_dir) / checkpoint_name(self.state.global_step)
@@ -186,6 +194,7 @@ def sft_config(config: Config, precision: str, has_eval: bool) -> SFTConfig:
         report_to=_report_to(t),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not on_terminal(),  # a bar with ETA on a terminal; in a log, the JSON lines alone
     )
 
 
@@ -210,9 +219,10 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         eval_set, eval_report = tokenize_split(
             splits["validation"], tokenizer, template, t.max_length, t.overlong, "validation"
         )
-    print(f"train: {train_report.summary()}")
+    full_list = t.logging_dir / RUN_SUMMARY
+    print(f"train: {train_report.summary(str(full_list))}")
     if eval_report:
-        print(f"validation: {eval_report.summary()}")
+        print(f"validation: {eval_report.summary(str(full_list))}")
     precision = resolve_precision(t.precision)
     args = sft_config(config, precision, has_eval=eval_set is not None)  # before the model: refuses kernels early
     model = load_base_model(config.model, DTYPES[precision], quantized=True)
@@ -226,6 +236,7 @@ def build_trainer(config: Config) -> tuple[SupervisedSFTTrainer, dict[str, Any]]
         peft_config=lora_config(config.model),
         callbacks=[JsonlMetrics(t.logging_dir / METRICS_FILE)],
     )
+    show_progress(trainer)
     if t.eval_generation_samples and len(splits["validation"]):
         rows = list(splits["validation"])[: t.eval_generation_samples]
         symbols = load_symbols(config.data.output_dir)  # read once, not at every evaluation
@@ -293,14 +304,16 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     t = config.training
     with processes.local_main_process_first():
         resume = resolve_resume(t, store)
+    announcement = check_resume(resume, config) if resume else None
     metrics_log = t.logging_dir / METRICS_FILE
     if resume and finished(resume, t):
         print(f"train: {resume} is the end of this run; nothing to train (raise training.max_steps to go on)")
         if processes.is_main_process:
             store.finish(resume)  # a job restarted after its last save still mirrors it
         return TrainResult(final_checkpoint=resume, metrics={})
-    if resume:
-        print(f"resuming from {resume}")
+    if announcement:
+        print(announcement)
+    print(f"train: metrics log (JSON lines) → {metrics_log}")
     if processes.is_local_main_process and resume:
         restore_metrics(resume, metrics_log)
     elif processes.is_local_main_process:
@@ -308,7 +321,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     trainer, data_report = build_trainer(config)
     guard = PreemptionGuard(store, metrics_log, config)
     timed = (TimedSaves(t.save_every_minutes),) if t.save_every_minutes else ()
-    for callback in (guard, *timed, *callbacks):
+    for callback in (guard, ConfigStepIntervals(), *timed, *callbacks):
         trainer.add_callback(callback)
     guard.install()
     try:
@@ -332,5 +345,5 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     trainable, total = trainer.model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
     run["base_parameters"], run["trainable_parameters"] = total - trainable, trainable
     t.logging_dir.mkdir(parents=True, exist_ok=True)
-    (t.logging_dir / "train_run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    (t.logging_dir / RUN_SUMMARY).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     return TrainResult(final_checkpoint=final, metrics=output.metrics)
