@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception:
         return _bug()
+    if exit_code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent return of 130
+        print("error: interrupted", file=sys.stderr)
     # typer returns an exit code for --help, --version and a command that raised typer.Exit; a command's None is 0
     return exit_code if isinstance(exit_code, int) else 0
 

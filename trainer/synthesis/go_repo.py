@@ -26,6 +26,7 @@ from trainer.go_build import (
     excluded_by_name,
     file_constraint,
 )
+from trainer.progress import track
 from trainer.synthesis import go_parser, markdown, promoted
 from trainer.synthesis.go_parser import GoExample, GoSyntaxError, Symbol, exported, parse_go_file
 from trainer.synthesis.markdown import DocSection, split_sections
@@ -229,7 +230,7 @@ def build_index(root: Path, found: Candidates, import_path: str, settings: Gener
     declared: set[tuple[str, str]] = set()
     methods: dict[str, dict[str, dict[str, Symbol]]] = {}  # package → type → method name → method
     embeds: dict[str, dict[str, list[tuple[str, bool]]]] = {}  # package → exported struct → embedded local types
-    for relative in found.files:
+    for relative in track(found.files, description=f"Indexing {import_path}"):
         data, problem = _read_text(root / relative, int(settings.max_file_bytes))
         if data is None:
             index.skipped.append(f"{relative}: {problem}")
