@@ -76,12 +76,13 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
         upload_folder(config.data.output_dir, part_uri(run_uri, "data"), force=True)
 
 
-def _train(config: Config, run_uri: str | None = None) -> Path:
+def _train(config: Config, run_uri: str | None = None, pull: bool = True) -> Path:
+    """`pull`: read the run's data first (a single-stage command on a fresh machine); off where it is local."""
     from trainer.artifacts import pull_part, update_run
     from trainer.checkpoints import step_of
     from trainer.training.train import train
 
-    if run_uri:
+    if run_uri and pull:
         pull_part(run_uri, "data", config.data.output_dir)
     result = train(config)
     print(f"train: adapter at {result.final_checkpoint}")
@@ -96,7 +97,11 @@ def _global_rank_zero() -> bool:
 
 
 def _evaluate(
-    config: Config, checkpoint: str | None, predictions: Path | None = None, run_uri: str | None = None
+    config: Config,
+    checkpoint: str | None,
+    predictions: Path | None = None,
+    run_uri: str | None = None,
+    pull: bool = True,
 ) -> dict:
     """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
     from trainer.evaluation.report import REPORT_FILE, headline, score_predictions, summary_line
@@ -107,7 +112,7 @@ def _evaluate(
         from trainer.artifacts import pull_part
         from trainer.evaluation.evaluate import evaluate
 
-        if run_uri:
+        if run_uri and pull:
             pull_part(run_uri, "data", config.data.output_dir)
         report = evaluate(config, checkpoint)
     print(f"evaluate: {summary_line(report)} → {config.evaluation.output_dir / REPORT_FILE}")
@@ -120,10 +125,12 @@ def _evaluate(
     return report
 
 
-def _export(config: Config, checkpoint: str | None, target: Path | None = None, run_uri: str | None = None) -> None:
+def _export(
+    config: Config, checkpoint: str | None, target: Path | None = None, run_uri: str | None = None, pull: bool = True
+) -> None:
     from trainer.export.export import export_model
 
-    if run_uri:
+    if run_uri and pull:
         from trainer.artifacts import pull_part
 
         try:  # the model card quotes the evaluation of the same checkpoint when there is one
@@ -279,12 +286,13 @@ def pipeline(
     if not skip_synthesize:
         with recorded_stage(run_uri, "synthesize", name, done="running"):
             _synthesize(cfg, run_uri)
+    # Each stage's inputs are local once an earlier stage of this command made or pulled them: no second download.
     with recorded_stage(run_uri, "train", name, done="running"):
-        _train(cfg, run_uri)
+        _train(cfg, run_uri, pull=skip_synthesize)
     with recorded_stage(run_uri, "evaluate", name, done="running"):
-        _evaluate(cfg, None, run_uri=run_uri)
+        _evaluate(cfg, None, run_uri=run_uri, pull=False)
     with recorded_stage(run_uri, "export", name):
-        _export(cfg, None, run_uri=run_uri)
+        _export(cfg, None, run_uri=run_uri, pull=False)
     if run_uri:
         print(f"pipeline: run complete → {run_uri}")
 
