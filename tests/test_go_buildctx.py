@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from trainer.api_index import SymbolIndex
 from trainer.config import GenerationSettings, GoSource
-from trainer.evaluation.metrics import SymbolIndex
 from trainer.go_build import (
     BuildConstraintError,
     BuildContext,

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from trainer.api_index import SymbolIndex
 from trainer.config import GenerationSettings, GoSource
 from trainer.dataset import SYMBOLS_FILE, conversation
-from trainer.evaluation.metrics import SymbolIndex, grounding_metrics
+from trainer.evaluation.metrics import grounding_metrics
 from trainer.synthesis.go_parser import parse_go_file
 from trainer.synthesis.go_repo import index_repo, module_directive
 from trainer.synthesis.synthesize import synthesize

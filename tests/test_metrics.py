@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 
+from trainer.api_index import SymbolIndex
 from trainer.cli import main
 from trainer.evaluation.generation import parse_assistant
-from trainer.evaluation.metrics import SymbolIndex, go_code_metrics, grounding_metrics, score, tool_call_metrics
+from trainer.evaluation.metrics import go_code_metrics, grounding_metrics, score, tool_call_metrics
 
 SYMBOLS = [
     {"package": "github.com/go-chi/chi/v5", "name": "NewRouter", "kind": "func"},

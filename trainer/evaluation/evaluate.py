@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from trainer.api_index import load_symbols
 from trainer.checkpoints import resolve_checkpoint, trained_config
 from trainer.config import RESOLVED_CONFIG, Config, save_config
 from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.errors import TrainerError
 from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records, stop_token_ids
-from trainer.evaluation.metrics import load_symbols, score
+from trainer.evaluation.metrics import score
 from trainer.evaluation.report import PREDICTIONS_FILE, deltas, write_report
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE

@@ -9,21 +9,15 @@ with nothing to measure is None (shown as null), never 0 or 1. Definitions: docs
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trainer.dataset import SYMBOLS_FILE
+from trainer.api_index import SymbolIndex, go_blocks
 from trainer.synthesis.go_parser import parser
 
-GO_FENCE = re.compile(r"```(?:go|golang)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
-INLINE_CODE = re.compile(r"`([^`\n]+)`")
-QUALIFIED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?")
-BARE_CALL = re.compile(r"(?<![.\w])([A-Z]\w*)\(")
 TOOL_CALL_TEXT = "<tool_call>"
 
 
@@ -103,7 +97,7 @@ def go_parses(block: str, check) -> bool:
 
 
 def go_code_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
-    blocks = [b for r in records for b in GO_FENCE.findall(r["prediction"].get("content") or "")]
+    blocks = [b for r in records for b in go_blocks(r["prediction"].get("content") or "")]
     result: dict[str, Any] = {
         "blocks": len(blocks),
         "parse_rate": _rate(sum(go_parses(b, _tree_sitter_parses) for b in blocks), len(blocks)),
@@ -113,55 +107,6 @@ def go_code_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
         parsed = sum(go_parses(b, lambda code: _gofmt_parses(code, gofmt)) for b in blocks)
         result["gofmt_parse_rate"] = _rate(parsed, len(blocks))
     return result
-
-
-class SymbolIndex:
-    """The framework's exported API from symbols.jsonl: package short names, and names per package."""
-
-    def __init__(self, symbols: Iterable[dict[str, Any]]):
-        self.by_package: dict[str, set[str]] = {}
-        self.types: set[str] = set()
-        for symbol in symbols:
-            # The package clause's name (go-sqlite3 is `sqlite3`, gopkg.in/yaml.v3 is `yaml`); indexes written before
-            # it was recorded fall back to the import path's last part.
-            short = symbol.get("package_name") or re.sub(r"/v\d+$", "", symbol["package"]).rsplit("/", 1)[-1]
-            self.by_package.setdefault(short, set()).add(symbol["name"])
-            if symbol["kind"] == "type":
-                self.types.add(symbol["name"])
-        self.names = set().union(*self.by_package.values()) if self.by_package else set()
-
-    @classmethod
-    def load(cls, path: Path) -> SymbolIndex:
-        from trainer.errors import TrainerError
-
-        if not path.is_file():
-            raise TrainerError(
-                f"{path}: symbols file not found (run `trainer synthesize` with Go sources, or --symbols)"
-            )
-        with path.open(encoding="utf-8") as handle:
-            return cls(json.loads(line) for line in handle if line.strip())
-
-    def mentions(self, text: str) -> list[tuple[str, bool]]:
-        """(name, known) for each API the text presents: `pkg.Name`, `pkg.Type.Method` and `Type.Method` with a
-        framework package or type, and `Name(` inside inline code."""
-        found = []
-        for first, second, third in QUALIFIED.findall(text):
-            if first in self.by_package:
-                name = f"{second}.{third}" if third else second
-                found.append((f"{first}.{name}", name in self.by_package[first]))
-            elif first in self.types:
-                found.append((f"{first}.{second}", f"{first}.{second}" in self.names))
-        for span in INLINE_CODE.findall(text):
-            found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
-        return found
-
-
-def load_symbols(processed_dir: Path, path: Path | None = None) -> SymbolIndex | None:
-    """The index at `path` (which must exist), else the one synthesis wrote beside the dataset, else None."""
-    if path is not None:
-        return SymbolIndex.load(path)
-    written = processed_dir / SYMBOLS_FILE
-    return SymbolIndex.load(written) if written.is_file() else None
 
 
 def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.api_index import SymbolIndex
 from trainer.errors import problems_error
-from trainer.evaluation.metrics import SymbolIndex, score
+from trainer.evaluation.metrics import score
 from trainer.jsonl import read_jsonl
 from trainer.metrics_log import read_metrics
 

@@ -24,6 +24,7 @@ import torch
 from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
+from trainer.api_index import load_symbols
 from trainer.checkpoints import (
     MANIFEST,
     CheckpointStore,
@@ -38,7 +39,6 @@ from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
 from trainer.errors import Interrupted, Preempted, TrainerError, first_line
 from trainer.evaluation.generation import Decoding
-from trainer.evaluation.metrics import load_symbols
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import base_model_path, load_base_model, load_tokenizer, lora_config
 from trainer.precision import DTYPES, resolve_precision

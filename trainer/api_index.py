@@ -1,0 +1,74 @@
+"""The framework's API as the pipeline checks text against it: `symbols.jsonl` read into a `SymbolIndex` (which names
+a text presents as the framework's, and whether each exists), and the fenced Go blocks of a text.
+
+Shared by evaluation (API grounding of answers) and synthesis (a teacher's conversation that invents an API is
+dropped), so both judge a name the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from trainer.dataset import SYMBOLS_FILE
+from trainer.errors import TrainerError
+
+GO_FENCE = re.compile(r"```(?:go|golang)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+INLINE_CODE = re.compile(r"`([^`\n]+)`")
+QUALIFIED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?")
+BARE_CALL = re.compile(r"(?<![.\w])([A-Z]\w*)\(")
+
+
+def go_blocks(text: str) -> list[str]:
+    """The bodies of the text's fenced ```go blocks, in order."""
+    return GO_FENCE.findall(text)
+
+
+class SymbolIndex:
+    """The framework's exported API from symbols.jsonl: package short names, and names per package."""
+
+    def __init__(self, symbols: Iterable[dict[str, Any]]):
+        self.by_package: dict[str, set[str]] = {}
+        self.types: set[str] = set()
+        for symbol in symbols:
+            # The package clause's name (go-sqlite3 is `sqlite3`, gopkg.in/yaml.v3 is `yaml`); indexes written before
+            # it was recorded fall back to the import path's last part.
+            short = symbol.get("package_name") or re.sub(r"/v\d+$", "", symbol["package"]).rsplit("/", 1)[-1]
+            self.by_package.setdefault(short, set()).add(symbol["name"])
+            if symbol["kind"] == "type":
+                self.types.add(symbol["name"])
+        self.names = set().union(*self.by_package.values()) if self.by_package else set()
+
+    @classmethod
+    def load(cls, path: Path) -> SymbolIndex:
+        if not path.is_file():
+            raise TrainerError(
+                f"{path}: symbols file not found (run `trainer synthesize` with Go sources, or --symbols)"
+            )
+        with path.open(encoding="utf-8") as handle:
+            return cls(json.loads(line) for line in handle if line.strip())
+
+    def mentions(self, text: str) -> list[tuple[str, bool]]:
+        """(name, known) for each API the text presents: `pkg.Name`, `pkg.Type.Method` and `Type.Method` with a
+        framework package or type, and `Name(` inside inline code."""
+        found = []
+        for first, second, third in QUALIFIED.findall(text):
+            if first in self.by_package:
+                name = f"{second}.{third}" if third else second
+                found.append((f"{first}.{name}", name in self.by_package[first]))
+            elif first in self.types:
+                found.append((f"{first}.{second}", f"{first}.{second}" in self.names))
+        for span in INLINE_CODE.findall(text):
+            found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
+        return found
+
+
+def load_symbols(processed_dir: Path, path: Path | None = None) -> SymbolIndex | None:
+    """The index at `path` (which must exist), else the one synthesis wrote beside the dataset, else None."""
+    if path is not None:
+        return SymbolIndex.load(path)
+    written = processed_dir / SYMBOLS_FILE
+    return SymbolIndex.load(written) if written.is_file() else None
