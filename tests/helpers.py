@@ -7,8 +7,12 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,17 +111,52 @@ def training_in_background(config, *extra: str) -> Iterator[subprocess.Popen]:
         yield process
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def openai_server(model_dir: Path, timeout: float = 120) -> Iterator[str]:
+    """A real OpenAI-compatible server, `transformers serve`, on the model folder `model_dir` (offline, on the CPU,
+    the weights' own dtype), while the block runs; yields its base URL (`http://127.0.0.1:PORT/v1`). Requests name
+    the model as `str(model_dir)`: the server is pinned to it and refuses another name."""
+    port = free_port()
+    args = [str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir), "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--device", "cpu", "--dtype", "auto", "--log-level", "warning"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with tempfile.TemporaryFile("w+") as log, background(args, stdout=log, stderr=subprocess.STDOUT, env=env) as server:
+
+        def failed(why: str) -> RuntimeError:
+            log.seek(0)
+            return RuntimeError(f"transformers serve {why}: {log.read()[-3000:]}")
+
+        deadline = time.monotonic() + timeout
+        while not _healthy(f"http://127.0.0.1:{port}/health"):
+            if server.poll() is not None:
+                raise failed(f"exited with {server.returncode}")
+            if time.monotonic() > deadline:
+                raise failed(f"not up after {timeout} s")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+
+
 class S3Server:
     """A real S3-compatible server (moto's server mode) on 127.0.0.1; stop() and start() keep its data."""
 
     def __init__(self):
-        import socket
-
         from moto.server import ThreadedMotoServer
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.running = False

@@ -8,7 +8,8 @@ import pytest
 from trainer.api_index import SymbolIndex
 from trainer.cli import main
 from trainer.evaluation.generation import parse_assistant
-from trainer.evaluation.metrics import go_code_metrics, grounding_metrics, score, tool_call_metrics
+from trainer.evaluation.metrics import go_code_metrics, grounding_metrics, score, score_groups, tool_call_metrics
+from trainer.evaluation.report import headline, summary_line, write_report
 
 SYMBOLS = [
     {"package": "github.com/go-chi/chi/v5", "name": "NewRouter", "kind": "func"},
@@ -45,14 +46,78 @@ def test_tool_call_metrics_count_each_denominator_separately():
         record(answer("Use chi.NewRouter()."), answer("Use chi.NewRouter().")),
     ]
     assert tool_call_metrics(records) == {
+        "call_rate": 4 / 6,
         "wellformed_rate": 3 / 4,  # 4 predictions attempt a call, the broken one is not well formed
         "name_accuracy": 2 / 3,
         "args_exact": 1 / 3,
         "false_call_rate": 2 / 3,
     }
     assert tool_call_metrics([records[-1]]) == {
-        "wellformed_rate": None, "name_accuracy": None, "args_exact": None, "false_call_rate": 0.0,
+        "call_rate": 0.0, "wellformed_rate": None, "name_accuracy": None, "args_exact": None, "false_call_rate": 0.0,
     }  # fmt: skip
+
+
+def test_held_out_headline_counts_answers_that_call_a_tool_and_answers_that_invent():
+    index = SymbolIndex(SYMBOLS)
+    heldout = [
+        record(answer(calls=[CALL]), answer(calls=[CALL])),  # looked it up
+        record(answer(calls=[CALL]), answer('<tool_call>{"name": broken</tool_call>')),  # tried to
+        record(answer(calls=[CALL]), answer("Use `chi.NewRouter()` and chi.Recover(h).")),  # invented chi.Recover
+        record(answer(calls=[CALL]), answer("I do not know that function.")),
+    ]
+    seen = [
+        record(answer("Use chi.NewRouter()."), answer("Use chi.NewRouter().")),  # known only
+        record(answer("Use chi.NewRouter()."), answer("Use chi.Router2() and middleware.Nope.")),  # two, one answer
+    ]
+    records = [{**r, "group": "heldout"} for r in heldout] + seen  # no group: seen
+    scores = score_groups(records, index)
+    assert (scores["tool_call"]["call_rate"], scores["api_grounding"]["invented_rate"]) == (2 / 6, 2 / 6)
+    assert scores["api_grounding"]["grounded_rate"] == 2 / 5
+    held, trained = scores["groups"]["heldout"], scores["groups"]["seen"]
+
+    def counts(group):
+        return group["n_examples"], group["tool_call"]["call_rate"], group["api_grounding"]["invented_rate"]
+
+    assert (counts(held), counts(trained)) == ((4, 0.5, 0.25), (2, 0.0, 0.5))
+    assert held["api_grounding"]["invented"] == ["chi.Recover"] and held["tool_call"]["name_accuracy"] == 1 / 4
+    assert trained["api_grounding"]["invented"] == ["chi.Router2", "middleware.Nope"]
+    assert grounding_metrics(heldout, None)["invented_rate"] is None  # no symbols.jsonl: nothing to measure
+    empty = score_groups(seen, index)["groups"]["heldout"]
+    assert empty["n_examples"] == 0 and empty["tool_call"]["call_rate"] is None and empty["exact_match"] is None
+
+
+def test_report_shows_each_metric_for_all_seen_and_held_out(tmp_path):
+    records = [
+        {**record(answer(calls=[CALL]), answer(calls=[CALL])), "group": "heldout"},
+        {**record(answer(calls=[CALL]), answer("It is chi.Nope().")), "group": "heldout"},
+        record(answer("Use chi.NewRouter()."), answer("Use chi.NewRouter().")),
+    ]
+    report = score_groups(records, SymbolIndex(SYMBOLS))
+    write_report(report, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "3 test conversations: 1 about seen symbols, 2 about held-out symbols." in markdown
+    assert "| metric | all | seen | held-out |" in markdown
+    assert "| tool_call.call_rate | 0.3333 | 0.0000 | 0.5000 |" in markdown
+    assert "| api_grounding.invented_rate (lower is better) | 0.3333 | 0.0000 | 0.5000 |" in markdown
+    assert "| tool_call.name_accuracy | 0.5000 | — (no reference answer calls a tool) | 0.5000 |" in markdown
+    assert json.loads((tmp_path / "report.json").read_text())["groups"]["heldout"]["n_examples"] == 2
+    assert summary_line(report).endswith(
+        "held-out symbols (2): tool_call.call_rate 0.5, api_grounding.invented_rate 0.5"
+    )
+    assert (headline(report)["heldout.tool_call.call_rate"], headline(report)["tool_call.call_rate"]) == (0.5, 1 / 3)
+    write_report(score_groups(records[2:], None), tmp_path)  # a dataset without held-out symbols
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| tool_call.call_rate | 0.0000 | 0.0000 | — |" in markdown
+    assert "Every held-out column is empty: no held-out test conversations (data.heldout_symbols_fraction" in markdown
+
+
+def test_test_rows_are_grouped_by_the_heldout_mark_in_their_provenance():
+    from trainer.evaluation.generation import prompts_of
+
+    messages = json.dumps([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+    provenances = ['{"symbol": "chi.Mux", "heldout": true}', '{"symbol": "chi.Mux"}', "", '{"heldout": "yes"}']
+    rows = [{"id": str(i), "messages": messages, "tools": "", "provenance": p} for i, p in enumerate(provenances)]
+    assert [p.group for p in prompts_of(rows)] == ["heldout", "seen", "seen", "seen"]
 
 
 def test_generated_text_keeps_unparsable_tool_calls_for_the_scorer():
@@ -116,7 +181,9 @@ def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["n_examples"] == 3 and report["tool_call"]["name_accuracy"] == 1.0
-    assert report["api_grounding"] == {"grounded_rate": 1 / 2, "mentions": 2, "invented": ["chi.Param"]}
+    assert report["api_grounding"] == {
+        "grounded_rate": 1 / 2, "invented_rate": 1 / 3, "mentions": 2, "invented": ["chi.Param"],
+    }  # fmt: skip
     assert "loss" not in report and report["go_code"]["parse_rate"] is None
     markdown = (out / "report.md").read_text()
     assert "| api_grounding.grounded_rate | 0.5000 |" in markdown and "`chi.Param`" in markdown
@@ -136,6 +203,7 @@ def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
         (json.dumps({"reference": {}, "prediction": {}, "extra": 1}), "expected an object with keys"),
         (json.dumps({"reference": {"content": 3}, "prediction": {}}), "'reference.content' must be a string"),
         (json.dumps({"reference": {}, "prediction": {"tool_calls": "x"}}), "'prediction.tool_calls' must be a list"),
+        (json.dumps({"reference": {}, "prediction": {}, "group": "train"}), "'group' must be one of ['seen', 'h"),
     ],
 )
 def test_bad_prediction_lines_are_named(tmp_path, capsys, line, reason):

@@ -7,6 +7,7 @@ Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Pro
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 from pathlib import Path
@@ -108,6 +109,13 @@ def _evaluate(
 
     if predictions is not None:
         report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)
+    elif config.evaluation.endpoints:
+        from trainer.artifacts import pull_part
+        from trainer.evaluation.endpoint import evaluate_endpoints
+
+        if run_uri and pull:
+            pull_part(run_uri, "data", config.data.output_dir)
+        report = evaluate_endpoints(config)
     else:
         from trainer.artifacts import pull_part
         from trainer.evaluation.evaluate import evaluate
@@ -123,6 +131,19 @@ def _evaluate(
         upload_folder(config.evaluation.output_dir, part_uri(run_uri, "report"), force=True)
         update_run(run_uri, metrics=headline(report))
     return report
+
+
+def endpoint_override(endpoints: list[str], model: str | None) -> str:
+    """`--endpoint URL=MODEL` / `--endpoint URL --model MODEL` (repeatable) as the value of evaluation.endpoints."""
+    if model and all("=" in given for given in endpoints):
+        raise TrainerError(f"--model {model}: every --endpoint names its own model (URL=MODEL); drop --model")
+    parsed = []
+    for given in endpoints:
+        url, name = given.rsplit("=", 1) if "=" in given else (given, model)
+        if not name:
+            raise TrainerError(f"--endpoint {given}: name the served model: --endpoint URL=MODEL, or --model MODEL")
+        parsed.append({"url": url, "model": name})
+    return json.dumps(parsed)
 
 
 def _export(
@@ -211,7 +232,18 @@ def evaluate(
     ] = None,
     symbols: Annotated[Path | None, typer.Option(help="symbols.jsonl for API grounding")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: evaluation.output_dir)")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="An exported model folder, or `base`")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="An exported model folder, or `base`; with --endpoint, the served model's name"),
+    ] = None,
+    endpoint: Annotated[
+        list[str],
+        typer.Option(
+            "--endpoint",
+            help="Score this OpenAI-compatible server (base URL, e.g. http://host:8000/v1) instead of a local "
+            "model: URL=MODEL, or URL with --model MODEL; repeat to compare several in one report",
+        ),
+    ] = [],  # noqa: B006
     backend: Annotated[
         str | None,
         typer.Option(help="What generates: transformers | vllm | auto", show_default=from_config("evaluation.backend")),
@@ -222,7 +254,8 @@ def evaluate(
     from trainer.artifacts import recorded_stage
 
     flags = {"--limit": limit, "--max-new-tokens": max_new_tokens, "--symbols": symbols, "--out": out}
-    flags |= {"--baseline": baseline or None, "--model": model, "--backend": backend}
+    flags |= {"--baseline": baseline or None, "--backend": backend}
+    flags |= {"--endpoint": endpoint_override(endpoint, model)} if endpoint else {"--model": model}
     cfg = stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
     with recorded_stage(run_uri, "evaluate", cfg.training.run_name):
         _evaluate(cfg, checkpoint, predictions, run_uri)

@@ -282,6 +282,23 @@ class TrainingConfig(StrictModel):
     wandb_project: str = "trainer"
 
 
+class EndpointConfig(StrictModel):
+    """An OpenAI-compatible chat-completions server that `trainer evaluate` scores instead of a local model."""
+
+    url: str = Field(pattern=r"^https?://\S+$", description="Its OpenAI API base URL, e.g. http://host:8000/v1")
+    model: str = Field(min_length=1, description="The served model's name: the requests' `model`")
+    label: str | None = Field(None, min_length=1, description="Its column in the report; default: the model name")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The environment variable holding its API key (never the key itself); none: no key",
+    )
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model
+
+
 class EvaluationConfig(StrictModel):
     output_dir: Path = Path("outputs/eval")
     max_new_tokens: int = Field(256, gt=0)
@@ -306,6 +323,26 @@ class EvaluationConfig(StrictModel):
     model: str | None = Field(
         None, description="Evaluate this instead of an adapter checkpoint: an exported model folder, or `base`"
     )
+    endpoints: list[EndpointConfig] = Field(
+        [],
+        description="Score these OpenAI-compatible servers instead of a local model, side by side in one report "
+        "(the first is the report's headline); no teacher-forced loss",
+    )
+    endpoint_concurrency: int = Field(4, gt=0, description="Requests in flight at once, per endpoint")
+    endpoint_timeout_s: float = Field(300.0, gt=0, description="Seconds one request may take before it is retried")
+    endpoint_max_retries: int = Field(
+        5, ge=0, description="Retries of a request on 408/409/429/5xx and timeouts, with exponential backoff"
+    )
+
+    @model_validator(mode="after")
+    def _one_column_per_endpoint(self) -> EvaluationConfig:
+        names = [endpoint.name for endpoint in self.endpoints]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"two endpoints share the report column {twice[0]!r}; give them each a label")
+        if self.endpoints and (self.model or self.baseline):
+            raise ValueError("endpoints are scored on their own: leave evaluation.model and baseline unset")
+        return self
 
 
 class ExportConfig(StrictModel):

@@ -18,6 +18,7 @@ FLAG_KEYS = {
     "--symbols": "evaluation.symbols",
     "--baseline": "evaluation.baseline",
     "--model": "evaluation.model",
+    "--endpoint": "evaluation.endpoints",
     "--backend": "evaluation.backend",
     "--dtype": "export.dtype",
     "--upload": "export.upload",

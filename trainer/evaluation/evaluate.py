@@ -8,7 +8,6 @@ describe the function that was trained; the baseline is that base with the adapt
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,16 @@ from trainer.checkpoints import resolve_checkpoint, trained_config
 from trainer.config import RESOLVED_CONFIG, Config, save_config
 from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.errors import TrainerError
-from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records, stop_token_ids
-from trainer.evaluation.metrics import score
-from trainer.evaluation.report import PREDICTIONS_FILE, deltas, write_report
+from trainer.evaluation.generation import (
+    Decoding,
+    build_prompts,
+    generate,
+    prediction_records,
+    stop_token_ids,
+    symbol_group,
+)
+from trainer.evaluation.metrics import GROUPS, score_groups
+from trainer.evaluation.report import PREDICTIONS_FILE, TEACHER_FORCED, deltas, write_predictions, write_report
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import load_base_model, load_peft_model, load_tokenizer
@@ -50,21 +56,35 @@ def load_plain(config: Config, which: str):
     return load_base_model(folder, dtype, quantized=False).eval(), load_tokenizer(folder, which)
 
 
+def _forced(nll: float, correct: int, count: int) -> dict[str, float | None]:
+    if not count:
+        return dict.fromkeys(TEACHER_FORCED)
+    loss = nll / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": correct / count}
+
+
 @torch.no_grad()
-def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, float]:
-    """Token-weighted mean NLL and argmax accuracy over supervised (assistant) tokens."""
+def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, dict[str, float | None]]:
+    """Token-weighted mean NLL and argmax accuracy over supervised (assistant) tokens: over all rows (`all`) and
+    over each symbol group's rows."""
     template = training_template(tokenizer)
-    nll, correct, count = 0.0, 0, 0
+    totals = {name: [0.0, 0, 0] for name in ("all", *GROUPS)}
     for row in track(rows, description="Scoring test split"):
         ids, labels = tokenize_conversation(tokenizer, template, *conversation(row))
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1].float()
         target = torch.tensor(labels[1:], device=logits.device)
         keep = target != IGNORE_INDEX
-        nll += torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum").item()
-        correct += int((logits[keep].argmax(-1) == target[keep]).sum())
-        count += int(keep.sum())
-    loss = nll / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": correct / count}
+        nll = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum").item()
+        correct = int((logits[keep].argmax(-1) == target[keep]).sum())
+        for name in ("all", symbol_group(row)):
+            totals[name] = [a + b for a, b in zip(totals[name], (nll, correct, int(keep.sum())), strict=True)]
+    return {name: _forced(*total) for name, total in totals.items()}
+
+
+def with_forced(scores: dict[str, Any], forced: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    """Generation scores (from `score_groups`) with the teacher-forced metrics of all rows and of each group."""
+    groups = {name: {**forced[name], **group} for name, group in scores["groups"].items()}
+    return {**forced["all"], **scores, "groups": groups}
 
 
 def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, Any]:
@@ -99,7 +119,7 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
             with model.disable_adapter():
                 answers["baseline"] = generate(model, tokenizer, prompts, Decoding.of(ev), ev.batch_size)
     predictions = {name: prediction_records(prompts, texts) for name, texts in answers.items()}
-    metrics = {name: {**forced[name], **score(predictions[name], symbols)} for name in forced}
+    metrics = {name: with_forced(score_groups(predictions[name], symbols), forced[name]) for name in forced}
     manifest = load_manifest(config.data.output_dir)
     report: dict[str, Any] = {
         "checkpoint": evaluated,
@@ -113,10 +133,7 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
         for record, base in zip(records, predictions["baseline"], strict=True):
             record["baseline"] = base["prediction"]
     report["config"] = config.model_dump(mode="json")
-    ev.output_dir.mkdir(parents=True, exist_ok=True)
-    with (ev.output_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_predictions(records, ev.output_dir / PREDICTIONS_FILE)
     # The checkpoint's own copy of the training log: its run up to its step. training.logging_dir holds whichever
     # run wrote last, which plotted a 200-step curve under a 2-step checkpoint's report.
     metrics_log = None if ev.model else Path(evaluated) / METRICS_FILE

@@ -2,17 +2,17 @@
 and the answers parsed back into the training data's message format.
 
 Training uses it for its in-training generation metrics, evaluation for the report; both backends of evaluation
-(transformers here, vLLM in `vllm_backend.py`) generate from the same `Prompt.token_ids`.
+(transformers here, vLLM in `vllm_backend.py`) generate from the same `Prompt.token_ids`, and an OpenAI-compatible
+endpoint (`endpoint.py`) gets the same `Prompt.messages` and `tools`. torch is imported only to generate, so the
+endpoint path loads no model library.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import torch
 
 from trainer.config import EvaluationConfig
 from trainer.dataset import conversation
@@ -52,23 +52,41 @@ def parse_assistant(text: str) -> dict[str, Any]:
 
 @dataclass
 class Prompt:
-    """One test conversation to answer: its turns before the last assistant turn, rendered and tokenized."""
+    """One test conversation to answer: its turns before the last assistant turn (with the conversation's tools),
+    the symbol group it belongs to, and, for a local model, the turns rendered and tokenized."""
 
     id: str
     messages: list[dict[str, Any]]
     reference: dict[str, Any]
-    token_ids: list[int]
+    tools: list[dict[str, Any]] | None = None
+    group: str = "seen"
+    token_ids: list[int] = field(default_factory=list)
+
+
+def symbol_group(row: dict[str, str]) -> str:
+    """`heldout` when the row's provenance marks it as about a symbol held out of training, else `seen` (hand-written
+    rows, and every row of a dataset made before held-out symbols)."""
+    provenance = json.loads(row.get("provenance") or "{}")
+    return "heldout" if isinstance(provenance, dict) and provenance.get("heldout") is True else "seen"
+
+
+def prompts_of(rows: list[dict[str, str]]) -> list[Prompt]:
+    """Each row split into the prompt (the turns before the last assistant turn) and that turn, the reference."""
+    prompts = []
+    for row in rows:
+        messages, tools = conversation(row)
+        prompts.append(Prompt(row["id"], messages[:-1], messages[-1], tools, symbol_group(row)))
+    return prompts
 
 
 def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
     """Every backend generates from these same token ids, so their answers differ only by the engine."""
-    prompts = []
-    for row in rows:
-        messages, tools = conversation(row)
-        prompt, reference = messages[:-1], messages[-1]  # the turns before the last assistant turn, and that turn
-        text = tokenizer.apply_chat_template(prompt, tools=tools, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        prompts.append(Prompt(row["id"], prompt, reference, ids))
+    prompts = prompts_of(rows)
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template(
+            prompt.messages, tools=prompt.tools, tokenize=False, add_generation_prompt=True
+        )
+        prompt.token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return prompts
 
 
@@ -76,11 +94,13 @@ def stop_token_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else []
 
 
-def prediction_records(prompts: list[Prompt], answers: list[str]) -> list[dict[str, Any]]:
-    """The predictions.jsonl records: what `--predictions` reads, so both scoring paths share one format."""
+def prediction_records(prompts: list[Prompt], answers: list[str | dict[str, Any]]) -> list[dict[str, Any]]:
+    """The predictions.jsonl records: what `--predictions` reads, so every scoring path shares one format. An answer
+    is generated text, or an assistant message already in the training data's format (from an endpoint)."""
+    messages = [parse_assistant(answer) if isinstance(answer, str) else answer for answer in answers]
     return [
-        {"id": p.id, "messages": p.messages, "reference": p.reference, "prediction": parse_assistant(answer)}
-        for p, answer in zip(prompts, answers, strict=True)
+        {"id": p.id, "group": p.group, "messages": p.messages, "reference": p.reference, "prediction": message}
+        for p, message in zip(prompts, messages, strict=True)
     ]
 
 
@@ -112,20 +132,22 @@ class Decoding:
         }  # fmt: skip
 
 
-@torch.no_grad()
 def generate(model, tokenizer, prompts: list[Prompt], decoding: Decoding, batch_size: int) -> list[str]:
     """Greedy answers with transformers: batches left-padded, KV cache on."""
+    import torch
+
     tokenizer.padding_side = "left"
     answers = []
     batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     for batch in track(batches, description="Generating answers"):
         encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
-        output = model.generate(
-            **encoded,
-            **decoding.transformers_kwargs(),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
-        )
+        with torch.no_grad():
+            output = model.generate(
+                **encoded,
+                **decoding.transformers_kwargs(),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
+            )
         width = encoded["input_ids"].shape[1]
         answers += [tokenizer.decode(ids[width:], skip_special_tokens=True) for ids in output]
     return answers

@@ -2,8 +2,9 @@
 and `trainer evaluate --predictions FILE` for answers produced anywhere).
 
 A record is `{"id", "messages": [prompt turns], "reference": {assistant message}, "prediction": {assistant
-message}}`; an assistant message has `content` and/or `tool_calls` (`[{"name", "arguments": {...}}]`). A metric
-with nothing to measure is None (shown as null), never 0 or 1. Definitions: docs/evaluation.md.
+message}, "group"?}`; an assistant message has `content` and/or `tool_calls` (`[{"name", "arguments": {...}}]`);
+`group` is `seen` (the default) or `heldout` (a question about a symbol held out of training). A metric with nothing
+to measure is None (shown as null), never 0 or 1. Definitions: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from trainer.api_index import SymbolIndex, go_blocks
 from trainer.synthesis.go_parser import parser
 
 TOOL_CALL_TEXT = "<tool_call>"
+# Test conversations by the symbol they ask about: trained on (seen), or held out of training (heldout), where the
+# model should look the name up or say it does not know rather than invent.
+GROUPS = ("seen", "heldout")
 
 
 def _rate(hits: int, total: int) -> float | None:
@@ -51,6 +55,7 @@ def tool_call_metrics(records: list[dict[str, Any]]) -> dict[str, float | None]:
         return [(c.get("name"), json.dumps(c.get("arguments"), sort_keys=True)) for c in _calls(message)]
 
     return {
+        "call_rate": _rate(len(attempted), len(records)),
         "wellformed_rate": _rate(sum(_wellformed(r["prediction"]) for r in attempted), len(attempted)),
         "name_accuracy": _rate(sum(names(r["prediction"]) == names(r["reference"]) for r in with_call), len(with_call)),
         "args_exact": _rate(sum(exact(r["prediction"]) == exact(r["reference"]) for r in with_call), len(with_call)),
@@ -110,11 +115,16 @@ def go_code_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
+    """`grounded_rate` over the API names the answers present; `invented_rate` over answers: the share that present
+    at least one name symbols.jsonl does not have."""
     if index is None:
-        return {"grounded_rate": None, "mentions": 0, "invented": []}
-    mentions = [m for r in records for m in index.mentions(r["prediction"].get("content") or "")]
+        return {"grounded_rate": None, "invented_rate": None, "mentions": 0, "invented": []}
+    per_answer = [index.mentions(r["prediction"].get("content") or "") for r in records]
+    mentions = [m for answer in per_answer for m in answer]
+    inventing = sum(any(not known for _, known in answer) for answer in per_answer)
     return {
         "grounded_rate": _rate(sum(known for _, known in mentions), len(mentions)),
+        "invented_rate": _rate(inventing, len(records)),
         "mentions": len(mentions),
         "invented": sorted({name for name, known in mentions if not known}),
     }
@@ -134,4 +144,17 @@ def score(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str,
         "tool_call": tool_call_metrics(records),
         "go_code": go_code_metrics(records),
         "api_grounding": grounding_metrics(records, index),
+    }
+
+
+def group_of(record: dict[str, Any]) -> str:
+    return record.get("group") or "seen"
+
+
+def score_groups(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
+    """`score` over all records, with `groups: {seen: score, heldout: score}` over each group's own records (an empty
+    group scores n_examples 0 and None for every rate)."""
+    return {
+        **score(records, index),
+        "groups": {group: score([r for r in records if group_of(r) == group], index) for group in GROUPS},
     }

@@ -8,22 +8,28 @@ from typing import Any
 
 from trainer.api_index import SymbolIndex
 from trainer.errors import problems_error
-from trainer.evaluation.metrics import score
+from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.jsonl import read_jsonl
 from trainer.metrics_log import read_metrics
 
 PREDICTIONS_FILE = "predictions.jsonl"
 REPORT_FILE = "report.json"
-RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline"}  # baseline: the base model's answer
+# baseline: the base model's answer; group: `seen` (default) or `heldout`, the symbol group the question belongs to
+RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline", "group"}
 # The one list of headline metrics, in the report's order; dotted paths into report.json. The summary line, the run
 # record, the model card and training's eval_gen_* metrics all take theirs from here.
 TEACHER_FORCED = ("loss", "perplexity", "token_accuracy")
 GENERATION_HEADLINE = (
-    "exact_match", "rougeL", "chrf", "tool_call.wellformed_rate", "tool_call.name_accuracy", "tool_call.args_exact",
-    "tool_call.false_call_rate", "go_code.parse_rate", "api_grounding.grounded_rate",
+    "exact_match", "rougeL", "chrf", "tool_call.call_rate", "tool_call.wellformed_rate", "tool_call.name_accuracy",
+    "tool_call.args_exact", "tool_call.false_call_rate", "go_code.parse_rate", "api_grounding.grounded_rate",
+    "api_grounding.invented_rate",
 )  # fmt: skip
 HEADLINE = TEACHER_FORCED + GENERATION_HEADLINE
-LOWER_IS_BETTER = {"loss", "perplexity", "tool_call.false_call_rate"}
+LOWER_IS_BETTER = {"loss", "perplexity", "tool_call.false_call_rate", "api_grounding.invented_rate"}
+GROUP_TITLES = {"seen": "seen", "heldout": "held-out"}
+# On held-out symbols the model should look the name up or say it does not know: these two are the headline there
+# (the summary line and run.json add them as `heldout.<key>`).
+HELDOUT_HEADLINE = ("tool_call.call_rate", "api_grounding.invented_rate")
 # Why a headline metric is null (metrics.py never makes up a 0 or a 1): report.md and the model card say so on its
 # row instead of leaving the row out, where a lone "false-call rate 0.0000" read as good.
 NOTHING_TO_MEASURE = {
@@ -31,12 +37,19 @@ NOTHING_TO_MEASURE = {
     "exact_match": "no test conversations",
     "rougeL": "no reference answer has text",
     "chrf": "no reference answer has text",
+    "tool_call.call_rate": "no test conversations",
     "tool_call.wellformed_rate": "no answer attempted a tool call",
     "tool_call.name_accuracy": "no reference answer calls a tool",
     "tool_call.args_exact": "no reference answer calls a tool",
     "tool_call.false_call_rate": "every reference answer calls a tool",
     "go_code.parse_rate": "no Go code block in the answers",
     "api_grounding.grounded_rate": "no API symbol named in the answers, or no symbols.jsonl",
+    "api_grounding.invented_rate": "no symbols.jsonl, or no test conversations",
+}
+# Why a whole group column is empty.
+EMPTY_GROUP = {
+    "seen": "no test conversation about a trained symbol",
+    "heldout": "no held-out test conversations (data.heldout_symbols_fraction 0, or a dataset made before it)",
 }
 
 
@@ -64,6 +77,9 @@ def load_predictions(path: Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict) or set(record) - RECORD_KEYS or not required <= set(record):
             problems.append(f"{where}: expected an object with keys {sorted(RECORD_KEYS)}, {sorted(required)} required")
             continue
+        if record.get("group", "seen") not in GROUPS:
+            problems.append(f"{where}: 'group' must be one of {list(GROUPS)}, got {record['group']!r}")
+            continue
         problem = _message_problem(record["reference"], "reference") or _message_problem(
             record["prediction"], "prediction"
         )
@@ -76,6 +92,13 @@ def load_predictions(path: Path) -> list[dict[str, Any]]:
     if not records:
         raise problems_error("cannot score predictions", [f"{path}: no records"])
     return records
+
+
+def write_predictions(records: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def metric(report: dict[str, Any], dotted: str) -> Any:
@@ -95,8 +118,13 @@ def deltas(finetuned: dict[str, Any], baseline: dict[str, Any]) -> dict[str, flo
     return out
 
 
-def cell(report: dict[str, Any], key: str) -> str:
-    """A headline metric as shown in report.md and the model card: 4 decimals, or `—` with why nothing was there."""
+def cell(report: dict[str, Any], key: str, group: str | None = None) -> str:
+    """A headline metric as shown in report.md and the model card: 4 decimals, or `—` with why nothing was there
+    (with `group`, the metric of that symbol group; a bare `—` where the group is empty, which report.md says once)."""
+    if group is not None:
+        report = report.get("groups", {}).get(group) or {"n_examples": 0}
+        if not report["n_examples"]:
+            return "—"
     value = metric(report, key)
     if value is None:
         return f"— ({NOTHING_TO_MEASURE[key]})"
@@ -141,24 +169,34 @@ def _plots(report: dict[str, Any], out_dir: Path, records: list[dict[str, Any]])
 
 
 def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None = None) -> None:
-    """report.json, and report.md with a table (finetuned, base, delta) and the plots."""
+    """report.json, and report.md with a table: for each model (the evaluated one, the base with --baseline, the
+    compared endpoints) its value over all test conversations, then over seen and held-out symbols; the delta
+    against the base last."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     baseline = report.get("baseline") or {}
-    lines = ["# Evaluation", "", f"{report['n_examples']} test conversations."]
+    models = {report.get("label") or ("finetuned" if baseline or report.get("compared") else "all"): report}
+    models |= {"base": baseline} if baseline else {}
+    models |= report.get("compared") or {}
+    groups = {name: report.get("groups", {}).get(name, {}).get("n_examples", 0) for name in GROUPS}
+    lines = ["# Evaluation", "", f"{report['n_examples']} test conversations: "]
+    lines[-1] += ", ".join(f"{n} about {GROUP_TITLES[name]} symbols" for name, n in groups.items()) + "."
     if report.get("checkpoint"):
         lines.append(f"Model: `{report['checkpoint']}`.")
-    if baseline:
-        lines += ["", "| metric | finetuned | base | delta |", "| --- | ---: | ---: | ---: |"]
-    else:
-        lines += ["", "| metric | value |", "| --- | ---: |"]
+    for endpoint in report.get("endpoints", []):
+        lines.append(f"Endpoint `{endpoint['label']}`: model `{endpoint['model']}` at {endpoint['url']}.")
+    prefix = {name: "" if len(models) == 1 else f"{name}: " for name in models}
+    headers = [h for name in models for h in (name, *(prefix[name] + GROUP_TITLES[g] for g in GROUPS))]
+    headers += ["delta"] if baseline else []
+    lines += ["", f"| metric | {' | '.join(headers)} |", "| --- |" + " ---: |" * len(headers)]
     for key in HEADLINE:
         arrow = " (lower is better)" if key in LOWER_IS_BETTER else ""
-        row = f"| {key}{arrow} | {cell(report, key)} |"
+        cells = [cell(scores, key, group) for scores in models.values() for group in (None, *GROUPS)]
         if baseline:
             delta = report.get("delta", {}).get(key)
-            row += f" {cell(baseline, key)} | {'—' if delta is None else f'{delta:+.4f}'} |"
-        lines.append(row)
+            cells.append("—" if delta is None else f"{delta:+.4f}")
+        lines.append(f"| {key}{arrow} | {' | '.join(cells)} |")
+    lines += [f"\nEvery {GROUP_TITLES[name]} column is empty: {EMPTY_GROUP[name]}." for name, n in groups.items() if not n]
     invented = metric(report, "api_grounding.invented") or []
     if invented:
         lines += ["", f"Invented APIs ({len(invented)}): " + ", ".join(f"`{name}`" for name in invented[:50])]
@@ -172,7 +210,8 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
 
 def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[str, Any]:
     """Score a predictions file made anywhere (vLLM, another trainer) without loading a model."""
-    report = {"predictions": str(path), **score(load_predictions(path), SymbolIndex.load(symbols) if symbols else None)}
+    index = SymbolIndex.load(symbols) if symbols else None
+    report = {"predictions": str(path), **score_groups(load_predictions(path), index)}
     write_report(report, out_dir)
     return report
 
@@ -185,9 +224,16 @@ def summary_line(report: dict[str, Any]) -> str:
         if isinstance(value, int | float):
             delta = report.get("delta", {}).get(key)
             parts.append(f"{key} {value:.4g}" + (f" ({delta:+.3g} vs base)" if delta is not None else ""))
+    heldout = report.get("groups", {}).get("heldout") or {}
+    if heldout.get("n_examples"):
+        values = [f"{key} {value:.4g}" for key in HELDOUT_HEADLINE if isinstance(value := metric(heldout, key), float)]
+        parts.append(f"held-out symbols ({heldout['n_examples']}): " + ", ".join(values or ["nothing to measure"]))
     return " · ".join(parts)
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The headline metrics as a flat mapping (dotted keys): what run.json and the model card record."""
-    return {key: metric(report, key) for key in HEADLINE}
+    heldout = report.get("groups", {}).get("heldout") or {}
+    return {key: metric(report, key) for key in HEADLINE} | {
+        f"heldout.{key}": metric(heldout, key) for key in HELDOUT_HEADLINE
+    }

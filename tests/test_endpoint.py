@@ -1,0 +1,177 @@
+"""`trainer evaluate --endpoint`: the wire format, a scripted server for parsing and retries (what a real model does
+not do on cue), and a real OpenAI-compatible server (`transformers serve`) on the exported tiny model, whose answers
+and scores equal the in-process evaluation of the same folder."""
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.helpers import DEBUG_CONFIG, debug_overrides, openai_server, set_args
+from trainer.cli import main
+from trainer.config import EndpointConfig
+from trainer.errors import TrainerError
+from trainer.evaluation.endpoint import endpoint_answers, wire_messages
+from trainer.evaluation.generation import Prompt
+from trainer.evaluation.metrics import GROUPS
+
+LOOKUP = {"name": "lookup_docs", "arguments": {"symbol": "chi.NewRouter"}}
+TOOLS = [{"type": "function", "function": {"name": "lookup_docs", "parameters": {"type": "object"}}}]
+CONVERSATION = [
+    {"role": "system", "content": "You answer questions about chi."},
+    {"role": "user", "content": "What does chi.NewRouter return?"},
+    {"role": "assistant", "tool_calls": [LOOKUP, {"name": "lookup_docs", "arguments": {"symbol": "chi.Mux"}}]},
+    {"role": "tool", "content": "func NewRouter() *Mux"},
+    {"role": "tool", "content": "type Mux struct{ ... }"},
+]
+
+
+def test_prompt_turns_go_out_in_the_openai_wire_format():
+    assert wire_messages(CONVERSATION) == [
+        {"role": "system", "content": "You answer questions about chi."},
+        {"role": "user", "content": "What does chi.NewRouter return?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_2_0", "type": "function",
+             "function": {"name": "lookup_docs", "arguments": '{"symbol": "chi.NewRouter"}'}},
+            {"id": "call_2_1", "type": "function",
+             "function": {"name": "lookup_docs", "arguments": '{"symbol": "chi.Mux"}'}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_2_0", "content": "func NewRouter() *Mux"},
+        {"role": "tool", "tool_call_id": "call_2_1", "content": "type Mux struct{ ... }"},
+    ]  # fmt: skip
+
+
+def completion(message: dict) -> dict:
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted",
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
+    }  # fmt: skip
+
+
+@contextmanager
+def scripted_server(replies: list[tuple[int, dict]]) -> Iterator[tuple[str, list[dict]]]:
+    """A chat-completions server answering each POST with the next (status, body) of `replies` (the last one
+    repeats); yields its base URL and the request bodies it received, in order."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            status, body = replies[min(len(received), len(replies)) - 1]
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("retry-after-ms", "10")  # the client's backoff honours it: the test stays fast
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def prompts() -> list[Prompt]:
+    reference = {"role": "assistant", "content": "It returns a *chi.Mux."}
+    return [
+        Prompt("a", CONVERSATION[:2], {"role": "assistant", "tool_calls": [LOOKUP]}, TOOLS, "heldout"),
+        Prompt("b", CONVERSATION, reference, TOOLS),
+    ]
+
+
+def test_answers_are_parsed_back_and_429_then_500_are_retried(make_config):
+    config = make_config("evaluation.endpoint_concurrency=1", "evaluation.max_new_tokens=7")
+    served_call = {"id": "x", "type": "function", "function": {"name": "lookup_docs", "arguments": '{"symbol": "Mux"}'}}
+    text_call = 'See <tool_call>{"name": "lookup_docs", "arguments": {"symbol": "chi.Mux"}}</tool_call>'
+    replies = [
+        (200, completion({"content": None, "tool_calls": [served_call]})),
+        (429, {"error": {"message": "slow down"}}),
+        (500, {"error": {"message": "busy"}}),
+        (200, completion({"content": text_call})),  # a server without a tool-call parser: the call is in the text
+    ]
+    endpoint = EndpointConfig(url="http://127.0.0.1/v1", model="served-name")
+    with scripted_server(replies) as (url, received):
+        answers = endpoint_answers(endpoint.model_copy(update={"url": url}), config, prompts())
+    call = {"name": "lookup_docs", "arguments": {"symbol": "Mux"}}
+    assert answers == [
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "assistant", "content": "See", "tool_calls": [{**call, "arguments": {"symbol": "chi.Mux"}}]},
+    ]
+    assert len(received) == 4 and received[2] == received[1] == received[3]  # the same request, sent three times
+    assert received[0] == {
+        "model": "served-name", "messages": wire_messages(CONVERSATION[:2]), "tools": TOOLS,
+        "temperature": 0.0, "max_completion_tokens": 7, "frequency_penalty": 0.0,
+    }  # fmt: skip
+
+
+def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_config, monkeypatch):
+    config = make_config("evaluation.endpoint_max_retries=1")
+    with scripted_server([(503, {"error": {"message": "overloaded"}})]) as (url, received):
+        endpoint = EndpointConfig(url=url, model="m", label="hosted")
+        with pytest.raises(TrainerError, match=rf"^endpoint hosted \({url}\): HTTP 503: .*overloaded"):
+            endpoint_answers(endpoint, config, prompts()[:1])
+    assert len(received) == 2  # one try, one retry
+    monkeypatch.delenv("EVAL_TEST_KEY", raising=False)
+    keyed = EndpointConfig(url=url, model="m", api_key_env="EVAL_TEST_KEY")
+    with pytest.raises(TrainerError, match=r"^endpoint m: api_key_env EVAL_TEST_KEY is not set$"):
+        endpoint_answers(keyed, config, prompts())
+
+
+def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsys):
+    base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(tmp_path, model_cache))]
+    assert main([*base, "--endpoint", "http://h:8000/v1"]) == 2
+    assert "error: --endpoint http://h:8000/v1: name the served model" in capsys.readouterr().err
+    assert main([*base, "--endpoint", "http://h:8000/v1=a", "--model", "b"]) == 2
+    assert "every --endpoint names its own model" in capsys.readouterr().err
+    assert main([*base, "--endpoint", "http://h:8000/v1=a", "--endpoint", "http://g/v1=a"]) == 2
+    assert "two endpoints share the report column 'a'; give them each a label" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_served_export_scores_as_the_in_process_evaluation_of_the_same_folder(pipeline_run, tmp_path):
+    """`transformers serve` renders the same chat template (tool calls and results included), decodes greedily with
+    max_new_tokens, and stops at the folder's generation_config eos ids, a superset of the in-process stop token:
+    on the tiny model the answers are identical, so every generation metric is too. The server's own tool-call
+    parser stands in for `parse_assistant` there."""
+    folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
+    root = pipeline_run.data.output_dir.parent
+    base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(root, pipeline_run.model.cache_dir))]
+    base += ["--max-new-tokens", "16"]
+    assert main([*base, "--out", str(tmp_path / "local"), "--model", str(folder)]) == 0
+    with openai_server(folder) as url:
+        assert main([*base, "--out", str(tmp_path / "one"), "--endpoint", url, "--model", str(folder)]) == 0
+        # Side by side: two endpoints in one report, told apart by their labels (here the same server twice).
+        both = [{"url": url, "model": str(folder), "label": label} for label in ("vllm-finetuned", "hosted")]
+        two = ["--out", str(tmp_path / "two"), "--limit", "3", "--set", f"evaluation.endpoints={json.dumps(both)}"]
+        assert main([*base, *two]) == 0
+    local, one, two = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("local", "one", "two"))
+
+    def records(name: str, file: str = "predictions.jsonl") -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / name / file).open()]
+
+    assert records("one") == records("local")
+    assert records("two") == records("two", "predictions.hosted.jsonl") == records("local")[:3]
+    assert sum(r["messages"][-1]["role"] == "tool" for r in records("one")) > 0  # tool results went out too
+
+    def generation(report: dict) -> dict:
+        keys = ("n_examples", "exact_match", "rougeL", "chrf", "tool_call", "go_code", "api_grounding")
+        return {key: report[key] for key in keys} | {"groups": {g: generation(report["groups"][g]) for g in GROUPS}}
+
+    assert generation(one) == generation(local)
+    assert generation(two) == generation(two["compared"]["hosted"]) and two["n_examples"] == 3
+    assert one["endpoints"] == [{"label": str(folder), "url": url, "model": str(folder)}] and "loss" not in one
+    markdown = (tmp_path / "two" / "report.md").read_text()
+    assert "| metric | vllm-finetuned | vllm-finetuned: seen | vllm-finetuned: held-out | hosted | hosted: seen |" in (
+        markdown
+    )
+    assert "| loss (lower is better) | — (predictions scored without a model) |" in markdown

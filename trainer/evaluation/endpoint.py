@@ -1,0 +1,169 @@
+"""Answers from OpenAI-compatible chat-completions servers (vLLM's, `transformers serve`, a hosted API) through the
+`openai` client, scored like a local model's: the same test prompts, the same parser and scorer, one report with a
+column per endpoint.
+
+Each test conversation's turns before its last assistant turn go out as chat messages in the OpenAI wire format,
+with the conversation's `tools`; decoding is greedy (temperature 0) with `evaluation.max_new_tokens`. The server
+renders the chat template and tokenizes, and stops at its own stop tokens (the model folder's
+generation_config.json): docs/evaluation.md says where that can make its answers differ from `trainer evaluate
+--model FOLDER`. No teacher-forced loss: a chat-completions server returns text, not the probabilities of the
+reference's tokens. Nothing here imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from trainer.api_index import load_symbols
+from trainer.config import RESOLVED_CONFIG, Config, EndpointConfig, save_config
+from trainer.dataset import load_manifest, load_processed
+from trainer.errors import TrainerError
+from trainer.evaluation.generation import Prompt, parse_assistant, prediction_records, prompts_of
+from trainer.evaluation.metrics import score_groups
+from trainer.evaluation.report import PREDICTIONS_FILE, write_predictions, write_report
+from trainer.progress import track
+
+NO_KEY = "EMPTY"  # the client requires a key; a local server started without one accepts any
+
+
+def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training-format turns → OpenAI chat messages: tool calls as `{"id", "type": "function", "function": {"name",
+    "arguments": JSON string}}`, and each tool result answering the earliest call not yet answered, by its id."""
+    out: list[dict[str, Any]] = []
+    unanswered: list[str] = []
+    for turn, message in enumerate(messages):
+        role = message["role"]
+        if role == "assistant" and message.get("tool_calls"):
+            calls = [
+                {
+                    "id": f"call_{turn}_{i}",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))},
+                }
+                for i, call in enumerate(message["tool_calls"])
+            ]
+            unanswered += [call["id"] for call in calls]
+            out.append({"role": role, "content": message.get("content") or None, "tool_calls": calls})
+        elif role == "tool":
+            call_id = unanswered.pop(0) if unanswered else f"call_{turn}_unmatched"
+            out.append({"role": role, "tool_call_id": call_id, "content": message.get("content") or ""})
+        else:
+            out.append({"role": role, "content": message.get("content") or ""})
+    return out
+
+
+def _arguments(raw: Any) -> Any:
+    """A call's arguments as an object; text that is not JSON stays text, which the scorer counts as malformed."""
+    if not isinstance(raw, str):
+        return raw  # some servers (transformers serve) send the object itself
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def answer_message(message: Any) -> dict[str, Any]:
+    """A chat-completions response message → the training data's assistant message: the server's parsed tool calls,
+    then any `<tool_call>` blocks left in its text (a server started without a tool-call parser)."""
+    parsed = parse_assistant(message.content or "")
+    served = [
+        {"name": call.function.name, "arguments": _arguments(call.function.arguments)}
+        for call in message.tool_calls or []
+    ]
+    calls = served + parsed.get("tool_calls", [])
+    if calls:
+        parsed["tool_calls"] = calls
+    return parsed
+
+
+def client_for(endpoint: EndpointConfig, config: Config):
+    from openai import OpenAI
+
+    key = NO_KEY
+    if endpoint.api_key_env:
+        key = os.environ.get(endpoint.api_key_env, "")
+        if not key:
+            raise TrainerError(f"endpoint {endpoint.name}: api_key_env {endpoint.api_key_env} is not set")
+    ev = config.evaluation
+    return OpenAI(
+        base_url=endpoint.url, api_key=key, timeout=ev.endpoint_timeout_s, max_retries=ev.endpoint_max_retries
+    )
+
+
+def endpoint_answers(endpoint: EndpointConfig, config: Config, prompts: list[Prompt]) -> list[dict[str, Any]]:
+    """One greedy answer per prompt, in order; requests run `endpoint_concurrency` at a time, and the client retries
+    408/409/429/5xx and timeouts with exponential backoff (honouring Retry-After) before a failure ends the run."""
+    import openai
+
+    client = client_for(endpoint, config)
+    ev = config.evaluation
+
+    def ask(prompt: Prompt) -> dict[str, Any]:
+        request: dict[str, Any] = {"tools": prompt.tools} if prompt.tools else {}
+        response = client.chat.completions.create(
+            model=endpoint.model,
+            messages=wire_messages(prompt.messages),
+            temperature=0.0,
+            max_completion_tokens=ev.max_new_tokens,
+            # 0 is every server's neutral value; transformers serve maps it to repetition_penalty 1.0, where the
+            # model's generation_config.json would otherwise apply its own.
+            frequency_penalty=0.0,
+            **request,
+        )
+        return answer_message(response.choices[0].message)
+
+    where = f"endpoint {endpoint.name} ({endpoint.url})"
+    pool = ThreadPoolExecutor(max_workers=ev.endpoint_concurrency)
+    try:
+        return list(track(pool.map(ask, prompts), description=f"Asking {endpoint.name}"))
+    except openai.APIStatusError as exc:
+        raise TrainerError(f"{where}: HTTP {exc.status_code}: {exc.message}") from None
+    except openai.APIError as exc:  # connection refused, or timeouts after the retries
+        raise TrainerError(f"{where}: {exc.message}") from None
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failure, the requests not yet sent are not sent
+
+
+def predictions_file(position: int, endpoint: EndpointConfig) -> str:
+    """The first endpoint's answers are predictions.jsonl (what the summary and run.json describe); each other's is
+    predictions.<label>.jsonl, any of them re-scorable with `--predictions`."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in endpoint.name)
+    return PREDICTIONS_FILE if position == 0 else f"predictions.{safe}.jsonl"
+
+
+def evaluate_endpoints(config: Config) -> dict[str, Any]:
+    """Score every `evaluation.endpoints` server on the test split; the first is the report's headline, the others
+    are under `compared`."""
+    ev = config.evaluation
+    test = load_processed(config.data.output_dir)["test"]
+    if len(test) == 0:
+        raise TrainerError(
+            f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
+        )
+    prompts = prompts_of(list(test)[: ev.limit])
+    symbols = load_symbols(config.data.output_dir, ev.symbols)
+    for endpoint in ev.endpoints:  # a missing key is refused before any request
+        client_for(endpoint, config)
+    scored = {}
+    for position, endpoint in enumerate(ev.endpoints):
+        records = prediction_records(prompts, endpoint_answers(endpoint, config, prompts))
+        write_predictions(records, ev.output_dir / predictions_file(position, endpoint))
+        scored[endpoint.name] = score_groups(records, symbols)
+    manifest = load_manifest(config.data.output_dir)
+    first, *others = scored
+    report: dict[str, Any] = {
+        "label": first,
+        "endpoints": [{"label": e.name, "url": e.url, "model": e.model} for e in ev.endpoints],
+        "dataset_hash": manifest["content_hash"] if manifest else None,
+        "generation_backend": "endpoint",
+        **scored[first],
+    }
+    if others:
+        report["compared"] = {name: scored[name] for name in others}
+    report["config"] = config.model_dump(mode="json")
+    write_report(report, ev.output_dir)
+    save_config(config, ev.output_dir / RESOLVED_CONFIG)
+    return report
