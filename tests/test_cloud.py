@@ -7,13 +7,25 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-from tests.helpers import CHI, DEBUG_CONFIG, PRODUCTION_TINY, REPO, SAMPLE_EXAMPLES, run_to_end, set_args
+from tests.helpers import (
+    CHI,
+    DEBUG_CONFIG,
+    PRODUCTION_TINY,
+    REPO,
+    SAMPLE_EXAMPLES,
+    background,
+    free_port,
+    run_to_end,
+    set_args,
+    wait_for_server,
+)
 from trainer.artifacts import begin_run, read_run, update_run
 from trainer.cli import main
 from trainer.errors import Preempted
@@ -29,8 +41,9 @@ for path in sys.argv[1:]:
     dag = dag_utils.load_chain_dag_from_yaml(path)
     out[path] = [
         {"name": t.name, "num_nodes": t.num_nodes, "envs": t.envs, "run": t.run, "setup": t.setup,
+         "service": t.service and {"path": t.service.readiness_path, "replicas": t.service.min_replicas},
          "resources": [{"accelerators": r.accelerators, "use_spot": r.use_spot, "image_id": r.image_id,
-                        "job_recovery": r.job_recovery, "cpus": r.cpus} for r in t.resources]}
+                        "job_recovery": r.job_recovery, "cpus": r.cpus, "ports": r.ports} for r in t.resources]}
         for t in dag.tasks
     ]
 print(json.dumps(out, default=str))
@@ -86,8 +99,13 @@ def sky_tasks() -> dict[str, list[dict]]:
 @pytest.mark.slow
 def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
     assert sorted(sky_tasks) == [
-        "evaluate.yaml", "export.yaml", "pipeline.yaml", "synthesize.yaml", "train-multinode.yaml", "train.yaml",
+        "evaluate.yaml", "export.yaml", "pipeline.yaml", "serve.yaml", "synthesize.yaml", "train-multinode.yaml",
+        "train.yaml",
     ]  # fmt: skip
+    (serve,) = sky_tasks["serve.yaml"]
+    assert serve["service"] == {"path": "/health", "replicas": 1}  # a SkyPilot service, and a plain task too
+    assert all(r["ports"] == ["8000"] and r["accelerators"] for r in serve["resources"])
+    assert all(task["service"] is None for name, tasks in sky_tasks.items() if name != "serve.yaml" for task in tasks)
     for name, tasks in sky_tasks.items():
         raw = [doc for doc in yaml.safe_load_all((REPO / "sky" / name).read_text()) if doc and "run" in doc]
         assert len(raw) == len(tasks)
@@ -130,14 +148,20 @@ PLANTED_SECRETS = {
 }
 
 
-def run_task(task: dict, env: dict[str, str], workspace: Path, outputs: list[str]) -> subprocess.CompletedProcess:
-    """A task's setup then run, with bash, the way a SkyPilot node does, in the given environment; their stdout and
-    stderr are appended to `outputs`."""
+def set_up(task: dict, env: dict[str, str], workspace: Path, outputs: list[str]) -> dict[str, str]:
+    """A task's setup run with bash in the node's environment (returned: what its run block gets)."""
     full = {**os.environ, **task["envs"], **env, "WORKSPACE": str(workspace)}
     full["PATH"] = f"{Path(sys.executable).parent}:{full['PATH']}"
     setup = run_to_end(["bash", "-c", task["setup"]], timeout=300, env=full)
     outputs += [setup.stdout, setup.stderr]
     assert setup.returncode == 0, setup.stderr
+    return full
+
+
+def run_task(task: dict, env: dict[str, str], workspace: Path, outputs: list[str]) -> subprocess.CompletedProcess:
+    """A task's setup then run, with bash, the way a SkyPilot node does, in the given environment; their stdout and
+    stderr are appended to `outputs`."""
+    full = set_up(task, env, workspace, outputs)
     done = run_to_end(["bash", "-c", task["run"]], timeout=900, env=full)
     outputs += [done.stdout, done.stderr]
     return done
@@ -146,6 +170,51 @@ def run_task(task: dict, env: dict[str, str], workspace: Path, outputs: list[str
 def objects(bucket: str, prefix: str) -> set[str]:
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return {item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])}
+
+
+# vLLM is absent here (it needs CUDA): this `vllm` on PATH records its arguments and serves the same folder under the
+# served name with `transformers serve`, a real OpenAI-compatible server. What the test shows: the YAML's setup
+# installs nothing when vllm is present, its run pulls the model onto an empty machine and starts `vllm serve` with
+# the tool-call parser flags, and `trainer evaluate --endpoint` scores what is served. What it cannot: that vLLM
+# itself accepts those flags (vLLM's docs: `--enable-auto-tool-choice --tool-call-parser hermes` for Qwen 2.5).
+VLLM_SHIM = """#!/bin/bash
+set -euo pipefail
+echo "$@" > "$SHIM_ARGS"
+[ "$1" = serve ] || exit 64
+model=$2 name=$2
+while [ $# -gt 0 ]; do if [ "$1" = --served-model-name ]; then name=$2; fi; shift; done
+[ "$name" = "$model" ] || ln -sfn "$model" "$name"  # transformers serve answers to the folder's name
+exec transformers serve "$name" --host 127.0.0.1 --port "$SHIM_PORT" --device cpu
+"""
+
+
+def serve_and_evaluate_the_endpoint(task: dict, env: dict[str, str], tmp_path: Path, outputs: list[str]) -> None:
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "vllm").write_text(VLLM_SHIM)
+    (shim / "vllm").chmod(0o755)
+    port, args = free_port(), tmp_path / "vllm-args"
+    node = {**env, "PATH": f"{shim}:{os.environ['PATH']}", "SHIM_PORT": str(port), "SHIM_ARGS": str(args)}
+    full = set_up(task, node, tmp_path / "serve-node", outputs)
+    with tempfile.TemporaryFile("w+") as log, background(["bash", "-c", task["run"]], env=full, stdout=log,
+                                                         stderr=subprocess.STDOUT) as server:  # fmt: skip
+        wait_for_server(f"http://127.0.0.1:{port}/health", server, log)
+        laptop = tmp_path / "laptop"
+        run = f"s3://{env['BUCKET']}/runs/{env['RUN_NAME']}"
+        assert main(["artifacts", "pull", run, "--what", "data", "--out", str(laptop)]) == 0
+        flags = ["--endpoint", f"http://127.0.0.1:{port}/v1=demo", "--limit", "2", "--max-new-tokens", "8"]
+        sets = set_args([f"data.output_dir={laptop}", f"evaluation.output_dir={laptop / 'eval'}"])
+        assert main(["evaluate", "--config", str(PRODUCTION_TINY), *sets, *flags]) == 0
+        log.seek(0)
+        outputs.append(log.read())
+    assert args.read_text().split() == [
+        "serve", "model", "--served-model-name", "demo", "--host", "0.0.0.0", "--port", "8000",
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--generation-config", "vllm",
+        "--max-model-len", "8192",
+    ]  # fmt: skip
+    report = json.loads((tmp_path / "laptop/eval/report.json").read_text())
+    assert report["n_examples"] == 2 and report["endpoints"][0]["model"] == "demo"
+    assert (tmp_path / "serve-node/model/SHA256SUMS").is_file()  # pulled from the bucket onto the empty machine
 
 
 @pytest.mark.slow
@@ -216,6 +285,8 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     exported = run_task(sky_tasks["export.yaml"][0], env, tmp_path / "export-node", outputs)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "model/SHA256SUMS" in objects(bucket, run)
+
+    serve_and_evaluate_the_endpoint(sky_tasks["serve.yaml"][0], env, tmp_path, outputs)
 
     listing = run_to_end([sys.executable, "-m", "trainer.cli", "artifacts", "ls", f"s3://{bucket}/runs/"], timeout=120)
     assert listing.returncode == 0, listing.stderr

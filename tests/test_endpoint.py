@@ -3,14 +3,10 @@ not do on cue), and a real OpenAI-compatible server (`transformers serve`) on th
 and scores equal the in-process evaluation of the same folder."""
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers import DEBUG_CONFIG, debug_overrides, openai_server, set_args
+from tests.helpers import DEBUG_CONFIG, completion, debug_overrides, openai_server, scripted_server, set_args
 from trainer.cli import main
 from trainer.config import EndpointConfig
 from trainer.errors import TrainerError
@@ -42,43 +38,6 @@ def test_prompt_turns_go_out_in_the_openai_wire_format():
         {"role": "tool", "tool_call_id": "call_2_0", "content": "func NewRouter() *Mux"},
         {"role": "tool", "tool_call_id": "call_2_1", "content": "type Mux struct{ ... }"},
     ]  # fmt: skip
-
-
-def completion(message: dict) -> dict:
-    return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted",
-        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
-    }  # fmt: skip
-
-
-@contextmanager
-def scripted_server(replies: list[tuple[int, dict]]) -> Iterator[tuple[str, list[dict]]]:
-    """A chat-completions server answering each POST with the next (status, body) of `replies` (the last one
-    repeats); yields its base URL and the request bodies it received, in order."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            status, body = replies[min(len(received), len(replies)) - 1]
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("retry-after-ms", "10")  # the client's backoff honours it: the test stays fast
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def prompts() -> list[Prompt]:
@@ -127,7 +86,7 @@ def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_conf
         endpoint_answers(keyed, config, prompts())
 
 
-def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsys):
+def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsys, monkeypatch):
     base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(tmp_path, model_cache))]
     assert main([*base, "--endpoint", "http://h:8000/v1"]) == 2
     assert "error: --endpoint http://h:8000/v1: name the served model" in capsys.readouterr().err
@@ -135,6 +94,11 @@ def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsy
     assert "every --endpoint names its own model" in capsys.readouterr().err
     assert main([*base, "--endpoint", "http://h:8000/v1=a", "--endpoint", "http://g/v1=a"]) == 2
     assert "two endpoints share the report column 'a'; give them each a label" in capsys.readouterr().err
+    monkeypatch.delenv("EVAL_UNSET_KEY", raising=False)
+    assert main([*base, "--endpoint", "http://h:8000/v1=a", "--api-key-env", "EVAL_UNSET_KEY"]) == 2
+    assert "error: endpoint a: api_key_env EVAL_UNSET_KEY is not set" in capsys.readouterr().err
+    assert main([*base, "--api-key-env", "EVAL_UNSET_KEY"]) == 2
+    assert "error: --api-key-env: only with --endpoint" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -163,9 +127,10 @@ def test_a_served_export_scores_as_the_in_process_evaluation_of_the_same_folder(
     assert records("two") == records("two", "predictions.hosted.jsonl") == records("local")[:3]
     assert sum(r["messages"][-1]["role"] == "tool" for r in records("one")) > 0  # tool results went out too
 
-    def generation(report: dict) -> dict:
+    def generation(report: dict) -> list[dict]:
         keys = ("n_examples", "exact_match", "rougeL", "chrf", "tool_call", "go_code", "api_grounding")
-        return {key: report[key] for key in keys} | {"groups": {g: generation(report["groups"][g]) for g in GROUPS}}
+        scores = [report, *(report["groups"][group] for group in GROUPS)]
+        return [{key: value[key] for key in keys} for value in scores]
 
     assert generation(one) == generation(local)
     assert generation(two) == generation(two["compared"]["hosted"]) and two["n_examples"] == 3

@@ -73,22 +73,33 @@ def test_evaluation_report_and_predictions(pipeline_run):
     assert 0 <= report["token_accuracy"] <= 1 and 0 <= report["exact_match"] <= 1
     for key in ("rougeL", "chrf"):
         assert 0 <= report[key] <= 1
-    assert set(report["tool_call"]) == {"wellformed_rate", "name_accuracy", "args_exact", "false_call_rate"}
+    assert set(report["tool_call"]) == {
+        "call_rate", "wellformed_rate", "name_accuracy", "args_exact", "false_call_rate",
+    }  # fmt: skip
     assert report["api_grounding"]["mentions"] >= 0 and isinstance(report["api_grounding"]["invented"], list)
     # --baseline: the base model on the same prompts; the delta is finetuned minus base, metric by metric.
     assert report["baseline"]["n_examples"] == report["n_examples"]
     assert report["delta"]["loss"] == pytest.approx(report["loss"] - report["baseline"]["loss"])
     assert report["loss"] < report["baseline"]["loss"]  # the adapter learned something about the test answers
+    # Every metric over all test conversations and over each symbol group, teacher-forced ones included.
+    groups = report["groups"]
+    assert groups["seen"]["n_examples"] + groups["heldout"]["n_examples"] == report["n_examples"]
+    weights = [groups[g]["n_examples"] for g in ("seen", "heldout")]
+    if not weights[1]:  # a dataset without held-out symbols: the seen group is all of it
+        assert groups["seen"]["loss"] == pytest.approx(report["loss"]) and groups["heldout"]["loss"] is None
     markdown = (out / "report.md").read_text()
-    delta = report["delta"]["loss"]
-    assert f"| loss (lower is better) | {report['loss']:.4f} | {report['baseline']['loss']:.4f} | {delta:+.4f} |" in (
-        markdown
-    )
+
+    def cells(scores: dict) -> list[str]:
+        values = [scores["loss"], scores["groups"]["seen"]["loss"], scores["groups"]["heldout"]["loss"]]
+        return ["—" if value is None else f"{value:.4f}" for value in values]
+
+    row = [*cells(report), *cells(report["baseline"]), f"{report['delta']['loss']:+.4f}"]
+    assert f"| loss (lower is better) | {' | '.join(row)} |" in markdown
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and (out / "metrics.png").is_file()
     records = [json.loads(line) for line in (out / "predictions.jsonl").open()]
     assert len(records) == report["n_examples"]
     for record in records:
-        assert set(record) == {"id", "messages", "reference", "prediction", "baseline"}
+        assert set(record) == {"id", "group", "messages", "reference", "prediction", "baseline"}
         assert record["reference"]["role"] == record["prediction"]["role"] == "assistant"
         assert record["messages"][-1]["role"] in ("user", "tool")
 

@@ -133,8 +133,9 @@ def _evaluate(
     return report
 
 
-def endpoint_override(endpoints: list[str], model: str | None) -> str:
-    """`--endpoint URL=MODEL` / `--endpoint URL --model MODEL` (repeatable) as the value of evaluation.endpoints."""
+def endpoint_override(endpoints: list[str], model: str | None, api_key_env: str | None) -> str:
+    """`--endpoint URL=MODEL` / `--endpoint URL --model MODEL` (repeatable), each with `--api-key-env`, as the value of
+    evaluation.endpoints."""
     if model and all("=" in given for given in endpoints):
         raise TrainerError(f"--model {model}: every --endpoint names its own model (URL=MODEL); drop --model")
     parsed = []
@@ -142,7 +143,7 @@ def endpoint_override(endpoints: list[str], model: str | None) -> str:
         url, name = given.rsplit("=", 1) if "=" in given else (given, model)
         if not name:
             raise TrainerError(f"--endpoint {given}: name the served model: --endpoint URL=MODEL, or --model MODEL")
-        parsed.append({"url": url, "model": name})
+        parsed.append({"url": url, "model": name} | ({"api_key_env": api_key_env} if api_key_env else {}))
     return json.dumps(parsed)
 
 
@@ -244,6 +245,9 @@ def evaluate(
             "model: URL=MODEL, or URL with --model MODEL; repeat to compare several in one report",
         ),
     ] = [],  # noqa: B006
+    api_key_env: Annotated[
+        str | None, typer.Option(help="With --endpoint: the environment variable holding the servers' API key")
+    ] = None,
     backend: Annotated[
         str | None,
         typer.Option(help="What generates: transformers | vllm | auto", show_default=from_config("evaluation.backend")),
@@ -255,7 +259,9 @@ def evaluate(
 
     flags = {"--limit": limit, "--max-new-tokens": max_new_tokens, "--symbols": symbols, "--out": out}
     flags |= {"--baseline": baseline or None, "--backend": backend}
-    flags |= {"--endpoint": endpoint_override(endpoint, model)} if endpoint else {"--model": model}
+    if api_key_env and not endpoint:
+        raise TrainerError("--api-key-env: only with --endpoint")
+    flags |= {"--endpoint": endpoint_override(endpoint, model, api_key_env)} if endpoint else {"--model": model}
     cfg = stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
     with recorded_stage(run_uri, "evaluate", cfg.training.run_name):
         _evaluate(cfg, checkpoint, predictions, run_uri)

@@ -342,6 +342,8 @@ class EvaluationConfig(StrictModel):
             raise ValueError(f"two endpoints share the report column {twice[0]!r}; give them each a label")
         if self.endpoints and (self.model or self.baseline):
             raise ValueError("endpoints are scored on their own: leave evaluation.model and baseline unset")
+        if self.endpoints and self.repetition_penalty != 1.0:
+            raise ValueError("the chat-completions API has no repetition penalty: endpoints decode without one")
         return self
 
 

@@ -138,6 +138,8 @@ def evaluate_endpoints(config: Config) -> dict[str, Any]:
     """Score every `evaluation.endpoints` server on the test split; the first is the report's headline, the others
     are under `compared`."""
     ev = config.evaluation
+    for endpoint in ev.endpoints:  # a missing key is refused before anything is read or sent
+        client_for(endpoint, config)
     test = load_processed(config.data.output_dir)["test"]
     if len(test) == 0:
         raise TrainerError(
@@ -145,8 +147,6 @@ def evaluate_endpoints(config: Config) -> dict[str, Any]:
         )
     prompts = prompts_of(list(test)[: ev.limit])
     symbols = load_symbols(config.data.output_dir, ev.symbols)
-    for endpoint in ev.endpoints:  # a missing key is refused before any request
-        client_for(endpoint, config)
     scored = {}
     for position, endpoint in enumerate(ev.endpoints):
         records = prediction_records(prompts, endpoint_answers(endpoint, config, prompts))

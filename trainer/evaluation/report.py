@@ -196,7 +196,8 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
             delta = report.get("delta", {}).get(key)
             cells.append("—" if delta is None else f"{delta:+.4f}")
         lines.append(f"| {key}{arrow} | {' | '.join(cells)} |")
-    lines += [f"\nEvery {GROUP_TITLES[name]} column is empty: {EMPTY_GROUP[name]}." for name, n in groups.items() if not n]
+    empty = [name for name, n in groups.items() if not n]
+    lines += [f"\nEvery {GROUP_TITLES[name]} column is empty: {EMPTY_GROUP[name]}." for name in empty]
     invented = metric(report, "api_grounding.invented") or []
     if invented:
         lines += ["", f"Invented APIs ({len(invented)}): " + ", ".join(f"`{name}`" for name in invented[:50])]
