@@ -110,11 +110,8 @@ def _evaluate(
     if predictions is not None:
         report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)
     elif config.evaluation.endpoints:
-        from trainer.artifacts import pull_part
         from trainer.evaluation.endpoint import evaluate_endpoints
 
-        if run_uri and pull:
-            pull_part(run_uri, "data", config.data.output_dir)
         report = evaluate_endpoints(config)
     else:
         from trainer.artifacts import pull_part
@@ -263,6 +260,8 @@ def evaluate(
         raise TrainerError("--api-key-env: only with --endpoint")
     flags |= {"--endpoint": endpoint_override(endpoint, model, api_key_env)} if endpoint else {"--model": model}
     cfg = stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
+    if cfg.evaluation.endpoints and run_uri:  # the run's report and run.json describe the model it trained
+        raise TrainerError("--endpoint with --run-uri: pull the run's data and score the servers into --out")
     with recorded_stage(run_uri, "evaluate", cfg.training.run_name):
         _evaluate(cfg, checkpoint, predictions, run_uri)
 
@@ -319,6 +318,8 @@ def pipeline(
     from trainer.artifacts import begin_run, recorded_stage
 
     cfg = stage_config(config, set_, run_uri)
+    if cfg.evaluation.endpoints:
+        raise TrainerError("evaluation.endpoints: the pipeline evaluates the model it trains; score servers apart")
     name = cfg.training.run_name
     if run_uri:
         begin_run(run_uri, name, redo)
