@@ -86,24 +86,30 @@ def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_conf
         endpoint_answers(keyed, config, prompts())
 
 
-def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capfd, monkeypatch):
+def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsys, monkeypatch):
     base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(tmp_path, model_cache))]
     assert main([*base, "--endpoint", "http://h:8000/v1"]) == 2
-    assert "error: --endpoint http://h:8000/v1: name the served model" in capfd.readouterr().err
+    assert "error: --endpoint http://h:8000/v1: name the served model" in capsys.readouterr().err
     assert main([*base, "--endpoint", "http://h:8000/v1=a", "--model", "b"]) == 2
-    assert "every --endpoint names its own model" in capfd.readouterr().err
+    assert "every --endpoint names its own model" in capsys.readouterr().err
     assert main([*base, "--endpoint", "http://h:8000/v1=a", "--endpoint", "http://g/v1=a"]) == 2
-    assert "two endpoints share the report column 'a'; give them each a label" in capfd.readouterr().err
+    assert "two endpoints share the report column 'a'; give them each a label" in capsys.readouterr().err
     monkeypatch.delenv("EVAL_UNSET_KEY", raising=False)
     assert main([*base, "--endpoint", "http://h:8000/v1=a", "--api-key-env", "EVAL_UNSET_KEY"]) == 2
-    assert "error: endpoint a: api_key_env EVAL_UNSET_KEY is not set" in capfd.readouterr().err
+    assert "error: endpoint a: api_key_env EVAL_UNSET_KEY is not set" in capsys.readouterr().err
     assert main([*base, "--api-key-env", "EVAL_UNSET_KEY"]) == 2
-    assert "error: --api-key-env: only with --endpoint" in capfd.readouterr().err
-    assert main([*base, "--endpoint", "http://h:8000/v1=a", "--run-uri", "s3://b/runs/r"]) == 2
-    assert "error: --endpoint with --run-uri: pull the run's data" in capfd.readouterr().err
+    assert "error: --api-key-env: only with --endpoint" in capsys.readouterr().err
     endpoints = "evaluation.endpoints=[{url: 'http://h/v1', model: a}]"
     assert main(["pipeline", "--config", str(DEBUG_CONFIG), "--set", endpoints]) == 2
-    assert "error: evaluation.endpoints: the pipeline evaluates the model it trains" in capfd.readouterr().err
+    assert "error: evaluation.endpoints: the pipeline evaluates the model it trains" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_endpoints_never_replace_a_runs_report(tmp_path, model_cache, capfd):
+    """With --run-uri the command runs in a supervised child (a process): refused there, before run.json is touched."""
+    base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(tmp_path, model_cache))]
+    assert main([*base, "--endpoint", "http://h:8000/v1=a", "--run-uri", "s3://b/runs/r"]) == 2
+    assert "error: --endpoint with --run-uri: pull the run's data" in capfd.readouterr().err
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The evaluate stage: teacher-forced loss/perplexity/token accuracy on the test split, batched greedy generations
-for the test prompts scored by `metrics.py`, optionally the base model on the same prompts (`--baseline`), and
-`predictions.jsonl`, `report.json`, `report.md`.
+for the test prompts scored by `metrics.py`, both over all test conversations and over each symbol group (seen,
+held-out), optionally the base model on the same prompts (`--baseline`), and `predictions.jsonl`, `report.json`,
+`report.md`. OpenAI-compatible servers are scored by `endpoint.py` instead.
 
 The adapter is evaluated on the same base it was trained on (4-bit when the config quantizes), so the numbers
 describe the function that was trained; the baseline is that base with the adapter switched off.
