@@ -121,13 +121,13 @@ def test_a_served_export_scores_as_the_in_process_evaluation_of_the_same_folder(
     folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
     root = pipeline_run.data.output_dir.parent
     base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(root, pipeline_run.model.cache_dir))]
-    base += ["--max-new-tokens", "16"]
+    base += ["--max-new-tokens", "16", "--limit", "16"]  # 16 of the 44: three end with tool results
     assert main([*base, "--out", str(tmp_path / "local"), "--model", str(folder)]) == 0
     with openai_server(folder) as url:
         assert main([*base, "--out", str(tmp_path / "one"), "--endpoint", url, "--model", str(folder)]) == 0
         # Side by side: two endpoints in one report, told apart by their labels (here the same server twice).
         both = [{"url": url, "model": str(folder), "label": label} for label in ("vllm-finetuned", "hosted")]
-        two = ["--out", str(tmp_path / "two"), "--limit", "3", "--set", f"evaluation.endpoints={json.dumps(both)}"]
+        two = ["--out", str(tmp_path / "two"), "--set", f"evaluation.endpoints={json.dumps(both)}", "--limit", "3"]
         assert main([*base, *two]) == 0
     local, one, two = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("local", "one", "two"))
 
