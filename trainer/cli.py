@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from trainer.config import Config, GoSource
 from trainer.config_file import DEFAULT_CONFIG
+from trainer.dataset import MANIFEST_FILE
 from trainer.errors import Preempted, TrainerError
 from trainer.redact import redact
 from trainer.stage_config import from_config, stage_config
@@ -25,6 +26,7 @@ from trainer.usage import usage_error_line, version_text
 
 # A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+SHOWN_RECORDS = 3  # of each list synthesize prints (skipped, conflicts, …); the manifest holds them all
 
 HELP = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
@@ -68,8 +70,11 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
     ):
         if manifest[kind]["count"]:
             print(f"  {kind}: {manifest[kind]['count']}")
-            for record in manifest[kind]["records"]:
+            records = manifest[kind]["records"]
+            for record in records[:SHOWN_RECORDS]:
                 print(f"    {record}")
+            if len(records) > SHOWN_RECORDS:  # all of them would scroll the counts away (87 conflicts, say)
+                print(f"    … {len(records) - SHOWN_RECORDS} more in {config.data.output_dir / MANIFEST_FILE}")
     if run_uri:
         from trainer.artifacts import part_uri
         from trainer.storage import upload_folder
