@@ -3,9 +3,10 @@
 - A block with a `package` clause is a file as is. `package main` is renamed (`package main_`, on the same line) so
   that the batch compiles without linking a binary per snippet; a `package main` file without `func main` is then
   reported here with the compiler's own words.
-- A block without one is wrapped in `package snippet`: as is when it parses as top-level declarations (imports
-  included), inside `func main() {` … `}` when it parses as statements. The block's lines keep their numbers after
-  the wrapper's header (`header_lines`), and their columns.
+- A block without one is wrapped in `package snippet`: as is when its top level is only declarations (imports
+  included), inside `func main() {` … `}` when it holds statements (type, var and const declarations may stand
+  there too). A block mixing statements with func, method or import declarations is refused: no wrapper is sound.
+  The block's lines keep their numbers after the wrapper's header (`header_lines`), and their columns.
 - Imports are added to a wrapped block only for a name it uses as `name.X` without declaring it, when exactly one
   package has that name: a non-internal package of the framework or of the standard library (both from `go list`).
   A name two packages share, or none, refuses the block with the reason: the teacher is asked for a complete file.
@@ -25,6 +26,13 @@ from trainer.synthesis.go_parser import parser
 
 WRAPPED_PACKAGE = "snippet"
 LIBRARY_MAIN = "main_"
+# Top-level nodes of a block that make it a declarations fragment; the first three cannot stand in a function body.
+FILE_ONLY_DECLARATIONS = {"function_declaration", "method_declaration", "import_declaration"}
+DECLARATIONS = FILE_ONLY_DECLARATIONS | {"type_declaration", "var_declaration", "const_declaration"}
+MIXED_FRAGMENT = (
+    "fragment mixes top-level declarations (func, import) with statements: write a complete file with a package "
+    "clause, or only statements, or only declarations"
+)
 FUNC_MAIN = re.compile(r"^func\s+main\s*\(", re.MULTILINE)
 # Where an identifier is declared: node type → the field (or child type) that names it.
 BINDING_FIELDS = {
@@ -151,11 +159,10 @@ def prepare(snippet: str, names: dict[str, list[str]], framework: str) -> Prepar
             return Prepared("", 0, f"snippet.go:{line}:1: function main is undeclared in the main package")
         data = snippet.encode()
         return Prepared((data[: name.start_byte] + LIBRARY_MAIN.encode() + data[name.end_byte :]).decode(), 0)
-    declarations = _tree(f"package {WRAPPED_PACKAGE}\n{snippet}")
-    statements = _tree(f"package {WRAPPED_PACKAGE}\nfunc main() {{\n{snippet}\n}}\n")
-    as_statements = declarations.root_node.has_error and (
-        not statements.root_node.has_error or not re.match(r"\s*(import\b|func\s+[\w(])", snippet)
-    )
+    top_level = {node.type for node in tree.root_node.named_children if node.type != "comment"}
+    as_statements = bool(top_level - DECLARATIONS)
+    if as_statements and top_level & FILE_ONLY_DECLARATIONS:
+        return Prepared("", 0, MIXED_FRAGMENT)
     imports, refusal = _imports(tree.root_node, names, framework)
     if refusal:
         return Prepared("", 0, refusal)
