@@ -189,3 +189,41 @@ def test_a_complete_file_is_kept_and_package_main_compiles_as_a_library():
     assert prepared.header_lines == 0 and prepared.source == CHI_PROGRAM.replace("package main", "package main_", 1)
     library = "package chi_test\n\nfunc helper() {}\n"
     assert prepare(library, NAMES, "chi").source == library
+
+
+def test_go_mod_requirements_and_placeholder_versions():
+    go_mod = (
+        "module x\n\ngo 1.21.0\n\nrequire a.com/one v1.2.3 // indirect\n\nrequire (\n"
+        "\tb.com/two/v5 v5.0.1\n\t// c.com/commented v1.0.0\n\tgopkg.in/yaml.v3 v3.0.1 // indirect\n)\n"
+    )
+    assert go_module.requirements(go_mod) == [
+        ("a.com/one", "v1.2.3"),
+        ("b.com/two/v5", "v5.0.1"),
+        ("gopkg.in/yaml.v3", "v3.0.1"),
+    ]
+    assert [go_module.placeholder_version(p) for p in ("a.com/one", "b.com/two/v5", "gopkg.in/yaml.v3")] == [
+        "v0.0.0",
+        "v5.0.0",
+        "v3.0.0",
+    ]
+
+
+def test_a_mirror_leaves_out_a_subfolder_that_is_another_module_of_the_build(tmp_path):
+    outer = tmp_path / "src" / "example.com" / "outer"
+    (outer / "codec").mkdir(parents=True)
+    (outer / "go.mod").write_text("module example.com/outer\n\ngo 1.11\n")
+    (outer / "outer.go").write_text("package outer\n")
+    (outer / "codec" / "codec.go").write_text("package codec\n")
+    module = go_module.Module("example.com/outer", outer, "1.11")
+    mirror = go_module.mirror(module, tmp_path / "work", {outer / "codec"})
+    assert sorted(p.name for p in mirror.iterdir()) == ["go.mod", "outer.go"]
+    assert (mirror / "go.mod").read_text() == "module example.com/outer\n\ngo 1.11\n"
+    assert (mirror / "outer.go").resolve() == outer / "outer.go"
+    assert go_module.mirror(module, tmp_path / "work", {outer / "codec"}) == mirror
+
+
+@needs_go
+def test_a_major_version_module_is_found_where_debian_keeps_it_without_the_suffix():
+    tools = go_module.toolchain()
+    assert go_module.find_module("github.com/go-chi/chi/v5", "v5.0.8", tools) == CHI
+    assert go_module.find_module("github.com/go-chi/chi/v7", "v7.0.0", tools) is None

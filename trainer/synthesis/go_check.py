@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,8 @@ def _package_names(go_mod: str, target: CheckTarget, work_dir: Path) -> dict[str
     cached = work_dir / "packages" / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text(encoding="utf-8"))
-    listing = work_dir / "packages" / f"list-{key}"
-    listing.mkdir(parents=True, exist_ok=True)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    listing = Path(tempfile.mkdtemp(prefix=f".list-{key}-", dir=cached.parent))
     (listing / "go.mod").write_text(go_mod, encoding="utf-8")
     out = run_go(["list", "-e", "-f", "{{.Name}} {{.ImportPath}}", "std", *packages], listing, work_dir)
     if out.returncode != 0:
@@ -93,8 +94,9 @@ def _package_names(go_mod: str, target: CheckTarget, work_dir: Path) -> dict[str
         name, _, path = line.partition(" ")
         if name and name != "main" and not {"internal", "vendor"} & set(path.split("/")):
             names.setdefault(name, []).append(path)
-    cached.write_text(json.dumps(names, sort_keys=True), encoding="utf-8")
-    shutil.rmtree(listing, ignore_errors=True)
+    shutil.rmtree(listing)
+    (listing.parent / f"{listing.name}.json").write_text(json.dumps(names, sort_keys=True), encoding="utf-8")
+    (listing.parent / f"{listing.name}.json").replace(cached)
     return names
 
 

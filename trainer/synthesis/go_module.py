@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -175,21 +176,30 @@ def placeholder_version(path: str) -> str:
     return f"v{match[1]}.0.0" if match else "v0.0.0"
 
 
-def mirror(module: Module, work_dir: Path) -> Path:
-    """A folder that is the module with a go.mod of its own (see the module docstring); reused while the source
-    folder's entries and go line are unchanged."""
-    entries = sorted(e.name for e in module.folder.iterdir() if e.name not in ("go.mod", "go.sum"))
+def mirror(module: Module, work_dir: Path, other_modules: set[Path]) -> Path:
+    """A folder that is the module with a go.mod of its own (see the module docstring), without the subfolders that
+    are other modules of the build (Debian keeps github.com/ugorji/go/codec, a module of its own upstream, inside
+    github.com/ugorji/go: both would provide its packages); reused while its entries and go line are unchanged."""
+    entries = sorted(
+        entry.name
+        for entry in module.folder.iterdir()
+        if entry.name not in ("go.mod", "go.sum") and entry not in other_modules
+    )
     key = hashlib.sha256(json.dumps([module.path, str(module.folder), module.go_version, entries]).encode())
     safe = re.sub(r"[^\w.-]", "_", module.path)
     target = work_dir / "modules" / f"{safe}-{key.hexdigest()[:12]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
     if (target / "go.mod").is_file():
         return target
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
+    # Built beside and renamed into place, so a run sharing work_dir never sees half a mirror.
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     for name in entries:
-        (target / name).symlink_to(module.folder / name)
-    # go.mod last: its presence marks a complete mirror.
-    (target / "go.mod").write_text(f"module {module.path}\n\ngo {module.go_version}\n", encoding="utf-8")
+        (building / name).symlink_to(module.folder / name)
+    (building / "go.mod").write_text(f"module {module.path}\n\ngo {module.go_version}\n", encoding="utf-8")
+    try:
+        building.rename(target)
+    except OSError:  # another run made it first
+        shutil.rmtree(building)
     return target
 
 
@@ -199,5 +209,6 @@ def scratch_go_mod(modules: list[Module], work_dir: Path) -> str:
     lines = [f"module {SCRATCH_MODULE}", "", f"go {major}.{minor}", "", "require ("]
     lines += [f"\t{m.path} {placeholder_version(m.path)}" for m in modules]
     lines += [")", "", "replace ("]
-    lines += [f"\t{m.path} => {json.dumps(str(mirror(m, work_dir)))}" for m in modules]
+    folders = {m.folder for m in modules}
+    lines += [f"\t{m.path} => {json.dumps(str(mirror(m, work_dir, folders - {m.folder})))}" for m in modules]
     return "\n".join([*lines, ")", ""])
