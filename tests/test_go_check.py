@@ -152,6 +152,16 @@ def test_a_framework_whose_go_line_is_newer_than_the_toolchain_still_compiles(tm
     assert results[1].message == "snippet.go:1:7: undefined: greet.Bye"
 
 
+@needs_go
+def test_a_framework_that_does_not_build_is_an_error_not_a_failed_snippet(tmp_path):
+    framework = tmp_path / "broken"
+    framework.mkdir()
+    (framework / "go.mod").write_text("module example.com/broken\n\ngo 1.18\n")
+    (framework / "broken.go").write_text('package broken\n\nfunc Hello() int { return "hello" }\n')
+    with pytest.raises(TrainerError, match=r"(?s)# example.com/broken.*broken.go:3:27: cannot use \"hello\""):
+        check_snippets(["broken.Hello()\n"], CheckTarget("example.com/broken", framework), tmp_path / "work")
+
+
 def test_a_missing_go_is_one_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     go_module.toolchain.cache_clear()

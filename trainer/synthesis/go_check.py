@@ -100,18 +100,22 @@ def _package_names(go_mod: str, target: CheckTarget, work_dir: Path) -> dict[str
     return names
 
 
-def _blocks(output: str) -> dict[str, list[str]]:
-    """go's output split by its `# trainercheck/sNNNN` headers: package directory → its lines."""
+def _blocks(output: str) -> tuple[dict[str, list[str]], list[str]]:
+    """go's output split by its `# trainercheck/sNNNN` headers: package directory → its lines; and the lines under
+    any other header (a package of the framework or of a dependency that does not build)."""
     blocks: dict[str, list[str]] = {}
-    current = None
+    foreign: list[str] = []
+    current = None  # lines before any header (`go: …` notes) belong to no package
     for line in output.splitlines():
         header = PACKAGE_HEADER.match(line)
         if header:
-            current = header[1]
-            blocks.setdefault(current, [])
+            current = blocks.setdefault(header[1], [])
+        elif line.startswith("# "):
+            current = foreign
+            foreign.append(line)
         elif current is not None and line.strip():
-            blocks[current].append(line)
-    return blocks
+            current.append(line)
+    return blocks, foreign
 
 
 def _message(lines: list[str], prepared: Prepared, snippet: str) -> str:
@@ -149,9 +153,11 @@ def _go_over(command: str, packages: list[str], scratch: Path, work_dir: Path) -
     if not packages:
         return {}
     out = run_go([command, *(f"./{p}" for p in packages)], scratch, work_dir)
-    blocks = _blocks(out.stderr)
-    if out.returncode != 0 and not blocks:
-        raise TrainerError(f"`go {command}` in the scratch module {scratch} failed: {out.stderr.strip()[:2000]}")
+    blocks, foreign = _blocks(out.stderr)
+    if out.returncode != 0 and (foreign or not blocks):
+        # Not the snippets' fault: the framework, a dependency or the scratch module itself does not build here.
+        shown = "\n".join(foreign[:MAX_MESSAGE_LINES]) or out.stderr.strip()[:2000]
+        raise TrainerError(f"`go {command}` in the scratch module {scratch} failed: {shown}")
     return blocks
 
 

@@ -98,7 +98,8 @@ def run_go(args: list[str], cwd: Path, work_dir: Path) -> subprocess.CompletedPr
             cwd=cwd,
             env=go_env(work_dir),
             capture_output=True,
-            text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=GO_COMMAND_TIMEOUT_S,
             check=False,
         )
@@ -154,6 +155,8 @@ def _go_line(folder: Path, tools: Toolchain) -> str:
 def closure(import_path: str, root: Path) -> list[Module]:
     """The framework and every module its go.mod requires, transitively, that lies in a local folder."""
     tools = toolchain()
+    if not root.is_dir():
+        raise TrainerError(f"the compile check's framework source {root} is not a folder")
     modules = [Module(import_path, root, _go_line(root, tools))]
     seen = {import_path}
     for module in modules:  # grows while it is walked: breadth first
