@@ -203,12 +203,12 @@ def test_sky_commands_launch_tasks_that_declare_what_they_are_given_and_are_run_
     for command, row in sky_commands:
         (task,) = [arg for arg in command.argv if arg.endswith(".yaml")]
         assert (REPO / task).is_file(), f"README.md:{command.line}: {task} not found"
-        declared = yaml.safe_load((REPO / task).read_text(encoding="utf-8"))
+        tasks = [doc for doc in yaml.safe_load_all((REPO / task).read_text(encoding="utf-8")) if doc]  # a chain: many
         options = list(zip(command.argv, command.argv[1:], strict=False))
-        envs = [value.split("=")[0] for flag, value in options if flag == "--env"]
-        secrets = [value.split("=")[0] for flag, value in options if flag == "--secret"]
-        assert set(envs) <= set(declared.get("envs", {})), f"{task} declares no env {set(envs) - set(declared['envs'])}"
-        assert set(secrets) <= set(declared.get("secrets", {})), f"{task} lacks secrets {secrets}"
+        for flag, section in (("--env", "envs"), ("--secret", "secrets")):
+            given = {value.split("=")[0] for option, value in options if option == flag}
+            declared = {name for doc in tasks for name in doc.get(section) or {}}
+            assert given <= declared, f"README.md:{command.line}: {task} declares no {section} {given - declared}"
         assert row.test and Path(task).name in _function_source(row.test), f"{row.test} does not run {task}"
 
 
