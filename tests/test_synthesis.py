@@ -8,7 +8,8 @@ from datasets import DatasetDict
 from trainer.dataset import conversation, example_id
 from trainer.errors import TrainerError
 from trainer.synthesis.examples import load_examples
-from trainer.synthesis.synthesize import assign_split, synthesize
+from trainer.synthesis.split import assign_split
+from trainer.synthesis.synthesize import synthesize
 
 USER = {"role": "user", "content": "How do I create a router?"}
 ANSWER = {"role": "assistant", "content": "Call chi.NewRouter()."}

@@ -20,6 +20,9 @@ GO_FENCE = re.compile(r"```(?:go|golang)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORE
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 QUALIFIED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?")
 BARE_CALL = re.compile(r"(?<![.\w])([A-Z]\w*)\(")
+CODE_FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)  # any fenced block; an unclosed one runs to the end
+DOC_LINK = re.compile(r"\[([A-Za-z_][\w.]*)\]")  # Go doc links: [Name], [Type.Method], [pkg.Name]
+CODE_NAME = re.compile(r"(?<![.\w])([A-Z]\w*(?:\.[A-Z]\w*)?)")  # Name or Type.Method not after a `.`
 
 
 def go_blocks(text: str) -> list[str]:
@@ -33,6 +36,7 @@ class SymbolIndex:
     def __init__(self, symbols: Iterable[dict[str, Any]]):
         self.by_package: dict[str, set[str]] = {}
         self.types: set[str] = set()
+        self.keys: dict[str, set[str]] = {}  # `short.Name` and bare `Name` → the `import/path.Name` keys they name
         for symbol in symbols:
             # The package clause's name (go-sqlite3 is `sqlite3`, gopkg.in/yaml.v3 is `yaml`); indexes written before
             # it was recorded fall back to the import path's last part.
@@ -40,6 +44,9 @@ class SymbolIndex:
             self.by_package.setdefault(short, set()).add(symbol["name"])
             if symbol["kind"] == "type":
                 self.types.add(symbol["name"])
+            key = f"{symbol['package']}.{symbol['name']}"
+            for spelled in (f"{short}.{symbol['name']}", symbol["name"]):
+                self.keys.setdefault(spelled, set()).add(key)
         self.names = set().union(*self.by_package.values()) if self.by_package else set()
 
     @classmethod
@@ -64,6 +71,17 @@ class SymbolIndex:
         for span in INLINE_CODE.findall(text):
             found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
         return found
+
+    def referenced(self, text: str) -> set[str]:
+        """The keys (`import/path.Name`, as symbols.jsonl's package and name) of the framework symbols a text names:
+        the known names `mentions` finds, and names written as code (`Mux`, `Mux.Get` in an inline span or a fenced
+        block, not after a `.`) or as a Go doc link (`[Mux]`). A bare name defined in two packages names both. Prose
+        without code marks is not read: `Router` in a sentence may be the English word."""
+        spelled = {name for name, known in self.mentions(text) if known}
+        code = CODE_FENCE.findall(text) + INLINE_CODE.findall(CODE_FENCE.sub(" ", text))
+        spelled.update(name for span in code for name in CODE_NAME.findall(span))
+        spelled.update(DOC_LINK.findall(text))
+        return {key for name in spelled for key in self.keys.get(name, ())}
 
 
 def load_symbols(processed_dir: Path, path: Path | None = None) -> SymbolIndex | None:
