@@ -23,6 +23,7 @@ BARE_CALL = re.compile(r"(?<![.\w])([A-Z]\w*)\(")
 CODE_FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)  # any fenced block; an unclosed one runs to the end
 DOC_LINK = re.compile(r"\[([A-Za-z_][\w.]*)\]")  # Go doc links: [Name], [Type.Method], [pkg.Name]
 CODE_NAME = re.compile(r"(?<![.\w])([A-Z]\w*(?:\.[A-Z]\w*)?)")  # Name or Type.Method not after a `.`
+DECLARED = re.compile(r"(\bfunc\s*(?:\([^)]*\)\s*)?)[A-Z]\w*")  # a declared func or method name: not a reference
 
 
 def go_blocks(text: str) -> list[str]:
@@ -37,6 +38,7 @@ class SymbolIndex:
         self.by_package: dict[str, set[str]] = {}
         self.types: set[str] = set()
         self.keys: dict[str, set[str]] = {}  # `short.Name` and bare `Name` → the `import/path.Name` keys they name
+        self.all_keys: set[str] = set()
         for symbol in symbols:
             # The package clause's name (go-sqlite3 is `sqlite3`, gopkg.in/yaml.v3 is `yaml`); indexes written before
             # it was recorded fall back to the import path's last part.
@@ -45,6 +47,7 @@ class SymbolIndex:
             if symbol["kind"] == "type":
                 self.types.add(symbol["name"])
             key = f"{symbol['package']}.{symbol['name']}"
+            self.all_keys.add(key)
             for spelled in (f"{short}.{symbol['name']}", symbol["name"]):
                 self.keys.setdefault(spelled, set()).add(key)
         self.names = set().union(*self.by_package.values()) if self.by_package else set()
@@ -72,16 +75,24 @@ class SymbolIndex:
             found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
         return found
 
-    def referenced(self, text: str) -> set[str]:
+    def referenced(self, text: str, home: str | None = None) -> set[str]:
         """The keys (`import/path.Name`, as symbols.jsonl's package and name) of the framework symbols a text names:
         the known names `mentions` finds, and names written as code (`Mux`, `Mux.Get` in an inline span or a fenced
-        block, not after a `.`) or as a Go doc link (`[Mux]`). A bare name defined in two packages names both. Prose
-        without code marks is not read: `Router` in a sentence may be the English word."""
+        block, not after a `.`, and not the name a `func` declares: `func (c *Context) XML(` is not render.XML) or as
+        a Go doc link (`[Mux]`). An unqualified name is looked up in `home` (an import path) when given, as Go
+        resolves it in the package the code belongs to; else in every package. Prose without code marks is not
+        read: `Router` in a sentence may be the English word."""
         spelled = {name for name, known in self.mentions(text) if known}
         code = CODE_FENCE.findall(text) + INLINE_CODE.findall(CODE_FENCE.sub(" ", text))
-        spelled.update(name for span in code for name in CODE_NAME.findall(span))
+        spelled.update(name for span in code for name in CODE_NAME.findall(DECLARED.sub(r"\1", span)))
         spelled.update(DOC_LINK.findall(text))
-        return {key for name in spelled for key in self.keys.get(name, ())}
+        found: set[str] = set()
+        for name in spelled:
+            if home is not None and name.split(".")[0] not in self.by_package:
+                found.update({f"{home}.{name}"} & self.all_keys)
+            else:
+                found.update(self.keys.get(name, ()))
+        return found
 
 
 def load_symbols(processed_dir: Path, path: Path | None = None) -> SymbolIndex | None:

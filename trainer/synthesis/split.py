@@ -2,15 +2,17 @@
 
 1. `assign_split`: train, validation or test from the conversation's own content hash (and `data.split_salt`), so
    adding a conversation never moves another one.
-2. Held-out symbols: `data.heldout_symbols_fraction` of the API index's symbols, chosen by a hash of each symbol's
-   key and the salt alone (adding a source or an example never reshuffles them), are held out of training entirely.
-   A method is held out on its own draw and with its type (its answers name the receiver type). Every conversation
-   about a held-out symbol (provenance `symbol`; `pkg.X#ExampleX` belongs to `pkg.X`), and every conversation whose
-   text names one (`SymbolIndex.referenced`: a package overview listing it, another symbol's example calling it, a
-   hand-written answer using it), goes to the test split with `"heldout": true` in its provenance; none is dropped.
+2. Held-out symbols: `data.heldout_symbols_fraction` of the API index's symbols, each drawn by a hash of its key and
+   the salt alone (adding a source or an example never reshuffles them), are held out of training entirely. A method
+   is held out on its own draw and with its type (its answers name the receiver type). Every conversation about a
+   held-out symbol (provenance `symbol`; `pkg.X#ExampleX` belongs to `pkg.X`), and every conversation whose text
+   names one (`SymbolIndex.referenced`: a package overview listing it, another symbol's example calling it, a
+   hand-written answer using it), goes to test with `"heldout": true` in its provenance. None is dropped.
 3. Recitation: a test answer whose prose (fenced code aside) shares a span of `SPAN_WORDS` words with a training
-   answer is recitation, not knowledge. Generated test conversations of seen symbols that share one move to train
-   (until none does: a moved one is a training answer too); hand-written ones keep their split.
+   answer is recited, not known. Generated test conversations of seen symbols that share one move to train, until
+   none does (a moved one is a training answer too); hand-written ones keep their split.
+4. Then training and validation conversations whose answers share a span with a held-out answer (a sibling symbol
+   with the same doc comment) join the held-out ones in test, until none does.
 """
 
 from __future__ import annotations
@@ -77,29 +79,42 @@ def spans(text: str) -> Iterator[int]:
     return (hash(tuple(words[i : i + SPAN_WORDS])) for i in range(len(words) - SPAN_WORDS + 1))
 
 
-def span_owners(conversations: Iterable[list[str]]) -> dict[int, list[int]]:
-    """Each span hash of the conversations' answers → the indices of the conversations that have it."""
+def answer_spans(texts: list[str]) -> frozenset[int]:
+    """The span hashes of a conversation's answers (a span never runs from one answer into the next)."""
+    return frozenset(span for text in texts for span in spans(text))
+
+
+def _owners(span_sets: Iterable[frozenset[int]]) -> dict[int, list[int]]:
+    """Each span hash → the indices of the conversations that have it."""
     owners: dict[int, list[int]] = {}
-    for index, texts in enumerate(conversations):
-        for span in {span for text in texts for span in spans(text)}:
+    for index, found in enumerate(span_sets):
+        for span in found:
             owners.setdefault(span, []).append(index)
     return owners
 
 
-def owned(owners: dict[int, list[int]], texts: list[str]) -> set[int]:
-    """The indices of the conversations in `owners` that share a span with one of these answers."""
-    return {index for text in texts for span in spans(text) for index in owners.get(span, ())}
+def _shared(owners: dict[int, list[int]], streamed: Iterable[frozenset[int]]) -> set[int]:
+    """The indices in `owners` sharing a span with any of the streamed conversations."""
+    return {index for found in streamed for span in owners.keys() & found for index in owners[span]}
 
 
 def sharing(test_answers: list[list[str]], train_answers: Iterable[list[str]]) -> set[int]:
     """Indices of the test conversations (each a list of answers) sharing a SPAN_WORDS-word prose span with any
-    training answer. Only the test side is held in memory; the training answers stream past once."""
-    owners = span_owners(test_answers)
-    return {index for texts in train_answers for index in owned(owners, texts)}
+    training answer. Only the test side is indexed; the training answers stream past once."""
+    return _shared(_owners(map(answer_spans, test_answers)), map(answer_spans, train_answers))
 
 
-def _answers(row: dict[str, str]) -> list[str]:
-    return answers(json.loads(row["messages"]))
+class _SpanCache:
+    """Each row's answer spans, computed once: the policy below compares the splits several times."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, frozenset[int]] = {}
+
+    def __call__(self, row: dict[str, str]) -> frozenset[int]:
+        found = self.by_id.get(row["id"])
+        if found is None:
+            found = self.by_id[row["id"]] = answer_spans(answers(json.loads(row["messages"])))
+        return found
 
 
 def _conversation_text(messages: list[dict[str, Any]]) -> str:
@@ -123,10 +138,10 @@ def _symbol_of(provenance: dict[str, Any]) -> str | None:
     return symbol.split("#")[0] if symbol else None
 
 
-def _measure(by_split: dict[str, list[dict[str, str]]], grouped: bool = True) -> dict[str, Any]:
+def _measure(by_split: dict[str, list[dict[str, str]]], spans: _SpanCache, grouped: bool = True) -> dict[str, Any]:
     """The recitation figures of a split: overall and, when `grouped`, per group (seen, heldout)."""
     test = by_split["test"]
-    found = sharing([_answers(row) for row in test], (_answers(row) for row in by_split["train"]))
+    found = _shared(_owners(map(spans, test)), map(spans, by_split["train"]))
 
     def figures(indices: list[int]) -> dict[str, Any]:
         shared = sum(1 for i in indices if i in found)
@@ -139,8 +154,9 @@ def _measure(by_split: dict[str, list[dict[str, str]]], grouped: bool = True) ->
     return figures(list(range(len(test)))) | {"by_group": {name: figures(ids) for name, ids in groups.items()}}
 
 
-def _mark_heldout(row: dict[str, str]) -> None:
-    row["provenance"] = json.dumps(json.loads(row["provenance"]) | {"heldout": True}, ensure_ascii=False)
+def _marked_heldout(row: dict[str, str]) -> dict[str, str]:
+    """A copy of the row with `"heldout": true` in its provenance (the caller's rows are not changed)."""
+    return row | {"provenance": json.dumps(json.loads(row["provenance"]) | {"heldout": True}, ensure_ascii=False)}
 
 
 def _is_heldout(row: dict[str, str]) -> bool:
@@ -159,11 +175,12 @@ def split_rows(rows: list[dict[str, str]], symbols: list[dict[str, Any]], data: 
     for row in rows:
         by_split[assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)].append(row)
     # The split by hash alone, as it was before held-out symbols and the recitation policy:
-    before = _measure(by_split, grouped=False)
+    spans = _SpanCache()
+    before = _measure(by_split, spans, grouped=False)
     held = heldout_symbols(symbols, data.split_salt, data.heldout_symbols_fraction)
     own, naming, moved_to_test = _route_heldout(by_split, held, symbols)
-    moved = _keep_recitation_out(by_split)
-    shared = _hold_out_shared_text(by_split)
+    moved = _keep_recitation_out(by_split, spans)
+    shared = _hold_out_shared_text(by_split, spans)
     heldout = {
         "fraction": data.heldout_symbols_fraction,
         "symbols": len(held),
@@ -174,7 +191,7 @@ def split_rows(rows: list[dict[str, str]], symbols: list[dict[str, Any]], data: 
         "sharing_heldout_text": {"count": len(shared), "records": shared},
         "moved_to_test": moved_to_test + len(shared),
     }
-    recitation = _measure(by_split) | {
+    recitation = _measure(by_split, spans) | {
         "span_words": SPAN_WORDS,
         "before": before,
         "moved_to_train": {"count": len(moved), "records": moved},
@@ -196,22 +213,23 @@ def _route_heldout(
     for name in SPLITS:
         staying = []
         for row in by_split[name]:
-            named = sorted(index.referenced(_conversation_text(json.loads(row["messages"]))))
-            if _symbol_of(json.loads(row["provenance"])) in held:
+            provenance = json.loads(row["provenance"])
+            # A generated row's unqualified names are its package's (hand-written rows have no package).
+            named = sorted(index.referenced(_conversation_text(json.loads(row["messages"])), provenance.get("package")))
+            if _symbol_of(provenance) in held:
                 own += 1
             elif named:
                 naming.append(f"{row['source']}: names {', '.join(named)}")
             else:
                 staying.append(row)
                 continue
-            _mark_heldout(row)
-            (staying if name == "test" else arriving).append(row)
+            (staying if name == "test" else arriving).append(_marked_heldout(row))
         by_split[name] = staying
     by_split["test"].extend(arriving)
     return own, naming, len(arriving)
 
 
-def _keep_recitation_out(by_split: dict[str, list[dict[str, str]]]) -> list[str]:
+def _keep_recitation_out(by_split: dict[str, list[dict[str, str]]], spans: _SpanCache) -> list[str]:
     """Moves generated test rows of seen symbols that share a span with a training answer to train, until none
     does (a moved row is a training answer too); returns what moved."""
     moved: list[str] = []
@@ -219,7 +237,7 @@ def _keep_recitation_out(by_split: dict[str, list[dict[str, str]]]) -> list[str]
     while arrived:
         test = by_split["test"]
         movable = [i for i, row in enumerate(test) if _generated_seen(row)]
-        found = sharing([_answers(test[i]) for i in movable], (_answers(row) for row in arrived))
+        found = _shared(_owners(spans(test[i]) for i in movable), map(spans, arrived))
         leaving = {movable[i] for i in found}
         arrived = [row for i, row in enumerate(test) if i in leaving]
         by_split["test"] = [row for i, row in enumerate(test) if i not in leaving]
@@ -228,21 +246,20 @@ def _keep_recitation_out(by_split: dict[str, list[dict[str, str]]]) -> list[str]
     return moved
 
 
-def _hold_out_shared_text(by_split: dict[str, list[dict[str, str]]]) -> list[str]:
+def _hold_out_shared_text(by_split: dict[str, list[dict[str, str]]], spans: _SpanCache) -> list[str]:
     """Train and validation rows whose answers share a span with a held-out test answer (a sibling with the same doc
     comment, a hand-written answer quoting it) join the held-out rows in test, until none does; returns what moved."""
     moved: list[str] = []
     arrived = [row for row in by_split["test"] if _is_heldout(row)]
     while arrived:
-        owners = span_owners(_answers(row) for row in arrived)
+        heldout_spans = set().union(*map(spans, arrived))
         arrived = []
         for name in ("train", "validation"):
             staying = []
             for row in by_split[name]:
-                (arrived if owned(owners, _answers(row)) else staying).append(row)
+                (staying if heldout_spans.isdisjoint(spans(row)) else arrived).append(row)
             by_split[name] = staying
-        for row in arrived:
-            _mark_heldout(row)
-            moved.append(f"{row['source']}: shares a {SPAN_WORDS}-word span with a held-out answer")
+        arrived = [_marked_heldout(row) for row in arrived]
+        moved.extend(f"{row['source']}: shares a {SPAN_WORDS}-word span with a held-out answer" for row in arrived)
         by_split["test"].extend(arrived)
     return moved
