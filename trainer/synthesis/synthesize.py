@@ -1,5 +1,6 @@
-"""The synthesize stage: hand-written examples + conversations generated from Go sources → deduplicated → split by
-content hash → `datasets.DatasetDict`, with `symbols.jsonl` (the API index) and `manifest.json` beside it.
+"""The synthesize stage: hand-written examples + conversations generated from Go sources → deduplicated → split
+(`split.py`: by content hash, held-out symbols, no recitation) → `datasets.DatasetDict`, with `symbols.jsonl` (the
+API index) and `manifest.json` beside it.
 
 Hand-written examples come first, so they win every conflict: a generated conversation asking a question a
 hand-written one already asks is dropped, as are exact and near duplicates (same text up to case, spacing and
