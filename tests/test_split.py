@@ -140,3 +140,17 @@ def test_demo_data_holds_out_symbols_in_test_keeps_a_seen_group_and_no_recitatio
     hello = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
     (sample_copy / "more.jsonl").write_text(json.dumps({"messages": hello}) + "\n")
     assert synthesize(config).manifest["heldout"]["names"] == heldout["names"]
+
+
+def test_referenced_reads_names_written_as_code_or_qualified_not_prose_or_declarations():
+    other = {"package": "example.com/other", "name": "Render", "kind": "func", "package_name": "other"}
+    index = SymbolIndex([symbol("Mux", "type"), symbol("Mux.Get", "method"), symbol("Render"), other])
+    web = f"{PKG}."
+    assert index.referenced("Call web.Render, then Mux.Get.") == {web + "Render", web + "Mux.Get"}
+    both = {web + "Render", "example.com/other.Render"}  # a bare name, no home: every package's
+    assert index.referenced("A `Mux` serves; see [Render].") == {web + "Mux", *both}
+    assert index.referenced("A Mux and Render in plain prose.") == set()
+    code = "```go\nfunc (m *Mux) Render(w io.Writer) {}\nfunc Render() {}\n```"
+    assert index.referenced(code) == {web + "Mux"}  # declared names are not references
+    assert index.referenced("Use `Render(x)`.", home="example.com/other") == {"example.com/other.Render"}
+    assert index.referenced("Use `other.Render(x)`.", home=PKG) == {"example.com/other.Render"}

@@ -206,7 +206,7 @@ def _route_heldout(
     one, the records of those naming one, and how many left train or validation."""
     if not held:
         return 0, [], 0
-    index = SymbolIndex(s for s in symbols if f"{s['package']}.{s['name']}" in held)
+    index = SymbolIndex(symbols)  # all of them: `Mux.Mount` reads as a method only where `Mux` is known as a type
     own = 0
     naming: list[str] = []
     arriving: list[dict[str, str]] = []
@@ -215,7 +215,8 @@ def _route_heldout(
         for row in by_split[name]:
             provenance = json.loads(row["provenance"])
             # A generated row's unqualified names are its package's (hand-written rows have no package).
-            named = sorted(index.referenced(_conversation_text(json.loads(row["messages"])), provenance.get("package")))
+            text = _conversation_text(json.loads(row["messages"]))
+            named = sorted(index.referenced(text, provenance.get("package")) & held)
             if _symbol_of(provenance) in held:
                 own += 1
             elif named:
