@@ -59,6 +59,20 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
             f"  capped: {capped['per_symbol']} over data.generation.max_per_symbol, "
             f"{capped['package_share']} over data.generation.max_package_share"
         )
+    held, recited = manifest["heldout"], manifest["recitation"]
+    if held["symbols"]:
+        print(
+            f"  held out: {held['symbols']} symbols (data.heldout_symbols_fraction), {held['conversations']} "
+            f"conversations, all in test: {held['about_heldout_symbol']} about one, "
+            f"{held['naming_heldout_symbol']['count']} naming one, {held['sharing_heldout_text']['count']} sharing "
+            "its text (manifest.json: heldout)"
+        )
+    before = recited["before"]
+    print(
+        f"  recitation: {recited['sharing_span']} of {recited['test_answers']} test answers share a "
+        f"{recited['span_words']}-word span with a training answer ({before['sharing_span']} of "
+        f"{before['test_answers']} on the hash split; {recited['moved_to_train']['count']} moved to train)"
+    )
     for kind in (
         "skipped",
         "skipped_files",
