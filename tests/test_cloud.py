@@ -1,6 +1,7 @@
 """The cloud path: Dockerfile lint and lock file, SkyPilot YAMLs through SkyPilot's loader, and every task's setup
 and run scripts executed with bash against a local S3 server, a kill in the middle included."""
 
+import functools
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from tests.helpers import (
     set_args,
     wait_for_server,
 )
+from tests.test_readme import readme_commands
 from trainer.artifacts import begin_run, read_run, update_run
 from trainer.cli import main
 from trainer.errors import Preempted
@@ -145,6 +147,7 @@ PLANTED_SECRETS = {
     "GITHUB_TOKEN": "ghp_planted_1q2w3e4r5t",
     "AWS_ACCESS_KEY_ID": "AKIAPLANTED7X6Y5Z4W",
     "AWS_SECRET_ACCESS_KEY": "aws-planted-secret-0p9o8i7u",
+    "VLLM_API_KEY": "vllm-planted-key-3e4r5t6y",
 }
 
 
@@ -202,9 +205,22 @@ def serve_and_evaluate_the_endpoint(task: dict, env: dict[str, str], tmp_path: P
         laptop = tmp_path / "laptop"
         run = f"s3://{env['BUCKET']}/runs/{env['RUN_NAME']}"
         assert main(["artifacts", "pull", run, "--what", "data", "--out", str(laptop)]) == 0
-        flags = ["--endpoint", f"http://127.0.0.1:{port}/v1=demo", "--limit", "2", "--max-new-tokens", "8"]
+        # The README's query and its `trainer evaluate --endpoint`, as written but for the address and the run's name.
+        readme = {c.argv[0]: c.argv for c in readme_commands() if "$ENDPOINT/" in c.text}
+        values = {"$ENDPOINT": f"127.0.0.1:{port}", "$VLLM_API_KEY": env["VLLM_API_KEY"], "chi-v1": env["RUN_NAME"]}
+
+        def as_run_here(argv: list[str]) -> list[str]:
+            return [functools.reduce(lambda arg, item: arg.replace(*item), values.items(), arg) for arg in argv]
+
+        query = run_to_end([*as_run_here(readme["curl"]), "--fail", "--silent", "--show-error"], timeout=300)
+        assert query.returncode == 0, query.stderr
+        answer = json.loads(query.stdout)["choices"][0]["message"]
+        assert answer["role"] == "assistant" and isinstance(answer["content"], str)
         sets = set_args([f"data.output_dir={laptop}", f"evaluation.output_dir={laptop / 'eval'}"])
-        assert main(["evaluate", "--config", str(PRODUCTION_TINY), *sets, *flags]) == 0
+        flags = [*sets, "--config", str(PRODUCTION_TINY), "--limit", "2", "--max-new-tokens", "8"]
+        with pytest.MonkeyPatch.context() as patch:  # the laptop's environment holds the key, as a user's does
+            patch.setenv("VLLM_API_KEY", env["VLLM_API_KEY"])
+            assert main([*as_run_here(readme["trainer"])[1:], *flags]) == 0
         log.seek(0)
         outputs.append(log.read())
     assert args.read_text().split() == [
@@ -228,7 +244,9 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     GITHUB_TOKEN is not: the data comes from EXAMPLES_URI and chi's local folder; that git sends it, and writes it
     nowhere, is tests/test_go_sources.py::test_github_token_is_sent_to_github_as_a_header_and_written_nowhere.
     HF_TOKEN is not either: only huggingface_hub reads it, for a request to the hub, and the hub is offline here
-    (the tiny model is built locally), so it is only checked to be written nowhere."""
+    (the tiny model is built locally), so it is only checked to be written nowhere. VLLM_API_KEY is sent as the Bearer
+    key by the README's query and by `trainer evaluate --api-key-env VLLM_API_KEY` to the served model (the stand-in
+    for vLLM checks none) and checked to be written nowhere, the report's config included."""
     client = boto3.client("s3")
     for path in SAMPLE_EXAMPLES.glob("*.jsonl"):
         client.upload_file(str(path), bucket, f"examples/{path.name}")

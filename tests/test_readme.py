@@ -119,6 +119,17 @@ COVERED_BY = [
         "the session's pipeline_run fixture runs it (20 steps, outputs in tmp_path); the test reads its model",
     ),
     Row(
+        r"curl http://\$ENDPOINT/v1/chat/completions .* -d \{\"model\": \"chi-v1\", .*\}",
+        SKY_TASKS_TEST,
+        "the query, against serve.yaml's task started on the S3 server's run (a vllm stand-in serving the exported "
+        "model): $ENDPOINT → its address, chi-v1 → the run's name",
+    ),
+    Row(
+        r"trainer evaluate --endpoint http://\$ENDPOINT/v1 --model chi-v1 --api-key-env VLLM_API_KEY",
+        SKY_TASKS_TEST,
+        "against the same server, the run's data pulled: $ENDPOINT → its address, chi-v1 → the run's name",
+    ),
+    Row(
         r"make demo",
         PIPELINE_TEST,
         "after installing, the demo is `trainer pipeline` on the debug config (test_make_targets_are_what_rows_say)",
@@ -127,6 +138,8 @@ COVERED_BY = [
 NOT_HERE = [
     Row(r"make test", None, "it is this suite: CI's .ci/run runs `make test` on a fresh clone; here it would recurse"),
     Row(r"sky jobs launch .*", SKY_TASKS_TEST, "no cloud here; the test runs the task's setup and run scripts"),
+    Row(r"sky serve up .*", SKY_TASKS_TEST, "no cloud here; the test runs serve.yaml's setup and run scripts"),
+    Row(r"ENDPOINT=\$\(sky serve status trainer-serve --endpoint\)", None, "no cloud here: the service's address"),
 ]
 ROWS = [*RUN_HERE.values(), *COVERED_BY, *NOT_HERE]
 HOW_TO_ADD = (
