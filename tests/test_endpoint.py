@@ -121,7 +121,7 @@ def test_a_served_export_scores_as_the_in_process_evaluation_of_the_same_folder(
     folder = pipeline_run.export.output_dir / pipeline_run.training.run_name
     root = pipeline_run.data.output_dir.parent
     base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(root, pipeline_run.model.cache_dir))]
-    base += ["--max-new-tokens", "16", "--limit", "16"]  # 16 of the 44: three end with tool results
+    base += ["--max-new-tokens", "16", "--limit", "16"]  # three end with tool results, two are held out
     assert main([*base, "--out", str(tmp_path / "local"), "--model", str(folder)]) == 0
     with openai_server(folder) as url:
         assert main([*base, "--out", str(tmp_path / "one"), "--endpoint", url, "--model", str(folder)]) == 0
@@ -137,6 +137,7 @@ def test_a_served_export_scores_as_the_in_process_evaluation_of_the_same_folder(
     assert records("one") == records("local")
     assert records("two") == records("two", "predictions.hosted.jsonl") == records("local")[:3]
     assert sum(r["messages"][-1]["role"] == "tool" for r in records("one")) > 0  # tool results went out too
+    assert {r["group"] for r in records("one")} == {"seen", "heldout"}
 
     def generation(report: dict) -> list[dict]:
         keys = ("n_examples", "exact_match", "rougeL", "chrf", "tool_call", "go_code", "api_grounding")

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from trainer.api_index import load_symbols
-from trainer.config import RESOLVED_CONFIG, Config, EndpointConfig, save_config
+from trainer.config import RESOLVED_CONFIG, Config, EndpointConfig
+from trainer.config_file import save_config
 from trainer.dataset import load_manifest, load_processed
 from trainer.errors import TrainerError
 from trainer.evaluation.generation import Prompt, parse_assistant, prediction_records, prompts_of
