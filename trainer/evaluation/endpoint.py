@@ -101,6 +101,7 @@ def endpoint_answers(endpoint: EndpointConfig, config: Config, prompts: list[Pro
 
     client = client_for(endpoint, config)
     ev = config.evaluation
+    where = f"endpoint {endpoint.name} ({endpoint.url})"
 
     def ask(prompt: Prompt) -> dict[str, Any]:
         request: dict[str, Any] = {"tools": prompt.tools} if prompt.tools else {}
@@ -114,12 +115,14 @@ def endpoint_answers(endpoint: EndpointConfig, config: Config, prompts: list[Pro
             frequency_penalty=0.0,
             **request,
         )
+        if not response.choices:
+            raise TrainerError(f"{where}: a response with no choices, for test conversation {prompt.id}")
         return answer_message(response.choices[0].message)
 
-    where = f"endpoint {endpoint.name} ({endpoint.url})"
     pool = ThreadPoolExecutor(max_workers=ev.endpoint_concurrency)
     try:
-        return list(track(pool.map(ask, prompts), description=f"Asking {endpoint.name}"))
+        pending = [pool.submit(ask, prompt) for prompt in prompts]
+        return [future.result() for future in track(pending, description=f"Asking {endpoint.name}")]
     except openai.APIStatusError as exc:
         raise TrainerError(f"{where}: HTTP {exc.status_code}: {exc.message}") from None
     except openai.APIError as exc:  # connection refused, or timeouts after the retries
@@ -129,7 +132,7 @@ def endpoint_answers(endpoint: EndpointConfig, config: Config, prompts: list[Pro
 
 
 def predictions_file(position: int, endpoint: EndpointConfig) -> str:
-    """The first endpoint's answers are predictions.jsonl (what the summary and run.json describe); each other's is
+    """The first endpoint's answers are predictions.jsonl (what the summary line describes); each other's is
     predictions.<label>.jsonl, any of them re-scorable with `--predictions`."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in endpoint.name)
     return PREDICTIONS_FILE if position == 0 else f"predictions.{safe}.jsonl"
