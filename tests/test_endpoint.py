@@ -80,6 +80,10 @@ def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_conf
         with pytest.raises(TrainerError, match=rf"^endpoint hosted \({url}\): HTTP 503: .*overloaded"):
             endpoint_answers(endpoint, config, prompts()[:1])
     assert len(received) == 2  # one try, one retry
+    no_choice = r"^endpoint m \(.*\): a response with no choices, for test conversation a$"
+    empty = (200, {**completion({}), "choices": []})
+    with scripted_server([empty]) as (url, _), pytest.raises(TrainerError, match=no_choice):
+        endpoint_answers(EndpointConfig(url=url, model="m"), config, prompts()[:1])
     monkeypatch.delenv("EVAL_TEST_KEY", raising=False)
     keyed = EndpointConfig(url=url, model="m", api_key_env="EVAL_TEST_KEY")
     with pytest.raises(TrainerError, match=r"^endpoint m: api_key_env EVAL_TEST_KEY is not set$"):
