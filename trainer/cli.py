@@ -282,6 +282,9 @@ def evaluate(
     cfg = stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
     if cfg.evaluation.endpoints and run_uri:  # the run's report and run.json describe the model it trained
         raise TrainerError("--endpoint with --run-uri: pull the run's data and score the servers into --out")
+    ignored = [flag for flag, value in (("--checkpoint", checkpoint), ("--predictions", predictions)) if value]
+    if cfg.evaluation.endpoints and ignored:
+        raise TrainerError(f"{ignored[0]}: not with --endpoint (the servers give the answers)")
     with recorded_stage(run_uri, "evaluate", cfg.training.run_name):
         _evaluate(cfg, checkpoint, predictions, run_uri)
 
