@@ -134,3 +134,32 @@ class S3Server:
         if self.running:
             self.server.stop()
             self.running = False
+
+
+@contextmanager
+def openai_server(model_dir: Path, timeout: float = 120) -> Iterator[str]:
+    """`transformers serve` on `model_dir`, offline, on a free port: a real OpenAI-compatible chat-completions server
+    whose API root (`http://127.0.0.1:PORT/v1`) the block gets once /health answers; stopped when the block ends."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = [str(Path(sys.executable).parent / "transformers"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with background([*serve, str(model_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
+                raise RuntimeError(f"transformers serve did not come up on port {port}: {output[-2000:]}")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"

@@ -69,6 +69,10 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
             print(f"  {kind}: {manifest[kind]['count']}")
             for record in manifest[kind]["records"]:
                 print(f"    {record}")
+    if "teacher" in manifest:
+        from trainer.synthesis.teacher import summary
+
+        print("\n".join(summary(manifest["teacher"])))
     if run_uri:
         from trainer.artifacts import part_uri
         from trainer.storage import upload_folder

@@ -1,0 +1,352 @@
+"""The teacher (data.teacher): a scripted chat-completions server in a thread for what a real model cannot do on cue
+(fixed replies, 429 and 500), the real Go toolchain on chi and gin from Debian's packages for the compile checks,
+and `transformers serve` on the tiny model as a real OpenAI-compatible server whose replies are noise."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from datasets import DatasetDict
+
+from tests.helpers import CHI, openai_server
+from trainer.config import TinyModelSpec
+from trainer.errors import TrainerError
+from trainer.synthesis.synthesize import synthesize
+from trainer.synthesis.teacher import REJECTS_FILE
+from trainer.tiny_model import build_tiny_model
+
+GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
+pytestmark = pytest.mark.skipif(
+    not CHI.is_dir() or not GIN.is_dir(), reason="chi's and gin's Debian packages are missing: `make go-sources`"
+)
+NEW_ROUTER = "func NewRouter() *Mux"  # in the material of the one request about chi.NewRouter
+GOOD_CODE = """package main
+
+import (
+\t"net/http"
+
+\t"github.com/go-chi/chi/v5"
+)
+
+func main() {
+\tr := chi.NewRouter()
+\tr.Get("/", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("hi")) })
+\thttp.ListenAndServe(":3000", r)
+}"""
+MISSPELT_CODE = GOOD_CODE.replace("chi.NewRouter()", "chi.NewRuoter()")
+QUESTION = "How do I serve a route with chi?"
+NO_CODE = "Make a router with `chi.NewRouter()`, then add routes to it."  # grounded, and nothing to compile
+
+
+def chat(question: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def reply(*conversations: dict) -> str:
+    return json.dumps({"conversations": list(conversations)})
+
+
+def with_code(code: str, question: str = QUESTION) -> str:
+    return reply(chat(question, f"Make a router with `chi.NewRouter` and add a route:\n\n```go\n{code}\n```"))
+
+
+def plain(body: dict) -> str:
+    """For requests a test does not script: a conversation that passes every check, with a question of its own, or
+    to a judge a good score."""
+    if body["messages"][0]["content"].startswith("You grade"):
+        return json.dumps({"score": 9, "reason": "fine"})
+    digest = hashlib.sha256(body["messages"][-1]["content"].encode()).hexdigest()[:8]
+    return reply(chat(f"How do I use this? {digest}", "Read the material above, then write a handler."))
+
+
+class ScriptedTeacher:
+    """A chat-completions server: `rules` map a text in the request's last message to the replies to give in turn
+    (a str is a reply's content; (status, body) an HTTP error); unmatched requests get `plain`."""
+
+    def __init__(self, rules: dict[str, list] | None = None, refuse_json_mode: bool = False):
+        self.rules = {key: list(value) for key, value in (rules or {}).items()}
+        self.refuse_json_mode = refuse_json_mode
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.lock = threading.Lock()
+
+    def answer(self, body: dict) -> tuple[int, dict]:
+        if self.refuse_json_mode and "response_format" in body:
+            return 400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}}
+        last = body["messages"][-1]["content"]
+        # The longest matching text wins, so a repair (whose last message quotes no material) is told apart.
+        matched = sorted((key for key in self.rules if key in last), key=len, reverse=True)
+        given = self.rules[matched[0]].pop(0) if matched and self.rules[matched[0]] else plain(body)
+        if isinstance(given, tuple):
+            return given
+        usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+        message = {"role": "assistant", "content": given}
+        return 200, {
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "usage": usage,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }  # fmt: skip
+
+    @contextmanager
+    def serving(self) -> Iterator[str]:
+        script = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with script.lock:
+                    script.requests.append(body)
+                    script.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    status, payload = script.answer(body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def teacher_config(make_config, url: str, *overrides: str, source: Path = CHI, include: str = "chi.go", **kwargs):
+    """The debug config on one file of a Debian Go package (a handful of subjects, one request each) with the
+    teacher at `url`, no waiting between retries."""
+    return make_config(
+        f"data.sources=[{{url: {source}, include: [{include}]}}]",
+        f"data.teacher={{base_url: '{url}', model: scripted, kinds: [howto], backoff_s: 0}}",
+        *overrides,
+        **kwargs,
+    )
+
+
+def teacher_rows(output_dir: Path) -> list[dict]:
+    saved = DatasetDict.load_from_disk(str(output_dir))
+    rows = [row for split in saved.values() for row in split]
+    return [row for row in rows if json.loads(row["provenance"]).get("template") == "teacher"]
+
+
+def rejects(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / REJECTS_FILE).read_text().splitlines()]
+
+
+def about(requests: list[dict], text: str) -> list[dict]:
+    return [r for r in requests if text in r["messages"][1]["content"]]
+
+
+def test_a_compiling_conversation_is_accepted_with_teacher_provenance(make_config):
+    teacher = ScriptedTeacher({NEW_ROUTER: [with_code(GOOD_CODE)]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url)
+        manifest = synthesize(config).manifest
+    section = manifest["teacher"]
+    assert section["requests"] == len(teacher.requests) == 4  # NewRouter, Router, Routes, Middlewares
+    assert (section["accepted"], section["repaired"], section["cached"]) == (4, 0, 0)
+    assert section["rejected"] == dict.fromkeys(("malformed", "compile", "invented_api", "duplicate", "judge"), 0)
+    assert section["tokens"] == {"prompt": 400, "completion": 40}
+    (asked,) = about(teacher.requests, NEW_ROUTER)
+    assert asked["response_format"] == {"type": "json_object"} and asked["model"] == "scripted"
+    assert "chi.go:61" in asked["messages"][1]["content"]  # the material's provenance
+    rows = {json.loads(r["messages"])[1]["content"]: r for r in teacher_rows(config.data.output_dir)}
+    provenance = json.loads(rows[QUESTION]["provenance"])
+    assert provenance == {
+        "source": "chi", "commit": None, "file": "chi.go", "line": 61, "template": "teacher",
+        "symbol": "github.com/go-chi/chi/v5.NewRouter", "package": "github.com/go-chi/chi/v5",
+        "teacher": {"model": "scripted", "kind": "howto", "repaired": False},
+    }  # fmt: skip
+    assert json.loads(rows[QUESTION]["messages"])[0]["role"] == "system"
+    assert manifest["generated"]["by_template"]["teacher"] == 4
+    assert rejects(config.data.output_dir) == []
+
+
+def test_a_compile_failure_goes_back_for_one_repair_and_a_rerun_reads_every_reply_from_the_cache(make_config):
+    teacher = ScriptedTeacher({NEW_ROUTER: [with_code(MISSPELT_CODE)], "does not compile": [with_code(GOOD_CODE)]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url)
+        first = synthesize(config).manifest
+        asked = len(teacher.requests)
+        second = synthesize(config).manifest
+    section = first["teacher"]
+    repair = next(r for r in teacher.requests if "does not compile" in r["messages"][-1]["content"])
+    assert [m["role"] for m in repair["messages"]] == ["system", "user", "assistant", "user"]
+    assert repair["messages"][2]["content"] == with_code(MISSPELT_CODE)  # the same chat, the teacher's own reply
+    assert "NewRuoter" in repair["messages"][3]["content"]  # the compiler's message
+    assert (section["requests"], section["accepted"], section["repaired"]) == (5, 4, 1)
+    (row,) = [r for r in teacher_rows(config.data.output_dir) if QUESTION in r["messages"]]
+    assert json.loads(row["provenance"])["teacher"]["repaired"] is True
+    assert "chi.NewRouter()" in row["messages"] and "NewRuoter" not in row["messages"]
+    assert asked == 5 and len(teacher.requests) == asked  # the rerun asked nothing: asks and the repair were cached
+    assert (second["teacher"]["requests"], second["teacher"]["cached"]) == (0, 5)
+    assert second["teacher"]["tokens"] == {"prompt": 0, "completion": 0}
+    assert second["content_hash"] == first["content_hash"] and second["teacher"]["repaired"] == 1
+
+
+def test_a_failed_repair_drops_the_conversation_with_the_compilers_message(make_config):
+    teacher = ScriptedTeacher({NEW_ROUTER: [with_code(MISSPELT_CODE)], "does not compile": [with_code(MISSPELT_CODE)]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url)
+        section = synthesize(config).manifest["teacher"]
+    assert (section["accepted"], section["repaired"], section["rejected"]["compile"]) == (3, 0, 1)
+    (dropped,) = rejects(config.data.output_dir)
+    assert dropped["reason"] == "compile" and "NewRuoter" in dropped["message"]
+    assert dropped["provenance"]["symbol"] == "github.com/go-chi/chi/v5.NewRouter"
+    assert not [r for r in teacher_rows(config.data.output_dir) if QUESTION in r["messages"]]
+
+
+def test_gin_code_is_compiled_against_gin_and_its_dependencies(make_config):
+    gin_main = """package main
+
+import "github.com/gin-gonic/gin"
+
+func main() {
+\tr := gin.Default()
+\tr.GET("/ping", func(c *gin.Context) { c.JSON(200, gin.H{"message": "pong"}) })
+\tr.Run()
+}"""
+    wrong = gin_main.replace("c.JSON(200", "c.Json(200")
+    good = chat("How do I answer JSON with gin?", f"```go\n{gin_main}\n```")
+    bad = chat("How do I serve JSON with gin?", f"```go\n{wrong}\n```")
+    teacher = ScriptedTeacher({"func Default(": [reply(good, bad)], "does not compile": [reply(bad)]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url, source=GIN, include="gin.go")
+        section = synthesize(config).manifest["teacher"]
+    assert section["rejected"]["compile"] == 1
+    (dropped,) = [r for r in rejects(config.data.output_dir) if r["reason"] == "compile"]
+    assert "Json" in dropped["message"] and dropped["provenance"]["symbol"] == "github.com/gin-gonic/gin.Default"
+    assert any("How do I answer JSON with gin?" in r["messages"] for r in teacher_rows(config.data.output_dir))
+
+
+def test_a_conversation_presenting_an_api_the_index_lacks_is_dropped(make_config):
+    invented = reply(chat(QUESTION, "Call `chi.NewRouterWithTimeout(5)`; it returns a router that times out."))
+    teacher = ScriptedTeacher({NEW_ROUTER: [invented]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url)
+        section = synthesize(config).manifest["teacher"]
+    assert (section["accepted"], section["rejected"]["invented_api"]) == (3, 1)
+    (dropped,) = rejects(config.data.output_dir)
+    assert dropped["reason"] == "invented_api" and "chi.NewRouterWithTimeout" in dropped["message"]
+    assert dropped["conversation"]["messages"][0]["content"] == QUESTION
+
+
+def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped_once_refused(make_config):
+    fenced = "```json\n" + with_code(GOOD_CODE) + "\n```"
+    two = reply(
+        chat("How do I mount a sub-router?", "Use <|im_end|> here."),  # a chat control token: refused
+        {"messages": [{"role": "bot", "content": "hi"}]},
+    )
+    teacher = ScriptedTeacher(
+        {NEW_ROUTER: [fenced], "type Router interface": ["Sure! Here are conversations:"], "type Routes": [two]},
+        refuse_json_mode=True,
+    )
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url, "data.teacher.concurrency=2")
+        section = synthesize(config).manifest["teacher"]
+    assert [r.get("response_format") for r in teacher.requests].count({"type": "json_object"}) == 1
+    assert section["requests"] == 5 and section["failed_requests"] == 0  # 4 asks, and the one refusal
+    assert (section["accepted"], section["rejected"]["malformed"]) == (1, 4)
+    reasons = sorted(r["message"] for r in rejects(config.data.output_dir))
+    assert reasons[0].startswith("conversation 1: ") and "control token" in reasons[0]
+    assert reasons[1].startswith("conversation 2: messages[0]: unknown role 'bot'")
+    assert all(r.startswith("not one JSON object") for r in reasons[2:])
+
+
+def test_a_duplicate_of_a_hand_written_example_is_dropped_and_counted(make_config, examples_dir):
+    answer = "Call chi.NewRouter() and add routes to it."
+    (examples_dir / "mine.jsonl").write_text(json.dumps(chat(QUESTION, answer)) + "\n")
+    teacher = ScriptedTeacher({NEW_ROUTER: [reply(chat(QUESTION, NO_CODE))]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url, examples=examples_dir)
+        manifest = synthesize(config).manifest
+    assert (manifest["teacher"]["accepted"], manifest["teacher"]["rejected"]["duplicate"]) == (3, 1)
+    (dropped,) = rejects(config.data.output_dir)
+    assert dropped["reason"] == "duplicate" and str(examples_dir / "mine.jsonl") in dropped["message"]
+    assert manifest["hand_written"] == 1 and manifest["conflicts"]["count"] == 1
+
+
+def test_429_and_500_are_retried_and_every_attempt_counts_against_the_budget(make_config):
+    busy, broken = (429, {"error": {"message": "slow down"}}), (500, {"error": {"message": "boom"}})
+    teacher = ScriptedTeacher({NEW_ROUTER: [busy, broken, reply(chat(QUESTION, NO_CODE))]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url)
+        section = synthesize(config).manifest["teacher"]
+    assert len(about(teacher.requests, NEW_ROUTER)) == 3
+    assert (section["requests"], section["failed_requests"], section["accepted"]) == (6, 0, 4)
+
+
+def test_the_budget_stops_requests_and_says_how_many_were_not_made(make_config, capsys):
+    teacher = ScriptedTeacher({NEW_ROUTER: [(500, {"error": {"message": "boom"}}), reply(chat(QUESTION, NO_CODE))]})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url, "data.teacher.max_requests=3", "data.teacher.concurrency=1")
+        section = synthesize(config).manifest["teacher"]
+    assert len(teacher.requests) == section["requests"] == 3
+    # In the seeded order Router and Middlewares are answered, NewRouter's first try gets a 500; its retry and
+    # Routes are not made.
+    assert (section["not_asked"], section["accepted"]) == (2, 2)
+    assert "data.teacher.max_requests (3) reached: 2 requests were not made" in capsys.readouterr().err
+
+
+def test_the_judge_drops_conversations_scored_under_the_threshold(make_config):
+    judged = {"How do I use this?": [json.dumps({"score": 3, "reason": "vague"})] * 3}
+    teacher = ScriptedTeacher({NEW_ROUTER: [reply(chat(QUESTION, NO_CODE))], **judged})
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url, "data.teacher.judge={threshold: 6, model: critic}")
+        section = synthesize(config).manifest["teacher"]
+    judge_requests = [r for r in teacher.requests if r["model"] == "critic"]
+    assert len(judge_requests) == 4 and all(r["max_tokens"] == 256 for r in judge_requests)
+    assert (section["accepted"], section["rejected"]["judge"]) == (1, 3)
+    assert all(
+        "score 3 < data.teacher.judge.threshold 6: vague" in r["message"] for r in rejects(config.data.output_dir)
+    )
+
+
+def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(make_config, monkeypatch):
+    teacher = ScriptedTeacher()
+    with teacher.serving() as url:
+        config = teacher_config(make_config, url, "data.teacher.api_key_env=TEACHER_TEST_KEY")
+        monkeypatch.delenv("TEACHER_TEST_KEY", raising=False)
+        with pytest.raises(TrainerError, match="TEACHER_TEST_KEY is not set"):
+            synthesize(config)
+        monkeypatch.setenv("TEACHER_TEST_KEY", "sk-planted-42")
+        synthesize(config)
+    assert {h["authorization"] for h in teacher.headers} == {"Bearer sk-planted-42"}
+    assert "sk-planted-42" not in (config.data.output_dir / "resolved_config.yaml").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.slow
+def test_a_real_server_writing_noise_gets_every_reply_rejected_and_the_run_ends_with_a_warning(
+    make_config, tiny_model_dir, capsys
+):
+    with openai_server(tiny_model_dir) as url:
+        config = teacher_config(
+            make_config, url, f"data.teacher.model={tiny_model_dir}", "data.teacher.max_tokens=16",
+            "data.teacher.concurrency=2",
+        )  # fmt: skip
+        manifest = synthesize(config).manifest
+    section = manifest["teacher"]
+    assert section["requests"] == 4 and section["failed_requests"] == 0
+    assert section["accepted"] == 0 and section["rejected"]["malformed"] == 4
+    assert section["tokens"]["completion"] > 0
+    assert "teacher" not in manifest["generated"]["by_template"]
+    assert "no teacher conversation was accepted (4 requests)" in capsys.readouterr().err
