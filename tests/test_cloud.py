@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,8 @@ def sky_tasks() -> dict[str, list[dict]]:
 @pytest.mark.slow
 def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
     assert sorted(sky_tasks) == [
-        "evaluate.yaml", "export.yaml", "pipeline.yaml", "synthesize.yaml", "train-multinode.yaml", "train.yaml",
+        "evaluate.yaml", "export.yaml", "pipeline.yaml", "synthesize-teacher.yaml", "synthesize.yaml",
+        "train-multinode.yaml", "train.yaml",
     ]  # fmt: skip
     for name, tasks in sky_tasks.items():
         raw = [doc for doc in yaml.safe_load_all((REPO / "sky" / name).read_text()) if doc and "run" in doc]
@@ -237,6 +239,61 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
         if value.encode() in blob
     ]
     assert leaks == []
+
+
+# `vllm serve` as sky/synthesize-teacher.yaml calls it, answered by `transformers serve`, a real OpenAI-compatible
+# server: the task's wiring (start, readiness wait, the run pointed at it, teardown) is what runs for real; vLLM's own
+# flags are held to the ones written here (argparse refuses any other), which vLLM's CLI documents.
+VLLM_SHIM = """#!{python}
+import argparse, os, sys
+parser = argparse.ArgumentParser(prog="vllm")
+serve = parser.add_subparsers(dest="command", required=True).add_parser("serve")
+serve.add_argument("model")
+serve.add_argument("--host", required=True)
+serve.add_argument("--port", required=True)
+serve.add_argument("--max-model-len", type=int)
+serve.add_argument("--gpu-memory-utilization", type=float)
+args = parser.parse_args()
+transformers = os.path.join(os.path.dirname(sys.executable), "transformers")
+os.execv(transformers, [transformers, "serve", "--host", args.host, "--port", args.port, args.model])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHI.is_dir(), reason="chi's Debian package is missing: run `make go-sources`")
+def test_the_teacher_task_serves_a_model_points_synthesis_at_it_and_stops_it(
+    sky_tasks, s3_server, bucket, tiny_model_dir, tmp_path
+):
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "vllm").write_text(VLLM_SHIM.format(python=sys.executable))
+    (shims / "vllm").chmod(0o755)
+    port = free_port()
+    env = {
+        "BUCKET": bucket, "RUN_NAME": "taught", "TRAINER_HOME": str(REPO),
+        "CONFIG": str(PRODUCTION_TINY.relative_to(REPO)), "EXTRA_ARGS": "--set data.teacher.max_tokens=16",
+        "TEACHER_MODEL": str(tiny_model_dir), "TEACHER_MAX_REQUESTS": "4", "TEACHER_PORT": str(port),
+        "TEACHER_WAIT_S": "120", "PATH": f"{shims}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+    }  # fmt: skip
+    done = run_task(sky_tasks["synthesize-teacher.yaml"][0], env, tmp_path / "gpu-node", [])
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads(
+        boto3.client("s3").get_object(Bucket=bucket, Key="runs/taught/data/manifest.json")["Body"].read()
+    )
+    teacher = manifest["teacher"]  # the tiny model writes noise: asked, answered, every reply rejected
+    assert (teacher["requests"], teacher["failed_requests"], teacher["rejected"]["malformed"]) == (4, 0, 4)
+    assert teacher["not_asked"] > 100  # chi's whole API: the budget stopped the rest
+    assert teacher["model"] == str(tiny_model_dir) and teacher["tokens"]["completion"] > 0
+    assert "no teacher conversation was accepted" in done.stderr
+    assert "data/teacher_rejects.jsonl" in objects(bucket, "runs/taught/")
+    with socket.socket() as probe:  # the task's exit stopped the server
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -16,11 +16,9 @@ import pytest
 from datasets import DatasetDict
 
 from tests.helpers import CHI, openai_server
-from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.synthesis.synthesize import synthesize
 from trainer.synthesis.teacher import REJECTS_FILE
-from trainer.tiny_model import build_tiny_model
 
 GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
 pytestmark = pytest.mark.skipif(
@@ -327,11 +325,6 @@ def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(
         synthesize(config)
     assert {h["authorization"] for h in teacher.headers} == {"Bearer sk-planted-42"}
     assert "sk-planted-42" not in (config.data.output_dir / "resolved_config.yaml").read_text()
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.slow
