@@ -188,7 +188,7 @@ def merge_bases_on_tiny(work: Path) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     from trainer.cli import main
-    from trainer.config import load_config
+    from trainer.config_file import load_config
     from trainer.dataset import load_processed
     from trainer.evaluation.evaluate import load_finetuned, teacher_forced
     from trainer.export.export import export_model

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from benchlib import append_section, report_path
 
-from trainer.config import load_config
+from trainer.config_file import load_config
 from trainer.evaluation.evaluate import load_plain
 from trainer.evaluation.generation import Decoding, build_prompts, generate
 from trainer.synthesis.synthesize import synthesize

@@ -72,7 +72,7 @@ def overrides(work: Path, name: str, uri: str | None, steps: int, save_every: in
 
 def step_seconds(work: Path, name: str, uri: str | None, save_every: int) -> float:
     """Seconds per optimizer step of one run, from the trainer's own runtime."""
-    from trainer.config import load_config
+    from trainer.config_file import load_config
     from trainer.training.train import train
 
     shutil.rmtree(work / name, ignore_errors=True)
@@ -82,7 +82,7 @@ def step_seconds(work: Path, name: str, uri: str | None, save_every: int) -> flo
 
 def seconds_to_first_resumed_step(work: Path, uri: str) -> tuple[float, int]:
     """Train half the steps, wipe the machine, restart: time from the restart to its first logged step."""
-    from trainer.config import load_config
+    from trainer.config_file import load_config
     from trainer.training.train import train
 
     train(load_config(CONFIG, overrides(work, "resume", f"{uri}/resume", STEPS // 2, INTERVALS[-1] // 2)))

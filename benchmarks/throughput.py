@@ -48,7 +48,7 @@ TARGET_RATIO, TARGET_PADDING = 1.8, 0.05
 
 
 def config_for(work: Path, packing: str, *extra: str, seed: int = 42):
-    from trainer.config import load_config
+    from trainer.config_file import load_config
 
     return load_config(
         ROOT / "configs/training/debug.yaml",

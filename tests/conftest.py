@@ -72,7 +72,7 @@ def tiny_model_dir(model_cache) -> Path:
 
 @pytest.fixture
 def make_config(tmp_path, model_cache):
-    from trainer.config import load_config
+    from trainer.config_file import load_config
 
     def make(*overrides: str, examples: Path = SAMPLE_EXAMPLES, config_file: Path = DEBUG_CONFIG):
         # Unit tests train on the examples they name alone; the pipeline test keeps the config's Go source (chi).
@@ -87,7 +87,7 @@ def make_config(tmp_path, model_cache):
 def pipeline_run(tmp_path_factory, model_cache):
     """The debug pipeline (QLoRA on the tiny model) run once through the CLI, shared by tests that read its outputs."""
     from trainer.cli import main
-    from trainer.config import load_config
+    from trainer.config_file import load_config
 
     root = tmp_path_factory.mktemp("pipeline")
     overrides = [*debug_overrides(root, model_cache), "training.max_steps=20", "training.save_steps=10"]

@@ -70,12 +70,19 @@ def test_parts_form_no_cycle_and_shared_modules_import_no_stage():
     graph = import_graph()
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
     shared = [part for part in graph if part not in STAGES and part != "trainer.cli"]
-    assert "trainer.config" in shared and "trainer.checkpoints" in shared and "trainer.dataset" in shared
+    assert {"trainer.config", "trainer.config_file", "trainer.checkpoints", "trainer.dataset"} <= set(shared)
     upward = {part: graph[part] & {*STAGES, "trainer.cli"} for part in shared if graph[part] & {*STAGES, "trainer.cli"}}
     assert upward == {}
     assert all("trainer.cli" not in targets for targets in graph.values())
     # Training may use evaluation's generation for its in-training metrics because evaluation needs no training.
     assert "evaluation" in graph["training"] and "training" not in graph["evaluation"]
+
+
+def test_architecture_md_names_every_shared_module():
+    diagram = (REPO / "docs/architecture.md").read_text(encoding="utf-8").split("```")[1]
+    listed = set(diagram.split("shared:")[1].replace("·", " ").replace("(never import a stage or the CLI)", "").split())
+    shared = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__", "cli"}
+    assert shared == listed, "docs/architecture.md's shared list differs from trainer/*.py"
 
 
 def test_the_cycle_check_finds_a_cycle_through_a_lazy_import(tmp_path):

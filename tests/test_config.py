@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from trainer.config import Config, load_config
+from trainer.config import Config
+from trainer.config_file import load_config
 from trainer.errors import TrainerError
 
 REPO = Path(__file__).resolve().parent.parent

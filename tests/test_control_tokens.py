@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from trainer.config import TinyModelSpec, load_config
+from trainer.config import TinyModelSpec
+from trainer.config_file import load_config
 from trainer.dataset import conversation
 from trainer.errors import TrainerError
 from trainer.synthesis.control_tokens import ESCAPE

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.helpers import PRODUCTION_TINY
-from trainer.config import load_config
+from trainer.config_file import load_config
 from trainer.errors import TrainerError
 from trainer.evaluation.generation import Decoding, build_prompts, generate
 from trainer.evaluation.vllm_backend import engine_args, lora_rank_slot

@@ -16,7 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainer.config import SECTIONS, Config, load_config
+from trainer.config import SECTIONS, Config
+from trainer.config_file import load_config
 from trainer.errors import TrainerError
 from trainer.jsonl import MAX_LINE_BYTES, read_jsonl
 from trainer.synthesis.examples import ROLES, load_examples

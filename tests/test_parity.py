@@ -13,7 +13,7 @@ import yaml
 from tests.helpers import DEBUG_CONFIG, PRODUCTION_TINY, REPO, set_args
 from trainer.checkpoints import MANIFEST, TRAINED_CONFIG, checkpoint_dirs
 from trainer.cli import main
-from trainer.config import load_config
+from trainer.config_file import load_config
 
 DEFAULT_CONFIG = REPO / "configs/training/default.yaml"
 # The keys in which the production-shaped test config may differ from default.yaml: sizes, and nothing else.

@@ -15,7 +15,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from trainer.config import Config, TrainingConfig, load_config, save_config
+from trainer.config import Config, TrainingConfig
+from trainer.config_file import load_config, save_config
 from trainer.dataset import load_manifest
 from trainer.errors import TrainerError, first_line
 from trainer.model_card import CARD, checkpoint_card

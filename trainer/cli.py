@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from trainer.config import DEFAULT_CONFIG, Config, GoSource
+from trainer.config import Config, GoSource
+from trainer.config_file import DEFAULT_CONFIG
 from trainer.errors import Preempted, TrainerError
 from trainer.redact import redact
 from trainer.stage_config import from_config, stage_config

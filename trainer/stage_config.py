@@ -8,7 +8,8 @@ import os
 import warnings
 from pathlib import Path
 
-from trainer.config import Config, Override, load_config
+from trainer.config import Config
+from trainer.config_file import Override, load_config
 from trainer.progress import on_terminal
 
 # The config key each stage flag sets: the flag is applied as that override and errors name the flag, not the key.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from trainer.config import dotted_keys
+from trainer.config_file import dotted_keys
 
 # The libraries whose versions decide what a run computes, shown by --version beside requirements.lock's pins.
 LIBRARIES = ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "tokenizers", "vllm")

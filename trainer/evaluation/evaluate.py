@@ -17,7 +17,8 @@ import torch
 
 from trainer.api_index import load_symbols
 from trainer.checkpoints import resolve_checkpoint, trained_config
-from trainer.config import RESOLVED_CONFIG, Config, save_config
+from trainer.config import RESOLVED_CONFIG, Config
+from trainer.config_file import save_config
 from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.errors import TrainerError
 from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records, stop_token_ids

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from trainer.checkpoints import resolve_checkpoint, trained_config
-from trainer.config import Config, save_config
+from trainer.config import Config
+from trainer.config_file import save_config
 from trainer.errors import TrainerError, first_line
 from trainer.export.card import base_licence, model_card, write_checksums
 from trainer.export.merge import (

@@ -21,7 +21,8 @@ from typing import Any
 
 from datasets import DatasetDict
 
-from trainer.config import RESOLVED_CONFIG, Config, DataConfig, save_config
+from trainer.config import RESOLVED_CONFIG, Config, DataConfig
+from trainer.config_file import save_config
 from trainer.dataset import SPLITS, content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
 from trainer.synthesis.control_tokens import screen_generated
