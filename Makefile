@@ -89,6 +89,7 @@ bench: dev go-sources
 	$(OFFLINE) $(BIN)/python benchmarks/export_merge.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/preemption.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/go_extraction.py --report docs/benchmarks.md
+	$(OFFLINE) $(BIN)/python benchmarks/go_check.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/synthesis_memory.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/generation.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/throughput.py --report docs/benchmarks.md
