@@ -124,15 +124,28 @@ class ScriptedTeacher:
             server.server_close()
 
 
-def teacher_config(make_config, url: str, *overrides: str, source: Path = CHI, include: str = "chi.go", **kwargs):
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One data.cache_dir for the module: chi's and gin's compiled packages are built once. Replies cannot leak from
+    test to test: each test's teacher has a model name of its own, part of every cache key."""
+    return tmp_path_factory.mktemp("teacher-cache")
+
+
+@pytest.fixture
+def teacher_config(make_config, shared_cache, request):
     """The debug config on one file of a Debian Go package (a handful of subjects, one request each) with the
-    teacher at `url`, no waiting between retries."""
-    return make_config(
-        f"data.sources=[{{url: {source}, include: [{include}]}}]",
-        f"data.teacher={{base_url: '{url}', model: scripted, kinds: [howto], backoff_s: 0}}",
-        *overrides,
-        **kwargs,
-    )
+    teacher at `url` (model: the test's name), no waiting between retries."""
+
+    def make(url: str, *overrides: str, source: Path = CHI, include: str = "chi.go", **kwargs):
+        return make_config(
+            f"data.sources=[{{url: {source}, include: [{include}]}}]",
+            f"data.cache_dir={shared_cache}",
+            f"data.teacher={{base_url: '{url}', model: {request.node.name}, kinds: [howto], backoff_s: 0}}",
+            *overrides,
+            **kwargs,
+        )
+
+    return make
 
 
 def teacher_rows(output_dir: Path) -> list[dict]:
@@ -149,10 +162,13 @@ def about(requests: list[dict], text: str) -> list[dict]:
     return [r for r in requests if text in r["messages"][1]["content"]]
 
 
-def test_a_compiling_conversation_is_accepted_with_teacher_provenance(make_config):
+TEST_MODEL = "test_a_compiling_conversation_is_accepted_with_teacher_provenance"
+
+
+def test_a_compiling_conversation_is_accepted_with_teacher_provenance(teacher_config):
     teacher = ScriptedTeacher({NEW_ROUTER: [with_code(GOOD_CODE)]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url)
+        config = teacher_config(url)
         manifest = synthesize(config).manifest
     section = manifest["teacher"]
     assert section["requests"] == len(teacher.requests) == 4  # NewRouter, Router, Routes, Middlewares
@@ -160,24 +176,24 @@ def test_a_compiling_conversation_is_accepted_with_teacher_provenance(make_confi
     assert section["rejected"] == dict.fromkeys(("malformed", "compile", "invented_api", "duplicate", "judge"), 0)
     assert section["tokens"] == {"prompt": 400, "completion": 40}
     (asked,) = about(teacher.requests, NEW_ROUTER)
-    assert asked["response_format"] == {"type": "json_object"} and asked["model"] == "scripted"
+    assert asked["response_format"] == {"type": "json_object"} and asked["model"] == TEST_MODEL
     assert "chi.go:61" in asked["messages"][1]["content"]  # the material's provenance
     rows = {json.loads(r["messages"])[1]["content"]: r for r in teacher_rows(config.data.output_dir)}
     provenance = json.loads(rows[QUESTION]["provenance"])
     assert provenance == {
         "source": "chi", "commit": None, "file": "chi.go", "line": 61, "template": "teacher",
         "symbol": "github.com/go-chi/chi/v5.NewRouter", "package": "github.com/go-chi/chi/v5",
-        "teacher": {"model": "scripted", "kind": "howto", "repaired": False},
+        "teacher": {"model": TEST_MODEL, "kind": "howto", "repaired": False},
     }  # fmt: skip
     assert json.loads(rows[QUESTION]["messages"])[0]["role"] == "system"
     assert manifest["generated"]["by_template"]["teacher"] == 4
     assert rejects(config.data.output_dir) == []
 
 
-def test_a_compile_failure_goes_back_for_one_repair_and_a_rerun_reads_every_reply_from_the_cache(make_config):
+def test_a_compile_failure_goes_back_for_one_repair_and_a_rerun_reads_every_reply_from_the_cache(teacher_config):
     teacher = ScriptedTeacher({NEW_ROUTER: [with_code(MISSPELT_CODE)], "does not compile": [with_code(GOOD_CODE)]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url)
+        config = teacher_config(url)
         first = synthesize(config).manifest
         asked = len(teacher.requests)
         second = synthesize(config).manifest
@@ -196,10 +212,10 @@ def test_a_compile_failure_goes_back_for_one_repair_and_a_rerun_reads_every_repl
     assert second["content_hash"] == first["content_hash"] and second["teacher"]["repaired"] == 1
 
 
-def test_a_failed_repair_drops_the_conversation_with_the_compilers_message(make_config):
+def test_a_failed_repair_drops_the_conversation_with_the_compilers_message(teacher_config):
     teacher = ScriptedTeacher({NEW_ROUTER: [with_code(MISSPELT_CODE)], "does not compile": [with_code(MISSPELT_CODE)]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url)
+        config = teacher_config(url)
         section = synthesize(config).manifest["teacher"]
     assert (section["accepted"], section["repaired"], section["rejected"]["compile"]) == (3, 0, 1)
     (dropped,) = rejects(config.data.output_dir)
@@ -208,34 +224,33 @@ def test_a_failed_repair_drops_the_conversation_with_the_compilers_message(make_
     assert not [r for r in teacher_rows(config.data.output_dir) if QUESTION in r["messages"]]
 
 
-def test_gin_code_is_compiled_against_gin_and_its_dependencies(make_config):
+def test_gin_code_is_compiled_against_gin_and_its_dependencies(teacher_config):
     gin_main = """package main
 
 import "github.com/gin-gonic/gin"
 
 func main() {
 \tr := gin.Default()
-\tr.GET("/ping", func(c *gin.Context) { c.JSON(200, gin.H{"message": "pong"}) })
-\tr.Run()
+\tr.Run(":8080")
 }"""
-    wrong = gin_main.replace("c.JSON(200", "c.Json(200")
+    wrong = gin_main.replace("r.Run(", "r.Runn(")
     good = chat("How do I answer JSON with gin?", f"```go\n{gin_main}\n```")
     bad = chat("How do I serve JSON with gin?", f"```go\n{wrong}\n```")
     teacher = ScriptedTeacher({"func Default(": [reply(good, bad)], "does not compile": [reply(bad)]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url, source=GIN, include="gin.go")
+        config = teacher_config(url, source=GIN, include="gin.go")
         section = synthesize(config).manifest["teacher"]
     assert section["rejected"]["compile"] == 1
     (dropped,) = [r for r in rejects(config.data.output_dir) if r["reason"] == "compile"]
-    assert "Json" in dropped["message"] and dropped["provenance"]["symbol"] == "github.com/gin-gonic/gin.Default"
+    assert "Runn" in dropped["message"] and dropped["provenance"]["symbol"] == "github.com/gin-gonic/gin.Default"
     assert any("How do I answer JSON with gin?" in r["messages"] for r in teacher_rows(config.data.output_dir))
 
 
-def test_a_conversation_presenting_an_api_the_index_lacks_is_dropped(make_config):
+def test_a_conversation_presenting_an_api_the_index_lacks_is_dropped(teacher_config):
     invented = reply(chat(QUESTION, "Call `chi.NewRouterWithTimeout(5)`; it returns a router that times out."))
     teacher = ScriptedTeacher({NEW_ROUTER: [invented]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url)
+        config = teacher_config(url)
         section = synthesize(config).manifest["teacher"]
     assert (section["accepted"], section["rejected"]["invented_api"]) == (3, 1)
     (dropped,) = rejects(config.data.output_dir)
@@ -243,7 +258,7 @@ def test_a_conversation_presenting_an_api_the_index_lacks_is_dropped(make_config
     assert dropped["conversation"]["messages"][0]["content"] == QUESTION
 
 
-def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped_once_refused(make_config):
+def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped_once_refused(teacher_config):
     fenced = "```json\n" + with_code(GOOD_CODE) + "\n```"
     two = reply(
         chat("How do I mount a sub-router?", "Use <|im_end|> here."),  # a chat control token: refused
@@ -254,7 +269,7 @@ def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped
         refuse_json_mode=True,
     )
     with teacher.serving() as url:
-        config = teacher_config(make_config, url, "data.teacher.concurrency=2")
+        config = teacher_config(url, "data.teacher.concurrency=2")
         section = synthesize(config).manifest["teacher"]
     assert [r.get("response_format") for r in teacher.requests].count({"type": "json_object"}) == 1
     assert section["requests"] == 5 and section["failed_requests"] == 0  # 4 asks, and the one refusal
@@ -265,12 +280,12 @@ def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped
     assert all(r.startswith("not one JSON object") for r in reasons[2:])
 
 
-def test_a_duplicate_of_a_hand_written_example_is_dropped_and_counted(make_config, examples_dir):
+def test_a_duplicate_of_a_hand_written_example_is_dropped_and_counted(teacher_config, examples_dir):
     answer = "Call chi.NewRouter() and add routes to it."
     (examples_dir / "mine.jsonl").write_text(json.dumps(chat(QUESTION, answer)) + "\n")
     teacher = ScriptedTeacher({NEW_ROUTER: [reply(chat(QUESTION, NO_CODE))]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url, examples=examples_dir)
+        config = teacher_config(url, examples=examples_dir)
         manifest = synthesize(config).manifest
     assert (manifest["teacher"]["accepted"], manifest["teacher"]["rejected"]["duplicate"]) == (3, 1)
     (dropped,) = rejects(config.data.output_dir)
@@ -278,20 +293,20 @@ def test_a_duplicate_of_a_hand_written_example_is_dropped_and_counted(make_confi
     assert manifest["hand_written"] == 1 and manifest["conflicts"]["count"] == 1
 
 
-def test_429_and_500_are_retried_and_every_attempt_counts_against_the_budget(make_config):
+def test_429_and_500_are_retried_and_every_attempt_counts_against_the_budget(teacher_config):
     busy, broken = (429, {"error": {"message": "slow down"}}), (500, {"error": {"message": "boom"}})
     teacher = ScriptedTeacher({NEW_ROUTER: [busy, broken, reply(chat(QUESTION, NO_CODE))]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url)
+        config = teacher_config(url)
         section = synthesize(config).manifest["teacher"]
     assert len(about(teacher.requests, NEW_ROUTER)) == 3
     assert (section["requests"], section["failed_requests"], section["accepted"]) == (6, 0, 4)
 
 
-def test_the_budget_stops_requests_and_says_how_many_were_not_made(make_config, capsys):
+def test_the_budget_stops_requests_and_says_how_many_were_not_made(teacher_config, capsys):
     teacher = ScriptedTeacher({NEW_ROUTER: [(500, {"error": {"message": "boom"}}), reply(chat(QUESTION, NO_CODE))]})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url, "data.teacher.max_requests=3", "data.teacher.concurrency=1")
+        config = teacher_config(url, "data.teacher.max_requests=3", "data.teacher.concurrency=1")
         section = synthesize(config).manifest["teacher"]
     assert len(teacher.requests) == section["requests"] == 3
     # In the seeded order Router and Middlewares are answered, NewRouter's first try gets a 500; its retry and
@@ -300,11 +315,11 @@ def test_the_budget_stops_requests_and_says_how_many_were_not_made(make_config, 
     assert "data.teacher.max_requests (3) reached: 2 requests were not made" in capsys.readouterr().err
 
 
-def test_the_judge_drops_conversations_scored_under_the_threshold(make_config):
+def test_the_judge_drops_conversations_scored_under_the_threshold(teacher_config):
     judged = {"How do I use this?": [json.dumps({"score": 3, "reason": "vague"})] * 3}
     teacher = ScriptedTeacher({NEW_ROUTER: [reply(chat(QUESTION, NO_CODE))], **judged})
     with teacher.serving() as url:
-        config = teacher_config(make_config, url, "data.teacher.judge={threshold: 6, model: critic}")
+        config = teacher_config(url, "data.teacher.judge={threshold: 6, model: critic}")
         section = synthesize(config).manifest["teacher"]
     judge_requests = [r for r in teacher.requests if r["model"] == "critic"]
     assert len(judge_requests) == 4 and all(r["max_tokens"] == 256 for r in judge_requests)
@@ -314,10 +329,10 @@ def test_the_judge_drops_conversations_scored_under_the_threshold(make_config):
     )
 
 
-def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(make_config, monkeypatch):
+def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(teacher_config, monkeypatch):
     teacher = ScriptedTeacher()
     with teacher.serving() as url:
-        config = teacher_config(make_config, url, "data.teacher.api_key_env=TEACHER_TEST_KEY")
+        config = teacher_config(url, "data.teacher.api_key_env=TEACHER_TEST_KEY")
         monkeypatch.delenv("TEACHER_TEST_KEY", raising=False)
         with pytest.raises(TrainerError, match="TEACHER_TEST_KEY is not set"):
             synthesize(config)
@@ -329,11 +344,11 @@ def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(
 
 @pytest.mark.slow
 def test_a_real_server_writing_noise_gets_every_reply_rejected_and_the_run_ends_with_a_warning(
-    make_config, tiny_model_dir, capsys
+    teacher_config, tiny_model_dir, capsys
 ):
     with openai_server(tiny_model_dir) as url:
         config = teacher_config(
-            make_config, url, f"data.teacher.model={tiny_model_dir}", "data.teacher.max_tokens=16",
+            url, f"data.teacher.model={tiny_model_dir}", "data.teacher.max_tokens=16",
             "data.teacher.concurrency=2",
         )  # fmt: skip
         manifest = synthesize(config).manifest
