@@ -303,7 +303,7 @@ def test_429_and_500_are_retried_and_every_attempt_counts_against_the_budget(tea
     assert (section["requests"], section["failed_requests"], section["accepted"]) == (6, 0, 4)
 
 
-def test_the_budget_stops_requests_and_says_how_many_were_not_made(teacher_config, capsys):
+def test_the_budget_stops_requests_says_how_many_were_not_made_and_a_rerun_goes_on_from_there(teacher_config, capsys):
     teacher = ScriptedTeacher({NEW_ROUTER: [(500, {"error": {"message": "boom"}}), reply(chat(QUESTION, NO_CODE))]})
     with teacher.serving() as url:
         config = teacher_config(url, "data.teacher.max_requests=3", "data.teacher.concurrency=1")
@@ -313,6 +313,10 @@ def test_the_budget_stops_requests_and_says_how_many_were_not_made(teacher_confi
     # Routes are not made.
     assert (section["not_asked"], section["accepted"]) == (2, 2)
     assert "data.teacher.max_requests (3) reached: 2 requests were not made" in capsys.readouterr().err
+    with teacher.serving() as url:  # a run stopped by its budget (or a crash) goes on where it stopped
+        section = synthesize(teacher_config(url, "data.teacher.concurrency=1")).manifest["teacher"]
+    assert (section["requests"], section["cached"], section["accepted"]) == (2, 2, 4)
+    assert len(teacher.requests) == 5 and about(teacher.requests[3:], NEW_ROUTER)
 
 
 def test_the_judge_drops_conversations_scored_under_the_threshold(teacher_config):

@@ -192,6 +192,8 @@ class TeacherClient:
         self, chats: list[Chat], description: str, max_tokens: int | None = None, model: str | None = None
     ) -> list[Reply]:
         """Replies to `chats` in their order, `concurrency` requests at a time, with a progress bar."""
+        if not chats:
+            return []
         replies: list[Reply | None] = [None] * len(chats)
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             futures = {pool.submit(self.complete, chat, max_tokens, model): at for at, chat in enumerate(chats)}
