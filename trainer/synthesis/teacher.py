@@ -135,14 +135,12 @@ class Teacher:
         replies = self.client.complete_all(chats, f"Teacher repairs: {local.name}")
         repaired: list[Candidate] = []
         first_failures: list[str] = []
-        for (candidate, failure), reply, chat in zip(failed, replies, chats, strict=True):
+        for (candidate, failure), reply in zip(failed, replies, strict=True):
             if reply.content is None:
                 self.reject("compile", f"{failure}\n(no repair: {reply.error})", candidate.request.provenance)
                 continue
-            fixed = self._read(Request(candidate.request.subject, candidate.request.kind, chat,
-                                       candidate.request.provenance), reply, candidate.number)  # fmt: skip
-            for item in fixed:
-                item.request, item.repaired = candidate.request, True
+            for item in self._read(candidate.request, reply, candidate.number):
+                item.repaired = True
                 repaired.append(item)
                 first_failures.append(failure)
         second = _compile_failures(repaired, index, local, self.data.cache_dir)
