@@ -18,8 +18,10 @@ to `snippet.go:LINE:COL` in the block as the teacher wrote it (the wrapper's lin
 lock) fails a block like a compile error. A block that could not be wrapped soundly fails with the reason.
 
 Each block is checked on its own: a test block that uses the file block before it fails for the names it lacks (the
-teacher is asked for self-contained blocks). Environment problems (no `go`, a go command running over its time
-limit, go failing for the scratch module itself) raise a TrainerError instead of failing snippets.
+teacher is asked for self-contained blocks). Environment problems raise a TrainerError instead of failing snippets:
+no `go`, a go command over its time limit, the framework or one of its dependencies not building here (go's lines
+under a header other than `# trainercheck/sNNNN`), go failing for the scratch module itself. Callers should pass the
+blocks of many conversations in one call: a call costs two or three go runs whatever its size up to `BATCH_SIZE`.
 """
 
 from __future__ import annotations
