@@ -17,6 +17,7 @@ from datasets import DatasetDict
 
 from tests.helpers import CHI, openai_server
 from trainer.errors import TrainerError
+from trainer.synthesis import go_module
 from trainer.synthesis.synthesize import synthesize
 from trainer.synthesis.teacher import REJECTS_FILE
 
@@ -344,6 +345,17 @@ def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(
         synthesize(config)
     assert {h["authorization"] for h in teacher.headers} == {"Bearer sk-planted-42"}
     assert "sk-planted-42" not in (config.data.output_dir / "resolved_config.yaml").read_text()
+
+
+def test_without_go_the_run_stops_before_any_request(teacher_config, monkeypatch, tmp_path):
+    teacher = ScriptedTeacher()
+    with teacher.serving() as url:
+        config = teacher_config(url)
+        monkeypatch.setenv("PATH", str(tmp_path))  # git, go: nothing
+        go_module.toolchain.cache_clear()  # found once per process; a failed look-up is not kept
+        with pytest.raises(TrainerError, match="`go` is not on PATH"):
+            synthesize(config)
+    assert teacher.requests == []
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from typing import Any
 
 from trainer.api_index import SymbolIndex, go_blocks
 from trainer.config import DataConfig
+from trainer.synthesis import go_module
 from trainer.synthesis import teacher_prompts as prompts
 from trainer.synthesis.generate import SYSTEM, Generated
 from trainer.synthesis.go_repo import RepoIndex
@@ -70,6 +71,7 @@ class Teacher:
     @classmethod
     def start(cls, data: DataConfig) -> Teacher:
         assert data.teacher is not None
+        go_module.toolchain()  # no Go toolchain: one error line before any request is paid for, not after all
         return cls(data, TeacherClient(data.teacher, data.cache_dir))
 
     def reject(self, reason: str, message: str, provenance: dict[str, Any], conversation: Any = None) -> None:
