@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,7 @@ func main() {
 }"""
 MISSPELT_CODE = GOOD_CODE.replace("chi.NewRouter()", "chi.NewRuoter()")
 QUESTION = "How do I serve a route with chi?"
+SLOW, SLOW_S = object(), 1.5  # a scripted answer that comes after data.teacher.timeout_s (0.5 in that test)
 NO_CODE = "Make a router with `chi.NewRouter()`, then add routes to it."  # grounded, and nothing to compile
 
 
@@ -67,7 +69,8 @@ def plain(body: dict) -> str:
 
 class ScriptedTeacher:
     """A chat-completions server: `rules` map a text in the request's last message to the replies to give in turn
-    (a str is a reply's content; (status, body) an HTTP error); unmatched requests get `plain`."""
+    (a str is a reply's content; (status, body) an HTTP error; SLOW an answer later than the client waits); unmatched
+    requests get `plain`."""
 
     def __init__(self, rules: dict[str, list] | None = None, refuse_json_mode: bool = False):
         self.rules = {key: list(value) for key, value in (rules or {}).items()}
@@ -85,6 +88,8 @@ class ScriptedTeacher:
         given = self.rules[matched[0]].pop(0) if matched and self.rules[matched[0]] else plain(body)
         if isinstance(given, tuple):
             return given
+        if given is SLOW:
+            return 0, {}
         usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
         message = {"role": "assistant", "content": given}
         return 200, {
@@ -103,6 +108,9 @@ class ScriptedTeacher:
                     script.requests.append(body)
                     script.headers.append({k.lower(): v for k, v in self.headers.items()})
                     status, payload = script.answer(body)
+                if status == 0:  # SLOW: the client has given up by the time this would be answered
+                    time.sleep(SLOW_S)
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -294,14 +302,21 @@ def test_a_duplicate_of_a_hand_written_example_is_dropped_and_counted(teacher_co
     assert manifest["hand_written"] == 1 and manifest["conflicts"]["count"] == 1
 
 
-def test_429_and_500_are_retried_and_every_attempt_counts_against_the_budget(teacher_config):
+def test_429_500_and_a_timeout_are_retried_and_every_attempt_counts_against_the_budget(teacher_config):
     busy, broken = (429, {"error": {"message": "slow down"}}), (500, {"error": {"message": "boom"}})
-    teacher = ScriptedTeacher({NEW_ROUTER: [busy, broken, reply(chat(QUESTION, NO_CODE))]})
+    teacher = ScriptedTeacher({NEW_ROUTER: [busy, broken, SLOW, reply(chat(QUESTION, NO_CODE))]})
     with teacher.serving() as url:
-        config = teacher_config(url)
+        config = teacher_config(url, "data.teacher.timeout_s=0.5")
         section = synthesize(config).manifest["teacher"]
-    assert len(about(teacher.requests, NEW_ROUTER)) == 3
-    assert (section["requests"], section["failed_requests"], section["accepted"]) == (6, 0, 4)
+    assert len(about(teacher.requests, NEW_ROUTER)) == 4
+    assert (section["requests"], section["failed_requests"], section["accepted"]) == (7, 0, 4)
+    stubborn = ScriptedTeacher({NEW_ROUTER: [broken] * 3})  # max_retries 1: two attempts, then given up
+    with stubborn.serving() as url:
+        config = teacher_config(url, "data.teacher.max_retries=1", "data.teacher.model=stubborn")  # not cached
+        section = synthesize(config).manifest["teacher"]
+    assert (len(about(stubborn.requests, NEW_ROUTER)), section["failed_requests"], section["accepted"]) == (2, 1, 3)
+    (failure,) = rejects(config.data.output_dir)
+    assert failure["reason"] == "request_failed" and failure["message"] == "HTTP 500: boom (after 1 retries)"
 
 
 def test_the_budget_stops_requests_says_how_many_were_not_made_and_a_rerun_goes_on_from_there(teacher_config, capsys):

@@ -32,6 +32,7 @@ from trainer.synthesis.teacher_client import Reply, TeacherClient
 TEMPLATE = "teacher"  # provenance `template` of every teacher row
 REJECTS_FILE = "teacher_rejects.jsonl"  # beside the dataset: one line per dropped conversation or reply
 REASONS = ("malformed", "compile", "invented_api", "duplicate", "judge")
+FAILED = "request_failed"  # a rejects-file line, not a rejected conversation: counted as failed_requests
 GO_CHECK_FOLDER = "go-check"  # under data.cache_dir: the compile checker's scratch modules
 
 
@@ -109,8 +110,10 @@ class Teacher:
     def _read(self, request: Request, reply: Reply, number: int = 0) -> list[Candidate]:
         """The reply's conversations that keep the contract; the rest rejected as malformed. `number`: a repair's
         reply, which must hold that one conversation."""
-        if reply.content is None:
-            return []  # not asked or failed: counted by the client
+        if reply.content is None:  # counted by the client; a failure is listed too, a request not made is not
+            if reply.failed:
+                self.reject(FAILED, reply.error, request.provenance)
+            return []
         try:
             records = prompts.read_reply(reply.content, reply.finish_reason)
             if number and len(records) != 1:

@@ -38,6 +38,7 @@ class Reply:
     cached: bool = False
     finish_reason: str = ""
     error: str = ""  # why there is no content: the budget was spent, or the request failed after its retries
+    failed: bool = False  # asked, and no reply came (not: left unasked by the budget)
 
 
 @dataclass
@@ -152,17 +153,17 @@ class TeacherClient:
                     self.json_mode, request = False, plain  # asked once; never again this run
                     continue
                 self.usage.add(failed=1)
-                return Reply(None, error=_said(exc))
+                return Reply(None, error=_said(exc), failed=True)
             except RETRIED as exc:
                 if retries >= self.settings.max_retries:
                     self.usage.add(failed=1)
-                    return Reply(None, error=f"{_said(exc)} (after {retries} retries)")
+                    return Reply(None, error=f"{_said(exc)} (after {retries} retries)", failed=True)
                 time.sleep(self._wait(exc, retries))
                 retries += 1
                 continue
             except openai.APIStatusError as exc:
                 self.usage.add(failed=1)
-                return Reply(None, error=_said(exc))
+                return Reply(None, error=_said(exc), failed=True)
             if "response_format" in request:
                 self.json_mode = True
             return self._received(request, completion)
@@ -207,6 +208,9 @@ class TeacherClient:
 
 
 def _said(exc: Exception) -> str:
+    """`HTTP 500: the server's own message` (its error body's, not the client's wrapping), or the error's text."""
     status = getattr(exc, "status_code", None)
-    message = " ".join(str(getattr(exc, "message", "") or exc).split())[:300]
+    body = getattr(exc, "body", None)
+    said = body.get("message") if isinstance(body, dict) else None
+    message = " ".join(str(said or getattr(exc, "message", "") or exc).split())[:300]
     return f"HTTP {status}: {message}" if status else message or type(exc).__name__
