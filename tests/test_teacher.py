@@ -349,7 +349,7 @@ def test_the_judge_drops_conversations_scored_under_the_threshold(teacher_config
     )
 
 
-def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(teacher_config, monkeypatch):
+def test_the_api_key_comes_from_the_named_variable_an_unset_one_and_a_401_are_errors(teacher_config, monkeypatch):
     teacher = ScriptedTeacher()
     with teacher.serving() as url:
         config = teacher_config(url, "data.teacher.api_key_env=TEACHER_TEST_KEY")
@@ -359,6 +359,11 @@ def test_the_api_key_comes_from_the_named_variable_and_an_unset_one_is_an_error(
         monkeypatch.setenv("TEACHER_TEST_KEY", "sk-planted-42")
         synthesize(config)
     assert {h["authorization"] for h in teacher.headers} == {"Bearer sk-planted-42"}
+    refused = ScriptedTeacher({"": [(401, {"error": {"message": "invalid api key"}})]})  # "" matches every request
+    with refused.serving() as url:
+        config = teacher_config(url, "data.teacher.model=refused")
+        with pytest.raises(TrainerError, match=f"^data.teacher.base_url {url}: HTTP 401: invalid api key$"):
+            synthesize(config)
     assert "sk-planted-42" not in (config.data.output_dir / "resolved_config.yaml").read_text()
 
 
