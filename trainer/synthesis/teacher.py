@@ -39,9 +39,8 @@ GO_CHECK_FOLDER = "go-check"  # under data.cache_dir: the compile checker's scra
 @dataclass
 class Request:
     subject: prompts.Subject
-    kind: str
     chat: list[dict[str, str]]
-    provenance: dict[str, Any]
+    provenance: dict[str, Any]  # the rows' and the rejects' (its `teacher.kind` says what was asked)
 
 
 @dataclass
@@ -241,7 +240,7 @@ def _request(
         "teacher": {"model": model, "kind": kind, "repaired": False},
     }
     chat = prompts.ask(subject, kind, local.name, index.import_path, count)
-    return Request(subject, kind, chat, provenance)
+    return Request(subject, chat, provenance)
 
 
 def _compile_failures(candidates: list[Candidate], index: RepoIndex, local: LocalSource, cache_dir: Path) -> list[str]:
