@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -394,3 +396,9 @@ def test_a_real_server_writing_noise_gets_every_reply_rejected_and_the_run_ends_
     assert section["tokens"]["completion"] > 0
     assert "teacher" not in manifest["generated"]["by_template"]
     assert "no teacher conversation was accepted (4 requests)" in capsys.readouterr().err
+
+
+def test_synthesis_without_a_teacher_does_not_import_the_openai_client():
+    check = "import sys, trainer.synthesis.synthesize; print('openai' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False"

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex, go_blocks
 from trainer.config import DataConfig
@@ -27,7 +27,9 @@ from trainer.synthesis import teacher_prompts as prompts
 from trainer.synthesis.generate import SYSTEM, Generated
 from trainer.synthesis.go_repo import RepoIndex
 from trainer.synthesis.sources import LocalSource
-from trainer.synthesis.teacher_client import Reply, TeacherClient
+
+if TYPE_CHECKING:  # the openai client is imported when a teacher is configured, not by every synthesis run
+    from trainer.synthesis.teacher_client import Reply, TeacherClient
 
 TEMPLATE = "teacher"  # provenance `template` of every teacher row
 REJECTS_FILE = "teacher_rejects.jsonl"  # beside the dataset: one line per dropped conversation or reply
@@ -71,6 +73,8 @@ class Teacher:
     @classmethod
     def start(cls, data: DataConfig) -> Teacher:
         assert data.teacher is not None
+        from trainer.synthesis.teacher_client import TeacherClient
+
         go_module.toolchain()  # no Go toolchain: one error line before any request is paid for, not after all
         return cls(data, TeacherClient(data.teacher, data.cache_dir))
 
