@@ -28,7 +28,7 @@ GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
 pytestmark = pytest.mark.skipif(
     not CHI.is_dir() or not GIN.is_dir(), reason="chi's and gin's Debian packages are missing: `make go-sources`"
 )
-NEW_ROUTER = "func NewRouter() *Mux"  # in the material of the one request about chi.NewRouter
+NEW_ROUTER = "NewRouter returns a new Mux object"  # its doc comment: in the one request about chi.NewRouter
 GOOD_CODE = """package main
 
 import (
@@ -247,7 +247,8 @@ func main() {
     wrong = gin_main.replace("r.Run(", "r.Runn(")
     good = chat("How do I answer JSON with gin?", f"```go\n{gin_main}\n```")
     bad = chat("How do I serve JSON with gin?", f"```go\n{wrong}\n```")
-    teacher = ScriptedTeacher({"func Default(": [reply(good, bad)], "does not compile": [reply(bad)]})
+    default_doc = "Default returns an Engine instance"  # in the one request about gin.Default
+    teacher = ScriptedTeacher({default_doc: [reply(good, bad)], "does not compile": [reply(bad)]})
     with teacher.serving() as url:
         config = teacher_config(url, source=GIN, include="gin.go")
         section = synthesize(config).manifest["teacher"]

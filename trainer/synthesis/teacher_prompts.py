@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,8 @@ from trainer.synthesis.go_repo import RepoIndex
 MAX_SECTION_CHARS = 6000  # a long README section is cut: the request must leave the teacher room to write
 MAX_METHODS = 12
 MAX_EXAMPLES = 2
+MAX_RELATED = 4
+RETURNED_TYPE = re.compile(r"\)\s*\(?\*?(\w+)\b[^()]*\)?\s*$")  # `func New() *Mux`, `func F() (Mux, error)` → Mux
 MIN_SECTION_WORDS = 8  # as the doc_section template: a heading with a line under it teaches nothing
 TOOL_KIND = "tool_use"
 
@@ -32,9 +36,9 @@ Roles are user, assistant and tool; no system turn. Every conversation starts wi
 assistant turn. Put Go code in fenced ```go blocks inside "content"."""
 RULES = """You write training conversations for a coding assistant that knows the {framework} Go framework (module
 {import_path}). Questions are what developers ask while building something ("How do I ...?"), not "What does X do?".
-Answers use only the API in the material and Go's standard library: never a function, method, type or field the
-material does not show. Every ```go block is a complete file (package clause, imports, func main or the functions
-it needs) that compiles with `go vet` against {import_path}."""
+Answers use the API the material shows and Go's standard library: never a function, method, type or field of the
+framework that the material does not show. Every ```go block is a complete file (package clause, imports, func main
+or the functions it needs) that compiles with `go vet` against {import_path}."""
 KINDS = {
     "howto": "Write {n} conversations of two turns: a how-to question a developer would ask, answered with a short "
     "explanation and complete Go code that uses the API in the material.",
@@ -74,20 +78,35 @@ def _fence(code: str) -> str:
     return f"```go\n{code}\n```"
 
 
-def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str) -> Subject:
+def _related(index: RepoIndex) -> tuple[dict[tuple[str, str], list[Symbol]], dict[tuple[str, str], list[Symbol]]]:
+    """Per (package, type): its methods, and its constructors (funcs of the package returning it, `T` or `*T`): one
+    pass over the index, so a large framework's subjects take linear time."""
+    methods: dict[tuple[str, str], list[Symbol]] = defaultdict(list)
+    constructors: dict[tuple[str, str], list[Symbol]] = defaultdict(list)
+    for symbol in index.symbols:
+        if symbol.kind == "method":
+            methods[(symbol.package, symbol.name.split(".")[0])].append(symbol)
+        elif symbol.kind == "func" and (returned := RETURNED_TYPE.search(symbol.signature)):
+            constructors[(symbol.package, returned.group(1))].append(symbol)
+    return methods, constructors
+
+
+def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str, related: tuple[dict, dict]) -> Subject:
+    methods, constructors = related
     short = symbol.package_name or index.packages.get(symbol.package, {}).get("name", "")
     parts = [
         f"From {where}, {symbol.file}:{symbol.line}, package {symbol.package} (`package {short}`):",
         _fence(symbol.signature),
         symbol.doc,
     ]
-    if symbol.kind == "type":
-        methods = [s for s in index.symbols if s.package == symbol.package and s.name.startswith(symbol.name + ".")]
-        if methods:
-            parts.append(f"Methods of {symbol.name}:\n" + _fence("\n".join(m.signature for m in methods[:MAX_METHODS])))
-    for example in [e for e in index.examples if e.package == symbol.package and e.target == symbol.name][
-        :MAX_EXAMPLES
-    ]:
+    type_name = symbol.name.split(".")[0] if symbol.kind in ("type", "method") else ""
+    made_by = [f for f in constructors.get((symbol.package, type_name), []) if f.name != symbol.name]
+    if made_by:  # how a developer gets the value the question is about
+        parts.append(f"Making a {type_name}:\n" + _fence("\n".join(f.signature for f in made_by[:MAX_RELATED])))
+    if symbol.kind == "type" and (own := methods.get((symbol.package, symbol.name))):
+        parts.append(f"Methods of {symbol.name}:\n" + _fence("\n".join(m.signature for m in own[:MAX_METHODS])))
+    written = [e for e in index.examples if e.package == symbol.package and e.target == symbol.name]
+    for example in written[:MAX_EXAMPLES]:
         parts.append(f"{example.name} ({example.file}:{example.line}):\n" + _fence(example.code))
     return Subject(
         key=f"{symbol.package}.{symbol.name}",
@@ -102,8 +121,9 @@ def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str) -> Subject:
 def subjects(index: RepoIndex, where: str, seed: int) -> list[Subject]:
     """Documented funcs, methods and types, and doc sections, in a seeded hash order: a budget that stops early has
     asked about a spread of packages, and the same ones on every run."""
+    related = _related(index)
     found = [
-        _symbol_subject(symbol, index, where)
+        _symbol_subject(symbol, index, where, related)
         for symbol in index.symbols
         if symbol.kind in ("func", "method", "type") and symbol.doc.strip()
     ]
