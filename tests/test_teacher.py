@@ -21,6 +21,7 @@ from datasets import DatasetDict
 from tests.helpers import CHI, openai_server
 from trainer.errors import TrainerError
 from trainer.synthesis import go_module
+from trainer.synthesis.generate import LOOKUP_DOCS
 from trainer.synthesis.synthesize import synthesize
 from trainer.synthesis.teacher import REJECTS_FILE
 
@@ -290,6 +291,32 @@ def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped
     assert reasons[0].startswith("conversation 1: ") and "control token" in reasons[0]
     assert reasons[1].startswith("conversation 2: messages[0]: unknown role 'bot'")
     assert all(r.startswith("not one JSON object") for r in reasons[2:])
+
+
+def test_tool_use_conversations_must_call_lookup_docs_as_the_pipeline_defines_it(teacher_config):
+    call = {"name": "lookup_docs", "arguments": {"package": "github.com/go-chi/chi/v5", "name": "NewRouter"}}
+    turns = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "func NewRouter() *Mux\n\nNewRouter returns a new Mux object."},
+        {"role": "assistant", "content": NO_CODE},
+    ]
+    other_tool = [{"type": "function", "function": {"name": "lookup_docs", "parameters": {"type": "object"}}}]
+    teacher = ScriptedTeacher({
+        NEW_ROUTER: [reply({"messages": turns, "tools": [LOOKUP_DOCS]})],
+        "Router interface": [reply({"messages": turns, "tools": other_tool})],
+    })  # fmt: skip
+    with teacher.serving() as url:
+        # One at a time: each subject is asked tool_use first, so the scripted reply goes to that request.
+        config = teacher_config(url, "data.teacher.kinds=[tool_use, followup]", "data.teacher.concurrency=1")
+        section = synthesize(config).manifest["teacher"]
+    assert section["requests"] == 8 and (section["accepted"], section["rejected"]["malformed"]) == (7, 1)
+    (asked,) = [r for r in about(teacher.requests, NEW_ROUTER) if "lookup_docs" in r["messages"][1]["content"]]
+    assert json.dumps(LOOKUP_DOCS) in asked["messages"][1]["content"]
+    (row,) = [r for r in teacher_rows(config.data.output_dir) if QUESTION in r["messages"]]
+    assert json.loads(row["tools"]) == [LOOKUP_DOCS] and json.loads(row["provenance"])["teacher"]["kind"] == "tool_use"
+    (dropped,) = rejects(config.data.output_dir)
+    assert "'tools' must be exactly the lookup_docs definition" in dropped["message"]
 
 
 def test_a_duplicate_of_a_hand_written_example_is_dropped_and_counted(teacher_config, examples_dir):
