@@ -1,5 +1,6 @@
 """Bad input at the command line: exit code 2, one `error:` line, no traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -145,6 +146,17 @@ def test_missing_checkpoint(capsys, tmp_path, model_cache):
     code, err = run(capsys, "export", "--config", DEBUG_CONFIG, *args)
     assert code == 2
     assert_one_error_line(err, "no checkpoint found", "trainer train")
+
+
+def test_synthesize_prints_three_records_of_a_list_and_where_the_rest_are(capsys, tmp_path, model_cache, sample_copy):
+    (sample_copy / "bad.jsonl").write_text("not json\n" * 5)
+    skip = set_args(["data.on_error=skip", "data.sources=[]"])
+    assert main(["synthesize", "--config", str(DEBUG_CONFIG), *sets(tmp_path, model_cache, sample_copy), *skip]) == 0
+    manifest = tmp_path / "processed/manifest.json"
+    skipped = json.loads(manifest.read_text())["skipped"]["records"]
+    assert len(skipped) == 5
+    shown = capsys.readouterr().out.split("  skipped: 5\n")[1].splitlines()[:4]
+    assert shown == [*(f"    {record}" for record in skipped[:3]), f"    … 2 more in {manifest}"]
 
 
 def test_train_before_synthesize_says_what_to_run(capsys, tmp_path, model_cache):

@@ -20,6 +20,10 @@ GO_FENCE = re.compile(r"```(?:go|golang)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORE
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 QUALIFIED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?")
 BARE_CALL = re.compile(r"(?<![.\w])([A-Z]\w*)\(")
+CODE_FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)  # any fenced block; an unclosed one runs to the end
+DOC_LINK = re.compile(r"\[([A-Za-z_][\w.]*)\]")  # Go doc links: [Name], [Type.Method], [pkg.Name]
+CODE_NAME = re.compile(r"(?<![.\w])([A-Z]\w*(?:\.[A-Z]\w*)?)")  # Name or Type.Method not after a `.`
+DECLARED = re.compile(r"(\bfunc\s*(?:\([^)]*\)\s*)?)[A-Z]\w*")  # a declared func or method name: not a reference
 
 
 def go_blocks(text: str) -> list[str]:
@@ -33,6 +37,8 @@ class SymbolIndex:
     def __init__(self, symbols: Iterable[dict[str, Any]]):
         self.by_package: dict[str, set[str]] = {}
         self.types: set[str] = set()
+        self.keys: dict[str, set[str]] = {}  # `short.Name` and bare `Name` → the `import/path.Name` keys they name
+        self.all_keys: set[str] = set()
         for symbol in symbols:
             # The package clause's name (go-sqlite3 is `sqlite3`, gopkg.in/yaml.v3 is `yaml`); indexes written before
             # it was recorded fall back to the import path's last part.
@@ -40,6 +46,10 @@ class SymbolIndex:
             self.by_package.setdefault(short, set()).add(symbol["name"])
             if symbol["kind"] == "type":
                 self.types.add(symbol["name"])
+            key = f"{symbol['package']}.{symbol['name']}"
+            self.all_keys.add(key)
+            for spelled in (f"{short}.{symbol['name']}", symbol["name"]):
+                self.keys.setdefault(spelled, set()).add(key)
         self.names = set().union(*self.by_package.values()) if self.by_package else set()
 
     @classmethod
@@ -63,6 +73,25 @@ class SymbolIndex:
                 found.append((f"{first}.{second}", f"{first}.{second}" in self.names))
         for span in INLINE_CODE.findall(text):
             found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
+        return found
+
+    def referenced(self, text: str, home: str | None = None) -> set[str]:
+        """The keys (`import/path.Name`, as symbols.jsonl's package and name) of the framework symbols a text names:
+        the known names `mentions` finds, and names written as code (`Mux`, `Mux.Get` in an inline span or a fenced
+        block, not after a `.`, and not the name a `func` declares: `func (c *Context) XML(` is not render.XML) or as
+        a Go doc link (`[Mux]`). An unqualified name is looked up in `home` (an import path) when given, as Go
+        resolves it in the package the code belongs to; else in every package. Prose without code marks is not
+        read: `Router` in a sentence may be the English word."""
+        spelled = {name for name, known in self.mentions(text) if known}
+        code = CODE_FENCE.findall(text) + INLINE_CODE.findall(CODE_FENCE.sub(" ", text))
+        spelled.update(name for span in code for name in CODE_NAME.findall(DECLARED.sub(r"\1", span)))
+        spelled.update(DOC_LINK.findall(text))
+        found: set[str] = set()
+        for name in spelled:
+            if home is not None and name.split(".")[0] not in self.by_package:
+                found.update({f"{home}.{name}"} & self.all_keys)
+            else:
+                found.update(self.keys.get(name, ()))
         return found
 
 

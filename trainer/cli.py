@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from trainer.config import Config, GoSource
 from trainer.config_file import DEFAULT_CONFIG
+from trainer.dataset import MANIFEST_FILE
 from trainer.errors import Preempted, TrainerError
 from trainer.redact import redact
 from trainer.stage_config import from_config, stage_config
@@ -25,6 +26,7 @@ from trainer.usage import usage_error_line, version_text
 
 # A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+SHOWN_RECORDS = 3  # of each list synthesize prints (skipped, conflicts, …); the manifest holds them all
 
 HELP = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
@@ -57,6 +59,20 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
             f"  capped: {capped['per_symbol']} over data.generation.max_per_symbol, "
             f"{capped['package_share']} over data.generation.max_package_share"
         )
+    held, recited = manifest["heldout"], manifest["recitation"]
+    if held["symbols"]:
+        print(
+            f"  held out: {held['symbols']} symbols (data.heldout_symbols_fraction), {held['conversations']} "
+            f"conversations, all in test: {held['about_heldout_symbol']} about one, "
+            f"{held['naming_heldout_symbol']['count']} naming one, {held['sharing_heldout_text']['count']} sharing "
+            "its text (manifest.json: heldout)"
+        )
+    before = recited["before"]
+    print(
+        f"  recitation: {recited['sharing_span']} of {recited['test_answers']} test answers share a "
+        f"{recited['span_words']}-word span with a training answer ({before['sharing_span']} of "
+        f"{before['test_answers']} on the hash split; {recited['moved_to_train']['count']} moved to train)"
+    )
     for kind in (
         "skipped",
         "skipped_files",
@@ -68,8 +84,11 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
     ):
         if manifest[kind]["count"]:
             print(f"  {kind}: {manifest[kind]['count']}")
-            for record in manifest[kind]["records"]:
+            records = manifest[kind]["records"]
+            for record in records[:SHOWN_RECORDS]:
                 print(f"    {record}")
+            if len(records) > SHOWN_RECORDS:  # all of them would scroll the counts away (87 conflicts, say)
+                print(f"    … {len(records) - SHOWN_RECORDS} more in {config.data.output_dir / MANIFEST_FILE}")
     if "teacher" in manifest:
         from trainer.synthesis.teacher import summary
 

@@ -241,6 +241,13 @@ class DataConfig(StrictModel):
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_salt: str = Field("trainer-split-v1", description="Changing it reshuffles every split")
+    heldout_symbols_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of the API index's symbols held out of training entirely: every conversation about or "
+        "naming one goes to the test split (evaluation's held-out group); 0 holds out nothing",
+    )
     teacher: TeacherSettings | None = Field(
         None, description="An LLM that writes verified conversations from the API index; null: off (docs/teacher.md)"
     )

@@ -1,5 +1,6 @@
-"""The synthesize stage: hand-written examples + conversations generated from Go sources → deduplicated → split by
-content hash → `datasets.DatasetDict`, with `symbols.jsonl` (the API index) and `manifest.json` beside it.
+"""The synthesize stage: hand-written examples + conversations generated from Go sources → deduplicated → split
+(`split.py`: by content hash, held-out symbols, no recitation) → `datasets.DatasetDict`, with `symbols.jsonl` (the
+API index) and `manifest.json` beside it.
 
 Hand-written examples come first, so they win every conflict: a generated conversation asking a question a
 hand-written one already asks is dropped, as are exact and near duplicates (same text up to case, spacing and
@@ -23,25 +24,15 @@ from datasets import DatasetDict
 
 from trainer.config import RESOLVED_CONFIG, Config, DataConfig
 from trainer.config_file import save_config
-from trainer.dataset import SPLITS, content_hash, example_id, save_processed
+from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
 from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source
+from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
-
-
-def assign_split(identifier: str, salt: str, validation_fraction: float, test_fraction: float) -> str:
-    """Split from the example's own hash alone, so adding an example never moves another one."""
-    digest = hashlib.sha256(f"{salt}:{identifier}".encode()).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
-    if position < test_fraction:
-        return "test"
-    if position < test_fraction + validation_fraction:
-        return "validation"
-    return "train"
 
 
 @dataclass
@@ -226,14 +217,15 @@ def synthesize(config: Config) -> SynthesisResult:
     built = _rows(loaded.examples, sources.generated)
     if not built.rows:
         raise TrainerError(f"{data.examples_dir}: no valid examples found in *.jsonl files, and no Go sources")
-    by_split: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
-    for row in built.rows:
-        by_split[assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)].append(row)
+    split = split_rows(built.rows, sources.symbols, data)
+    by_split = split.by_split
     kept = built.generated
     manifest = {
         "examples_dir": str(data.examples_dir),
         "files": loaded.per_file,
-        "counts": {name: len(split) for name, split in by_split.items()},
+        "counts": {name: len(rows) for name, rows in by_split.items()},
+        "heldout": split.heldout,
+        "recitation": split.recitation,
         "hand_written": len(built.rows) - len(kept),
         "generated": {
             "count": len(kept),
