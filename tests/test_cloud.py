@@ -285,6 +285,8 @@ def test_the_teacher_task_serves_a_model_points_synthesis_at_it_and_stops_it(
     assert teacher["not_asked"] > 100  # chi's whole API: the budget stopped the rest
     assert teacher["model"] == str(tiny_model_dir) and teacher["tokens"]["completion"] > 0
     assert "no teacher conversation was accepted" in done.stderr
+    summary = r"teacher .*: 4 requests, .*\n    accepted 0 .*rejected: malformed 4, .*\n    tokens: prompt \d"
+    assert re.search(summary, done.stdout), done.stdout[-2000:]  # the terminal's lines, token counts included
     assert "data/teacher_rejects.jsonl" in objects(bucket, "runs/taught/")
     with socket.socket() as probe:  # the task's exit stopped the server
         assert probe.connect_ex(("127.0.0.1", port)) != 0
