@@ -366,7 +366,8 @@ def test_the_budget_stops_requests_says_how_many_were_not_made_and_a_rerun_goes_
 
 
 def test_the_judge_drops_conversations_scored_under_the_threshold(teacher_config):
-    judged = {"How do I use this?": [json.dumps({"score": 3, "reason": "vague"})] * 3}
+    low = json.dumps({"score": 3, "reason": "vague"})
+    judged = {"How do I use this?": [low, low, "I would give it an 8."]}
     teacher = ScriptedTeacher({NEW_ROUTER: [reply(chat(QUESTION, NO_CODE))], **judged})
     with teacher.serving() as url:
         config = teacher_config(url, "data.teacher.judge={threshold: 6, model: critic}")
@@ -374,9 +375,9 @@ def test_the_judge_drops_conversations_scored_under_the_threshold(teacher_config
     judge_requests = [r for r in teacher.requests if r["model"] == "critic"]
     assert len(judge_requests) == 4 and all(r["max_tokens"] == 256 for r in judge_requests)
     assert (section["accepted"], section["rejected"]["judge"]) == (1, 3)
-    assert all(
-        "score 3 < data.teacher.judge.threshold 6: vague" in r["message"] for r in rejects(config.data.output_dir)
-    )
+    dropped = sorted(r["message"] for r in rejects(config.data.output_dir))
+    assert dropped[0].startswith("judge reply is not JSON")  # an unreadable verdict keeps nothing
+    assert dropped[1:] == ["score 3 < data.teacher.judge.threshold 6: vague"] * 2
 
 
 def test_the_api_key_comes_from_the_named_variable_an_unset_one_and_a_401_are_errors(teacher_config, monkeypatch):
