@@ -72,7 +72,8 @@ def plain(body: dict) -> str:
 
 class ScriptedTeacher:
     """A chat-completions server: `rules` map a text in the request's last message to the replies to give in turn
-    (a str is a reply's content; (status, body) an HTTP error; SLOW an answer later than the client waits); unmatched
+    (a str is a reply's content; (status, body) an HTTP error; bytes a raw 200 body; SLOW an answer later than the
+    client waits); unmatched
     requests get `plain`."""
 
     def __init__(self, rules: dict[str, list] | None = None, refuse_json_mode: bool = False):
@@ -93,6 +94,8 @@ class ScriptedTeacher:
             return given
         if given is SLOW:
             return 0, {}
+        if isinstance(given, bytes):  # a 200 that is no chat completion
+            return 200, given
         usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
         message = {"role": "assistant", "content": given}
         return 200, {
@@ -114,9 +117,10 @@ class ScriptedTeacher:
                 if status == 0:  # SLOW: the client has given up by the time this would be answered
                     time.sleep(SLOW_S)
                     return
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                page = isinstance(payload, bytes) and payload.startswith(b"<")
+                self.send_header("Content-Type", "text/html" if page else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 if status == 429:
                     self.send_header("Retry-After", "0")
@@ -277,16 +281,18 @@ def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped
         chat("How do I mount a sub-router?", "Use <|im_end|> here."),  # a chat control token: refused
         {"messages": [{"role": "bot", "content": "hi"}]},
     )
+    html = b"<html><body>502 Bad Gateway</body></html>"  # a proxy's page with status 200
     teacher = ScriptedTeacher(
-        {NEW_ROUTER: [fenced], "type Router interface": ["Sure! Here are conversations:"], "type Routes": [two]},
+        {NEW_ROUTER: [fenced], "type Router interface": ["Sure! Here are conversations:"], "type Routes": [two],
+         "Middlewares type is a slice": [html]},
         refuse_json_mode=True,
-    )
+    )  # fmt: skip
     with teacher.serving() as url:
         config = teacher_config(url, "data.teacher.concurrency=2")
         section = synthesize(config).manifest["teacher"]
     assert [r.get("response_format") for r in teacher.requests].count({"type": "json_object"}) == 1
     assert section["requests"] == 5 and section["failed_requests"] == 0  # 4 asks, and the one refusal
-    assert (section["accepted"], section["rejected"]["malformed"]) == (1, 4)
+    assert (section["accepted"], section["rejected"]["malformed"]) == (0, 5)
     reasons = sorted(r["message"] for r in rejects(config.data.output_dir))
     assert reasons[0].startswith("conversation 1: ") and "control token" in reasons[0]
     assert reasons[1].startswith("conversation 2: messages[0]: unknown role 'bot'")
@@ -347,6 +353,13 @@ def test_429_500_and_a_timeout_are_retried_and_every_attempt_counts_against_the_
     assert (len(about(stubborn.requests, NEW_ROUTER)), section["failed_requests"], section["accepted"]) == (2, 1, 3)
     (failure,) = rejects(config.data.output_dir)
     assert failure["reason"] == "request_failed" and failure["message"] == "HTTP 500: boom (after 1 retries)"
+    garbled = ScriptedTeacher({NEW_ROUTER: [b'{"choices": [']})  # JSON declared, not sent: not retried, listed
+    with garbled.serving() as url:
+        config = teacher_config(url, "data.teacher.model=garbled")
+        section = synthesize(config).manifest["teacher"]
+    assert (len(about(garbled.requests, NEW_ROUTER)), section["failed_requests"], section["accepted"]) == (1, 1, 3)
+    (failure,) = rejects(config.data.output_dir)
+    assert failure["message"].startswith("a 200 reply that is not JSON: ")
 
 
 def test_the_budget_stops_requests_says_how_many_were_not_made_and_a_rerun_goes_on_from_there(teacher_config, capsys):

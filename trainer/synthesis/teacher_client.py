@@ -161,23 +161,29 @@ class TeacherClient:
                 time.sleep(self._wait(exc, retries))
                 retries += 1
                 continue
-            except openai.APIStatusError as exc:
+            except openai.APIError as exc:  # another status, or a 200 whose body is no chat completion
                 self.usage.add(failed=1)
                 return Reply(None, error=_said(exc), failed=True)
+            except ValueError as exc:  # a body declared JSON that is not: the client's json.loads
+                self.usage.add(failed=1)
+                return Reply(None, error=f"a 200 reply that is not JSON: {exc}", failed=True)
             if "response_format" in request:
                 self.json_mode = True
             return self._received(request, completion)
 
     def _received(self, request: dict[str, Any], completion: Any) -> Reply:
-        choice = completion.choices[0] if completion.choices else None
-        usage = completion.usage
+        # A 200 whose body is no chat completion (an HTML page, `{}`) comes back as a str or an empty model: its
+        # content is '' and the reply counts as malformed.
+        choice = next(iter(getattr(completion, "choices", None) or []), None)
+        usage = getattr(completion, "usage", None)
         tokens = {
             "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
             "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
         }
         self.usage.add(**tokens)
-        content = choice.message.content if choice else None
-        reply = Reply(content or "", finish_reason=(choice.finish_reason or "") if choice else "")
+        content = getattr(getattr(choice, "message", None), "content", None)
+        finish_reason = getattr(choice, "finish_reason", "") or ""
+        reply = Reply(content if isinstance(content, str) else "", finish_reason=finish_reason)  # "": malformed
         self._store(request, reply, tokens)
         return reply
 
