@@ -35,8 +35,7 @@ def plain(body: dict) -> str:
 class ScriptedTeacher:
     """A chat-completions server: `rules` map a text in the request's last message to the replies to give in turn
     (a str is a reply's content; (status, body) an HTTP error; bytes a raw 200 body; SLOW an answer later than the
-    client waits); unmatched
-    requests get `plain`."""
+    client waits); unmatched requests get `plain`."""
 
     def __init__(self, rules: dict[str, list] | None = None, refuse_json_mode: bool = False):
         self.rules = {key: list(value) for key, value in (rules or {}).items()}
