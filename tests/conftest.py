@@ -61,6 +61,15 @@ def model_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(model_cache) -> Path:
+    """The tiny model's folder (the default spec), for a server to load: `transformers serve` in tests."""
+    from trainer.config import TinyModelSpec
+    from trainer.tiny_model import build_tiny_model
+
+    return build_tiny_model(TinyModelSpec(), model_cache)
+
+
 @pytest.fixture
 def make_config(tmp_path, model_cache):
     from trainer.config_file import load_config

@@ -4,7 +4,6 @@ S3 server. Fixtures live in conftest.py."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -12,12 +11,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
@@ -141,7 +138,7 @@ def wait_for_server(url: str, process: subprocess.Popen, log: IO[str], timeout: 
 
 
 @contextmanager
-def openai_server(model_dir: Path) -> Iterator[str]:
+def openai_server(model_dir: Path, timeout: float = 120) -> Iterator[str]:
     """A real OpenAI-compatible server, `transformers serve`, on the model folder `model_dir` (offline, on the CPU,
     the weights' own dtype), while the block runs; yields its base URL (`http://127.0.0.1:PORT/v1`). Requests name
     the model as `str(model_dir)`: the server is pinned to it and refuses another name."""
@@ -150,46 +147,8 @@ def openai_server(model_dir: Path) -> Iterator[str]:
     args += ["--port", str(port), "--device", "cpu", "--dtype", "auto", "--log-level", "warning"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with tempfile.TemporaryFile("w+") as log, background(args, stdout=log, stderr=subprocess.STDOUT, env=env) as server:
-        wait_for_server(f"http://127.0.0.1:{port}/health", server, log)
+        wait_for_server(f"http://127.0.0.1:{port}/health", server, log, timeout)
         yield f"http://127.0.0.1:{port}/v1"
-
-
-def completion(message: dict) -> dict:
-    """A chat.completion response body whose one choice is the assistant `message`."""
-    return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted",
-        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
-    }  # fmt: skip
-
-
-@contextmanager
-def scripted_server(replies: list[tuple[int, dict]]) -> Iterator[tuple[str, list[dict]]]:
-    """A chat-completions server answering each POST with the next (status, body) of `replies` (the last one
-    repeats); yields its base URL and the request bodies it received, in order."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            status, body = replies[min(len(received), len(replies)) - 1]
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("retry-after-ms", "10")  # the client's backoff honours it: the test stays fast
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class S3Server:

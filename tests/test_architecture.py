@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEBUG_CONFIG, REPO, completion, debug_overrides, scripted_server, set_args
+from tests.helpers import DEBUG_CONFIG, REPO, debug_overrides, set_args
+from tests.scripted_chat import ScriptedTeacher
 from trainer.cli import main
 
 PACKAGE = REPO / "trainer"
@@ -118,7 +119,8 @@ def test_scoring_an_endpoint_imports_no_model_library(tmp_path, model_cache):
     and generates."""
     sets = set_args([*debug_overrides(tmp_path, model_cache), "data.sources=[]"])
     assert main(["synthesize", "--config", str(DEBUG_CONFIG), *sets]) == 0
-    with scripted_server([(200, completion({"content": "Use `chi.NewRouter()`."}))]) as (url, received):
+    server = ScriptedTeacher()  # every answer the same kind of text
+    with server.serving() as url:
         args = ["evaluate", "--config", str(DEBUG_CONFIG), *sets, "--endpoint", f"{url}=m", "--limit", "3"]
         probe = (
             f"import sys\nfrom trainer.cli import main\ncode = main({args!r})\n"
@@ -127,7 +129,7 @@ def test_scoring_an_endpoint_imports_no_model_library(tmp_path, model_cache):
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 []"
-    assert len(received) == 3 and json.loads((tmp_path / "eval/report.json").read_text())["n_examples"] == 3
+    assert len(server.requests) == 3 and json.loads((tmp_path / "eval/report.json").read_text())["n_examples"] == 3
 
 
 def test_checkpoint_folder_prefix_is_the_one_transformers_writes():

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -101,8 +102,8 @@ def sky_tasks() -> dict[str, list[dict]]:
 @pytest.mark.slow
 def test_every_sky_yaml_loads_with_skypilot(sky_tasks):
     assert sorted(sky_tasks) == [
-        "evaluate.yaml", "export.yaml", "pipeline.yaml", "serve.yaml", "synthesize.yaml", "train-multinode.yaml",
-        "train.yaml",
+        "evaluate.yaml", "export.yaml", "pipeline.yaml", "serve.yaml", "synthesize-teacher.yaml", "synthesize.yaml",
+        "train-multinode.yaml", "train.yaml",
     ]  # fmt: skip
     (serve,) = sky_tasks["serve.yaml"]
     assert serve["service"] == {"path": "/health", "replicas": 1}  # a SkyPilot service, and a plain task too
@@ -175,26 +176,43 @@ def objects(bucket: str, prefix: str) -> set[str]:
     return {item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])}
 
 
-# vLLM is absent here (it needs CUDA): this `vllm` on PATH records its arguments and serves the same folder under the
-# served name with `transformers serve`, a real OpenAI-compatible server. What the test shows: the YAML's setup
-# installs nothing when vllm is present, its run pulls the model onto an empty machine and starts `vllm serve` with
-# the tool-call parser flags, and `trainer evaluate --endpoint` scores what is served. What it cannot: that vLLM
-# itself accepts those flags (vLLM's docs: `--enable-auto-tool-choice --tool-call-parser hermes` for Qwen 2.5).
-VLLM_SHIM = """#!/bin/bash
-set -euo pipefail
-echo "$@" > "$SHIM_ARGS"
-[ "$1" = serve ] || exit 64
-model=$2 name=$2
-while [ $# -gt 0 ]; do if [ "$1" = --served-model-name ]; then name=$2; fi; shift; done
-[ "$name" = "$model" ] || ln -sfn "$model" "$name"  # transformers serve answers to the folder's name
-exec transformers serve "$name" --host 127.0.0.1 --port "$SHIM_PORT" --device cpu
+# `vllm serve` as sky/synthesize-teacher.yaml and sky/serve.yaml call it, answered by `transformers serve`, a real
+# OpenAI-compatible server: the tasks' wiring (setup installing nothing when vllm is there, the model pulled, start,
+# readiness wait, the run or the queries pointed at it, teardown) is what runs for real; vLLM's own flags are held
+# to the ones written here (argparse refuses any other), which vLLM's docs give (`--enable-auto-tool-choice
+# --tool-call-parser hermes` for Qwen 2.5). What this cannot show is vLLM itself running them: it needs CUDA.
+# SHIM_ARGS: a file to record the arguments in; SHIM_PORT: the port to serve on instead (serve.yaml's is fixed).
+VLLM_SHIM = """#!{python}
+import argparse, os, sys
+parser = argparse.ArgumentParser(prog="vllm")
+serve = parser.add_subparsers(dest="command", required=True).add_parser("serve")
+serve.add_argument("model")
+serve.add_argument("--host", required=True)
+serve.add_argument("--port", required=True)
+serve.add_argument("--served-model-name")
+serve.add_argument("--max-model-len", type=int)
+serve.add_argument("--gpu-memory-utilization", type=float)
+serve.add_argument("--enable-auto-tool-choice", action="store_true")
+serve.add_argument("--tool-call-parser", choices=["hermes"])
+serve.add_argument("--generation-config", choices=["auto", "vllm"])
+args = parser.parse_args()
+if os.environ.get("SHIM_ARGS"):
+    with open(os.environ["SHIM_ARGS"], "w") as record:
+        record.write(" ".join(sys.argv[1:]))
+model = args.model
+if args.served_model_name and args.served_model_name != model:  # transformers serve answers to the folder's name
+    os.symlink(model, args.served_model_name)
+    model = args.served_model_name
+port = os.environ.get("SHIM_PORT", args.port)
+transformers = os.path.join(os.path.dirname(sys.executable), "transformers")
+os.execv(transformers, [transformers, "serve", "--host", "127.0.0.1", "--port", port, model])
 """
 
 
 def serve_and_evaluate_the_endpoint(task: dict, env: dict[str, str], tmp_path: Path, outputs: list[str]) -> None:
     shim = tmp_path / "shim"
     shim.mkdir()
-    (shim / "vllm").write_text(VLLM_SHIM)
+    (shim / "vllm").write_text(VLLM_SHIM.format(python=sys.executable))
     (shim / "vllm").chmod(0o755)
     port, args = free_port(), tmp_path / "vllm-args"
     node = {**env, "PATH": f"{shim}:{os.environ['PATH']}", "SHIM_PORT": str(port), "SHIM_ARGS": str(args)}
@@ -326,6 +344,39 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
         if value.encode() in blob
     ]
     assert leaks == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHI.is_dir(), reason="chi's Debian package is missing: run `make go-sources`")
+def test_the_teacher_task_serves_a_model_points_synthesis_at_it_and_stops_it(
+    sky_tasks, s3_server, bucket, tiny_model_dir, tmp_path
+):
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "vllm").write_text(VLLM_SHIM.format(python=sys.executable))
+    (shims / "vllm").chmod(0o755)
+    port = free_port()
+    env = {
+        "BUCKET": bucket, "RUN_NAME": "taught", "TRAINER_HOME": str(REPO),
+        "CONFIG": str(PRODUCTION_TINY.relative_to(REPO)), "EXTRA_ARGS": "--set data.teacher.max_tokens=16",
+        "TEACHER_MODEL": str(tiny_model_dir), "TEACHER_MAX_REQUESTS": "4", "TEACHER_PORT": str(port),
+        "TEACHER_WAIT_S": "120", "PATH": f"{shims}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+    }  # fmt: skip
+    done = run_task(sky_tasks["synthesize-teacher.yaml"][0], env, tmp_path / "gpu-node", [])
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads(
+        boto3.client("s3").get_object(Bucket=bucket, Key="runs/taught/data/manifest.json")["Body"].read()
+    )
+    teacher = manifest["teacher"]  # the tiny model writes noise: asked, answered, every reply rejected
+    assert (teacher["requests"], teacher["failed_requests"], teacher["rejected"]["malformed"]) == (4, 0, 4)
+    assert teacher["not_asked"] > 100  # chi's whole API: the budget stopped the rest
+    assert teacher["model"] == str(tiny_model_dir) and teacher["tokens"]["completion"] > 0
+    assert "no teacher conversation was accepted" in done.stderr
+    summary = r"teacher .*: 4 requests, .*\n    accepted 0 .*rejected: malformed 4, .*\n    tokens: prompt \d"
+    assert re.search(summary, done.stdout), done.stdout[-2000:]  # the terminal's lines, token counts included
+    assert "data/teacher_rejects.jsonl" in objects(bucket, "runs/taught/")
+    with socket.socket() as probe:  # the task's exit stopped the server
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.mark.slow

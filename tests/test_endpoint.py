@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.helpers import DEBUG_CONFIG, completion, debug_overrides, openai_server, scripted_server, set_args
+from tests.helpers import DEBUG_CONFIG, debug_overrides, openai_server, set_args
+from tests.scripted_chat import ScriptedTeacher
 from trainer.api_index import load_symbols
 from trainer.cli import main
 from trainer.config import EndpointConfig
@@ -42,6 +43,14 @@ def test_prompt_turns_go_out_in_the_openai_wire_format():
     ]  # fmt: skip
 
 
+def completion(message: dict) -> dict:
+    """A chat.completion response body whose one choice is the assistant `message`."""
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted",
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
+    }  # fmt: skip
+
+
 def prompts() -> list[Prompt]:
     reference = {"role": "assistant", "content": "It returns a *chi.Mux."}
     return [
@@ -54,15 +63,16 @@ def test_answers_are_parsed_back_and_429_then_500_are_retried(make_config):
     config = make_config("evaluation.endpoint_concurrency=1", "evaluation.max_new_tokens=7")
     served_call = {"id": "x", "type": "function", "function": {"name": "lookup_docs", "arguments": '{"symbol": "Mux"}'}}
     text_call = 'See <tool_call>{"name": "lookup_docs", "arguments": {"symbol": "chi.Mux"}}</tool_call>'
-    replies = [
-        (200, completion({"content": None, "tool_calls": [served_call]})),
-        (429, {"error": {"message": "slow down"}}),
-        (500, {"error": {"message": "busy"}}),
-        (200, completion({"content": text_call})),  # a server without a tool-call parser: the call is in the text
-    ]
-    endpoint = EndpointConfig(url="http://127.0.0.1/v1", model="served-name")
-    with scripted_server(replies) as (url, received):
-        answers = endpoint_answers(endpoint.model_copy(update={"url": url}), config, prompts())
+    server = ScriptedTeacher({  # by the text of the prompt's last turn
+        "What does chi.NewRouter return?": [(200, completion({"content": None, "tool_calls": [served_call]}))],
+        "type Mux struct": [
+            (429, {"error": {"message": "slow down"}}), (500, {"error": {"message": "busy"}}),
+            (200, completion({"content": text_call})),  # a server without a tool-call parser: the call is in the text
+        ],
+    })  # fmt: skip
+    with server.serving() as url:
+        answers = endpoint_answers(EndpointConfig(url=url, model="served-name"), config, prompts())
+    received = server.requests
     call = {"name": "lookup_docs", "arguments": {"symbol": "Mux"}}
     assert answers == [
         {"role": "assistant", "content": "", "tool_calls": [call]},
@@ -77,14 +87,16 @@ def test_answers_are_parsed_back_and_429_then_500_are_retried(make_config):
 
 def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_config, monkeypatch):
     config = make_config("evaluation.endpoint_max_retries=1")
-    with scripted_server([(503, {"error": {"message": "overloaded"}})]) as (url, received):
+    overloaded = (503, {"error": {"message": "overloaded"}})
+    server = ScriptedTeacher({"chi.NewRouter": [overloaded, overloaded, overloaded]})
+    with server.serving() as url:
         endpoint = EndpointConfig(url=url, model="m", label="hosted")
         with pytest.raises(TrainerError, match=rf"^endpoint hosted \({url}\): HTTP 503: .*overloaded"):
             endpoint_answers(endpoint, config, prompts()[:1])
-    assert len(received) == 2  # one try, one retry
+    assert len(server.requests) == 2  # one try, one retry
     no_choice = r"^endpoint m \(.*\): a response with no choices, for test conversation a$"
-    empty = (200, {**completion({}), "choices": []})
-    with scripted_server([empty]) as (url, _), pytest.raises(TrainerError, match=no_choice):
+    empty = ScriptedTeacher({"chi.NewRouter": [(200, {**completion({}), "choices": []})]})
+    with empty.serving() as url, pytest.raises(TrainerError, match=no_choice):
         endpoint_answers(EndpointConfig(url=url, model="m"), config, prompts()[:1])
     monkeypatch.delenv("EVAL_TEST_KEY", raising=False)
     keyed = EndpointConfig(url=url, model="m", api_key_env="EVAL_TEST_KEY")

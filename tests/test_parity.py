@@ -87,6 +87,8 @@ def test_every_checkpoint_seals_its_fully_resolved_config_and_a_finished_run_tra
 def test_evaluate_and_export_follow_the_checkpoint_not_the_config_file(make_config, model_cache, tmp_path, capfd):
     """The sketch's `scripts/evaluate.py --checkpoint …` after a debug run (default.yaml: Qwen 7B, 4-bit) and
     sky/export.yaml (default.yaml) on a plain-LoRA run: both use what the checkpoint was trained with."""
+    from trainer.checkpoints import trained_config
+    from trainer.config_file import load_config
     from trainer.synthesis.synthesize import synthesize
     from trainer.training.train import train
 
@@ -108,6 +110,10 @@ def test_evaluate_and_export_follow_the_checkpoint_not_the_config_file(make_conf
     exported = yaml.safe_load((out / "trainer_config.yaml").read_text())
     assert exported["model"]["quantization"] is None and exported["export"]["merge_base"] == "auto"
     assert "into the original base weights" in (out / "README.md").read_text()
+    # The run's name comes from the checkpoint too (the exported folder and card are named for it), unless --set.
+    assert exported["training"]["run_name"] == config.training.run_name == "tiny-debug"
+    renamed = trained_config(load_config(DEFAULT_CONFIG, ["training.run_name=chi-v2"]), checkpoint)
+    assert renamed.training.run_name == "chi-v2"
 
     capfd.readouterr()
     contradicting = [*args, "--out", str(tmp_path / "m2"), "--set", "model.lora.r=8"]

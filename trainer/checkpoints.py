@@ -31,6 +31,9 @@ TRAINED_KEYS = ("model.name_or_path", "model.revision", "model.tiny", "model.lor
 TRAINED_KEYS += ("training.precision",)
 # transformers' PREFIX_CHECKPOINT_DIR, spelled here so reading checkpoints imports no torch (a test keeps them equal).
 CHECKPOINT_PREFIX = "checkpoint"
+# Taken from the checkpoint too, but a --set may change them: the run's name names its exported model and card, so a
+# tiny checkpoint exported without its config is not filed under default.yaml's 7B run name.
+RUN_KEYS = ("training.run_name",)
 
 
 def checkpoint_name(step: int) -> str:
@@ -340,7 +343,8 @@ def _set(tree: dict, dotted: str, value) -> None:
 
 def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
     """`config` with every TRAINED_KEYS value taken from the config sealed in `checkpoint`: the one place evaluate,
-    export and the vLLM backend learn what was trained. An explicit `--set` that contradicts it is an error."""
+    export and the vLLM backend learn what was trained. An explicit `--set` that contradicts it is an error. RUN_KEYS
+    come from the checkpoint too, unless a `--set` names them."""
     sealed = checkpoint / TRAINED_CONFIG
     if not sealed.is_file():
         warn(f"note: {checkpoint} holds no {TRAINED_CONFIG} (made before checkpoints carried their config); "
@@ -358,6 +362,9 @@ def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
                 )
     for key in TRAINED_KEYS:
         _set(given, key, _get(trained, key))
+    for key in RUN_KEYS:
+        if key not in config.overrides:
+            _set(given, key, _get(trained, key))
     merged = Config.model_validate(given)
     merged._overrides = config.overrides
     return merged

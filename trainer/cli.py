@@ -90,6 +90,10 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
                 print(f"    {record}")
             if len(records) > SHOWN_RECORDS:  # all of them would scroll the counts away (87 conflicts, say)
                 print(f"    … {len(records) - SHOWN_RECORDS} more in {config.data.output_dir / MANIFEST_FILE}")
+    if "teacher" in manifest:
+        from trainer.synthesis.teacher import summary
+
+        print("\n".join(summary(manifest["teacher"])))
     if run_uri:
         from trainer.artifacts import part_uri
         from trainer.storage import upload_folder

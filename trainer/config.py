@@ -182,6 +182,52 @@ class GenerationSettings(StrictModel):
         return BuildContext(self.goos, self.goarch, self.cgo, tuple(self.build_tags), self.go_version)
 
 
+TeacherKind = Literal["howto", "followup", "tool_use"]
+
+
+class TeacherJudge(StrictModel):
+    """An LLM that scores each verified teacher conversation; below `threshold` it is dropped."""
+
+    model: str | None = Field(None, description="Judge model on the teacher's server; default: data.teacher.model")
+    threshold: int = Field(7, ge=1, le=10, description="Lowest score (1-10) a conversation may have and be kept")
+    max_tokens: int = Field(256, gt=0, description="Tokens the judge may write per verdict")
+
+
+class TeacherSettings(StrictModel):
+    """An OpenAI-compatible chat-completions server that writes conversations from the API index (docs/teacher.md).
+
+    Every real HTTP request counts against `max_requests`: first asks, retries, repairs and judge calls alike;
+    replies read from the on-disk cache count nothing."""
+
+    base_url: str = Field(description="The server's OpenAI API root, e.g. http://localhost:8000/v1")
+    model: str = Field(description="Model name the server knows (vLLM: --served-model-name or the model path)")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding the API key (never the key); null: no key (a local "
+        "server). A named variable that is unset is an error",
+    )
+    concurrency: int = Field(4, gt=0, le=256, description="Requests in flight at once")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(2048, gt=0, description="Tokens the teacher may write per reply")
+    max_requests: int = Field(
+        1000, gt=0, description="Hard budget of real HTTP requests (retries, repairs, judge calls included)"
+    )
+    timeout_s: float = Field(180.0, gt=0, description="Per request; a timeout is retried like a 5xx")
+    max_retries: int = Field(3, ge=0, description="Retries of one request after 429, 5xx, a timeout or lost connection")
+    backoff_s: float = Field(
+        1.0, ge=0, description="First wait before a retry, doubled each time (a server's Retry-After wins, capped 60 s)"
+    )
+    kinds: list[TeacherKind] = Field(
+        ["howto", "followup", "tool_use"],
+        min_length=1,
+        description="What to ask for, one request per symbol (or doc section) and kind: howto (question, answer with "
+        "complete Go code), followup (a second question in the same chat), tool_use (a lookup_docs call first)",
+    )
+    conversations_per_request: int = Field(2, gt=0, le=10, description="Conversations asked for in one request")
+    judge: TeacherJudge | None = Field(None, description="Score each verified conversation with an LLM; null: no judge")
+
+
 class DataConfig(StrictModel):
     sources: list[GoSource] = Field([], description="Go repositories to extract an API index and conversations from")
     generation: GenerationSettings = GenerationSettings()
@@ -201,6 +247,9 @@ class DataConfig(StrictModel):
         lt=1,
         description="Share of the API index's symbols held out of training entirely: every conversation about or "
         "naming one goes to the test split (evaluation's held-out group); 0 holds out nothing",
+    )
+    teacher: TeacherSettings | None = Field(
+        None, description="An LLM that writes verified conversations from the API index; null: off (docs/teacher.md)"
     )
 
 

@@ -18,12 +18,14 @@ def on_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def track(items: Iterable[Item], description: str) -> Iterator[Item]:
-    """`items`, with a transient progress bar named `description` on a terminal, periodic lines elsewhere."""
+def track(items: Iterable[Item], description: str, total: int | None = None) -> Iterator[Item]:
+    """`items`, with a transient progress bar named `description` on a terminal, periodic lines elsewhere; `total`
+    for an iterator that cannot tell its length (results as they complete)."""
+    if total is None and isinstance(items, Sized):
+        total = len(items)
     if on_terminal():
-        yield from rich_track(items, description=description, transient=True)
+        yield from rich_track(items, description=description, transient=True, total=total)
         return
-    total = len(items) if isinstance(items, Sized) else None
     start = last = time.monotonic()
     for done, item in enumerate(items, 1):
         yield item

@@ -32,6 +32,7 @@ from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key
 from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source
 from trainer.synthesis.split import split_rows
+from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
 
 
 @dataclass
@@ -50,10 +51,12 @@ class SourceReport:
     skipped_files: list[str] = field(default_factory=list)
     capped: dict[str, int] = field(default_factory=lambda: {"per_symbol": 0, "package_share": 0})
     control_tokens: list[str] = field(default_factory=list)  # generated conversations refused or escaped, and why
+    teacher: Teacher | None = None  # data.teacher's conversations (in `generated`), rejects and usage
 
 
 def collect_sources(config: Config) -> SourceReport:
     data, report = config.data, SourceReport()
+    report.teacher = Teacher.start(data) if data.teacher else None
     seen: dict[Path, str] = {}  # the same folder given twice would index and teach everything twice
     for source in data.sources:
         local = fetch_source(source, data.cache_dir)
@@ -71,7 +74,10 @@ def collect_sources(config: Config) -> SourceReport:
                 "include/exclude globs"
             )
         origin = {"source": local.name, "commit": local.commit}
-        report.symbols.extend(origin | symbol.to_json() for symbol in index.symbols)
+        indexed = [origin | symbol.to_json() for symbol in index.symbols]
+        report.symbols.extend(indexed)
+        if report.teacher:
+            report.teacher.teach(index, local, indexed)
         items, capped = cap_per_key(
             screen_generated(generate(index, local.name, local.commit, data.generation), data, report.control_tokens),
             data.generation.max_per_symbol,
@@ -100,6 +106,8 @@ def collect_sources(config: Config) -> SourceReport:
         report.generated, data.generation.max_package_share, data.generation.seed
     )
     report.capped["package_share"] = capped
+    if report.teacher:  # first among generated rows: verified and richer, they win a question both ask
+        report.generated = report.teacher.accepted + report.generated
     return report
 
 
@@ -117,6 +125,7 @@ class _Rows:
     seen: dict[str, str] = field(default_factory=dict)  # id or near-duplicate key → source of the kept one
     questions: dict[str, str] = field(default_factory=dict)  # normalised user question → source
     generated: list[dict[str, Any]] = field(default_factory=list)  # provenance of each kept generated row
+    teacher_dropped: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (provenance, why) of teacher rows
 
     def add(
         self,
@@ -130,14 +139,17 @@ class _Rows:
         # Digests, not the normalised texts: the sets hold one per row, and whole conversations would double them.
         near = "near:" + _digest(json.dumps([m.get("content") or m.get("tool_calls") for m in messages]))
         question = _digest(" ".join(m["content"] for m in messages if m["role"] == "user"))
+        drop = None
         if identifier in self.seen:
-            self.dropped["duplicates"].append(f"{source}: duplicate of {self.seen[identifier]}")
-            return
-        if near in self.seen:
-            self.dropped["near_duplicates"].append(f"{source}: near duplicate of {self.seen[near]}")
-            return
-        if generated and question in self.questions:
-            self.dropped["conflicts"].append(f"{source}: same question as {self.questions[question]}")
+            drop = "duplicates", f"{source}: duplicate of {self.seen[identifier]}"
+        elif near in self.seen:
+            drop = "near_duplicates", f"{source}: near duplicate of {self.seen[near]}"
+        elif generated and question in self.questions:
+            drop = "conflicts", f"{source}: same question as {self.questions[question]}"
+        if drop:
+            self.dropped[drop[0]].append(drop[1])
+            if provenance.get("template") == TEMPLATE:
+                self.teacher_dropped.append((provenance, drop[1]))
             return
         self.seen[identifier] = self.seen[near] = source
         self.questions.setdefault(question, source)
@@ -235,6 +247,21 @@ def synthesize(config: Config) -> SynthesisResult:
         "control_tokens": _counted(sources.control_tokens),
         "content_hash": content_hash(by_split),
     }
+    if sources.teacher:
+        manifest["teacher"] = sources.teacher.manifest(built.teacher_dropped)
     dataset = save_processed(data.output_dir, by_split, sources.symbols, manifest)
+    (data.output_dir / REJECTS_FILE).unlink(missing_ok=True)  # an earlier run's, which this dataset did not get
+    if sources.teacher:
+        sources.teacher.write_rejects(data.output_dir)
+        if manifest["teacher"]["not_asked"]:
+            warn(
+                f"data.teacher.max_requests ({data.teacher.max_requests}) reached: "
+                f"{manifest['teacher']['not_asked']} requests were not made"
+            )
+        if not manifest["teacher"]["accepted"]:
+            warn(
+                f"data.teacher: no teacher conversation was accepted ({manifest['teacher']['requests']} requests); "
+                f"why each was dropped: {data.output_dir / REJECTS_FILE}"
+            )
     save_config(config, data.output_dir / RESOLVED_CONFIG)
     return SynthesisResult(dataset=dataset, manifest=manifest)
