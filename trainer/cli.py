@@ -7,7 +7,6 @@ Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Pro
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,16 +17,14 @@ from pydantic import ValidationError
 
 from trainer.config import Config, GoSource
 from trainer.config_file import DEFAULT_CONFIG
-from trainer.dataset import MANIFEST_FILE
 from trainer.errors import Preempted, TrainerError
 from trainer.redact import redact
-from trainer.stage_config import from_config, stage_config
+from trainer.stage_config import endpoint_override, from_config, stage_config
 from trainer.supervisor import run_uri_of, supervise
 from trainer.usage import usage_error_line, version_text
 
 # A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
-SHOWN_RECORDS = 3  # of each list synthesize prints (skipped, conflicts, …); the manifest holds them all
 
 HELP = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
@@ -42,58 +39,10 @@ CheckpointOption = Annotated[
 
 
 def _synthesize(config: Config, run_uri: str | None = None) -> None:
+    from trainer.synthesis.summary import summary_lines
     from trainer.synthesis.synthesize import synthesize
 
-    manifest = synthesize(config).manifest
-    counts = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
-    print(f"synthesize: {counts} → {config.data.output_dir}")
-    for entry in manifest["sources"]:
-        cached = " (cached)" if entry["index_cached"] else ""
-        commit = f"@{entry['commit'][:12]}" if entry["commit"] else ""
-        print(f"  source {entry['source']}{commit}: {entry['files']} files, {entry['symbols']} symbols{cached}")
-    generated = manifest["generated"]
-    if generated["count"] or manifest["sources"]:
-        templates = ", ".join(f"{name} {n}" for name, n in sorted(generated["by_template"].items()))
-        print(f"  hand-written {manifest['hand_written']}, generated {generated['count']} ({templates})")
-        capped = generated["capped"]
-        print(
-            f"  capped: {capped['per_symbol']} over data.generation.max_per_symbol, "
-            f"{capped['package_share']} over data.generation.max_package_share"
-        )
-    held, recited = manifest["heldout"], manifest["recitation"]
-    if held["symbols"]:
-        print(
-            f"  held out: {held['symbols']} symbols (data.heldout_symbols_fraction), {held['conversations']} "
-            f"conversations, all in test: {held['about_heldout_symbol']} about one, "
-            f"{held['naming_heldout_symbol']['count']} naming one, {held['sharing_heldout_text']['count']} sharing "
-            "its text (manifest.json: heldout)"
-        )
-    before = recited["before"]
-    print(
-        f"  recitation: {recited['sharing_span']} of {recited['test_answers']} test answers share a "
-        f"{recited['span_words']}-word span with a training answer ({before['sharing_span']} of "
-        f"{before['test_answers']} on the hash split; {recited['moved_to_train']['count']} moved to train)"
-    )
-    for kind in (
-        "skipped",
-        "skipped_files",
-        "duplicates",
-        "near_duplicates",
-        "conflicts",
-        "normalised",
-        "control_tokens",
-    ):
-        if manifest[kind]["count"]:
-            print(f"  {kind}: {manifest[kind]['count']}")
-            records = manifest[kind]["records"]
-            for record in records[:SHOWN_RECORDS]:
-                print(f"    {record}")
-            if len(records) > SHOWN_RECORDS:  # all of them would scroll the counts away (87 conflicts, say)
-                print(f"    … {len(records) - SHOWN_RECORDS} more in {config.data.output_dir / MANIFEST_FILE}")
-    if "teacher" in manifest:
-        from trainer.synthesis.teacher import summary
-
-        print("\n".join(summary(manifest["teacher"])))
+    print("\n".join(summary_lines(synthesize(config).manifest, config.data.output_dir)))
     if run_uri:
         from trainer.artifacts import part_uri
         from trainer.storage import upload_folder
@@ -152,20 +101,6 @@ def _evaluate(
         upload_folder(config.evaluation.output_dir, part_uri(run_uri, "report"), force=True)
         update_run(run_uri, metrics=headline(report))
     return report
-
-
-def endpoint_override(endpoints: list[str], model: str | None, api_key_env: str | None) -> str:
-    """`--endpoint URL=MODEL` / `--endpoint URL --model MODEL` (repeatable), each with `--api-key-env`, as the value of
-    evaluation.endpoints."""
-    if model and all("=" in given for given in endpoints):
-        raise TrainerError(f"--model {model}: every --endpoint names its own model (URL=MODEL); drop --model")
-    parsed = []
-    for given in endpoints:
-        url, name = given.rsplit("=", 1) if "=" in given else (given, model)
-        if not name:
-            raise TrainerError(f"--endpoint {given}: name the served model: --endpoint URL=MODEL, or --model MODEL")
-        parsed.append({"url": url, "model": name} | ({"api_key_env": api_key_env} if api_key_env else {}))
-    return json.dumps(parsed)
 
 
 def _export(

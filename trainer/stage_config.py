@@ -3,6 +3,7 @@ then the command's own flags, each remembered as typed so an error blames what t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from trainer.config import Config
 from trainer.config_file import Override, load_config
+from trainer.errors import TrainerError
 from trainer.progress import on_terminal
 
 # The config key each stage flag sets: the flag is applied as that override and errors name the flag, not the key.
@@ -76,3 +78,17 @@ def from_config(key: str) -> str:
     for part in key.split("."):
         value = value[part]  # type: ignore[index]
     return f"from {key}: {'none' if value is None else value}"
+
+
+def endpoint_override(endpoints: list[str], model: str | None, api_key_env: str | None) -> str:
+    """`--endpoint URL=MODEL` / `--endpoint URL --model MODEL` (repeatable), each with `--api-key-env`, as the value of
+    evaluation.endpoints."""
+    if model and all("=" in given for given in endpoints):
+        raise TrainerError(f"--model {model}: every --endpoint names its own model (URL=MODEL); drop --model")
+    parsed = []
+    for given in endpoints:
+        url, name = given.rsplit("=", 1) if "=" in given else (given, model)
+        if not name:
+            raise TrainerError(f"--endpoint {given}: name the served model: --endpoint URL=MODEL, or --model MODEL")
+        parsed.append({"url": url, "model": name} | ({"api_key_env": api_key_env} if api_key_env else {}))
+    return json.dumps(parsed)

@@ -1,0 +1,65 @@
+"""What `trainer synthesize` prints: the counts, each source, the held-out split and recitation, the teacher's tally,
+and the first few records of each list with where the rest are (the manifest holds them all)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainer.dataset import MANIFEST_FILE
+
+SHOWN_RECORDS = 3  # of each list (skipped, conflicts, …): all of them would scroll the counts away (87 conflicts, say)
+
+
+def summary_lines(manifest: dict[str, Any], output_dir: Path) -> list[str]:
+    out: list[str] = []
+    counts = ", ".join(f"{name} {n}" for name, n in manifest["counts"].items())
+    out.append(f"synthesize: {counts} → {output_dir}")
+    for entry in manifest["sources"]:
+        cached = " (cached)" if entry["index_cached"] else ""
+        commit = f"@{entry['commit'][:12]}" if entry["commit"] else ""
+        out.append(f"  source {entry['source']}{commit}: {entry['files']} files, {entry['symbols']} symbols{cached}")
+    generated = manifest["generated"]
+    if generated["count"] or manifest["sources"]:
+        templates = ", ".join(f"{name} {n}" for name, n in sorted(generated["by_template"].items()))
+        out.append(f"  hand-written {manifest['hand_written']}, generated {generated['count']} ({templates})")
+        capped = generated["capped"]
+        out.append(
+            f"  capped: {capped['per_symbol']} over data.generation.max_per_symbol, "
+            f"{capped['package_share']} over data.generation.max_package_share"
+        )
+    held, recited = manifest["heldout"], manifest["recitation"]
+    if held["symbols"]:
+        out.append(
+            f"  held out: {held['symbols']} symbols (data.heldout_symbols_fraction), {held['conversations']} "
+            f"conversations, all in test: {held['about_heldout_symbol']} about one, "
+            f"{held['naming_heldout_symbol']['count']} naming one, {held['sharing_heldout_text']['count']} sharing "
+            "its text (manifest.json: heldout)"
+        )
+    before = recited["before"]
+    out.append(
+        f"  recitation: {recited['sharing_span']} of {recited['test_answers']} test answers share a "
+        f"{recited['span_words']}-word span with a training answer ({before['sharing_span']} of "
+        f"{before['test_answers']} on the hash split; {recited['moved_to_train']['count']} moved to train)"
+    )
+    for kind in (
+        "skipped",
+        "skipped_files",
+        "duplicates",
+        "near_duplicates",
+        "conflicts",
+        "normalised",
+        "control_tokens",
+    ):
+        if manifest[kind]["count"]:
+            out.append(f"  {kind}: {manifest[kind]['count']}")
+            records = manifest[kind]["records"]
+            for record in records[:SHOWN_RECORDS]:
+                out.append(f"    {record}")
+            if len(records) > SHOWN_RECORDS:
+                out.append(f"    … {len(records) - SHOWN_RECORDS} more in {output_dir / MANIFEST_FILE}")
+    if "teacher" in manifest:
+        from trainer.synthesis.teacher import summary  # the openai client only where a teacher ran
+
+        out.extend(summary(manifest["teacher"]))
+    return out
