@@ -211,7 +211,7 @@ def merge_bases_on_tiny(work: Path) -> dict[str, float]:
     rows = list(load_processed(config.data.output_dir)["test"])
     checkpoint = sorted(config.training.output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
     model, tokenizer = load_finetuned(config, checkpoint)
-    losses = {"QLoRA model as trained (4-bit base + adapter)": teacher_forced(model, tokenizer, rows)["loss"]}
+    losses = {"QLoRA model as trained (4-bit base + adapter)": teacher_forced(model, tokenizer, rows)["all"]["loss"]}
     for base in ("nf4", "original"):
         variant = config.model_copy(
             update={
@@ -220,7 +220,7 @@ def merge_bases_on_tiny(work: Path) -> dict[str, float]:
         )
         folder = export_model(variant, checkpoint)
         merged = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        losses[f"merged into the {base} base weights (fp32)"] = teacher_forced(merged, tokenizer, rows)["loss"]
+        losses[f"merged into the {base} base weights (fp32)"] = teacher_forced(merged, tokenizer, rows)["all"]["loss"]
     return losses
 
 

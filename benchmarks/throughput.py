@@ -162,7 +162,7 @@ def child(kind: str, work: Path, out: Path, seed: int) -> None:
     trainer.add_callback(clock)
     metrics = trainer.train().metrics
     validation = list(load_processed(config.data.output_dir)["validation"])
-    loss = teacher_forced(trainer.model.eval(), tokenizer, validation)["loss"]
+    loss = teacher_forced(trainer.model.eval(), tokenizer, validation)["all"]["loss"]
     status = Path("/proc/self/status").read_text().splitlines()
     peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     result = {

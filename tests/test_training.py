@@ -67,9 +67,9 @@ def test_training_learns_a_small_memorisation_set(make_config, examples_dir):
     synthesize(config)
     trainer, _ = build_trainer(config)
     rows = list(load_processed(config.data.output_dir)["train"])
-    before = teacher_forced(trainer.model.eval(), trainer.processing_class, rows)["loss"]
+    before = teacher_forced(trainer.model.eval(), trainer.processing_class, rows)["all"]["loss"]
     trainer.train()
-    after = teacher_forced(trainer.model.eval(), trainer.processing_class, rows)["loss"]
+    after = teacher_forced(trainer.model.eval(), trainer.processing_class, rows)["all"]["loss"]
     assert after < 0.25 * before, (before, after)
     trainable = [p for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
