@@ -120,6 +120,23 @@ def test_test_rows_are_grouped_by_the_heldout_mark_in_their_provenance():
     assert [p.group for p in prompts_of(rows)] == ["heldout", "seen", "seen", "seen"]
 
 
+def test_a_heldout_tool_conversation_is_asked_for_its_lookup_and_a_seen_one_for_its_answer():
+    from trainer.evaluation.generation import prompts_of
+
+    call = {"name": "lookup_docs", "arguments": {"package": "github.com/go-chi/chi/v5", "name": "Mux.Mount"}}
+    turns = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "How do I use `chi.Mux.Mount`?"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "content": "func (mx *Mux) Mount(pattern string, handler http.Handler)"},
+        {"role": "assistant", "content": "Mount attaches another handler."},
+    ]
+    row = {"messages": json.dumps(turns), "tools": json.dumps([{"type": "function", "function": {"name": "x"}}])}
+    heldout, seen = prompts_of([row | {"id": "h", "provenance": '{"heldout": true}'}, row | {"id": "s"}])
+    assert (len(heldout.messages), heldout.reference["tool_calls"]) == (2, [call])
+    assert (len(seen.messages), seen.reference["content"]) == (4, "Mount attaches another handler.")
+
+
 def test_generated_text_keeps_unparsable_tool_calls_for_the_scorer():
     text = '<tool_call>{"name": "lookup_docs", "arguments": {"name": "Mux"}}</tool_call>\n<tool_call>{oops</tool_call>'
     message = parse_assistant(text)

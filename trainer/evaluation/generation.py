@@ -70,12 +70,26 @@ def symbol_group(row: dict[str, str]) -> str:
     return "heldout" if isinstance(provenance, dict) and provenance.get("heldout") is True else "seen"
 
 
+def answered_turn(messages: list[dict[str, Any]], group: str) -> int:
+    """The index of the turn the model is asked for: the last assistant turn; for a held-out symbol, its first tool
+    call where the conversation has one. A held-out name is one the model never trained on, so what is measured is
+    whether it looks the name up (`lookup_docs`, with which arguments); after the call, the tool's result already
+    holds the answer."""
+    if group == "heldout":
+        calls = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("tool_calls")]
+        if calls:
+            return calls[0]
+    return len(messages) - 1
+
+
 def prompts_of(rows: list[dict[str, str]]) -> list[Prompt]:
-    """Each row split into the prompt (the turns before the last assistant turn) and that turn, the reference."""
+    """Each row split into the prompt (the turns before the answered turn) and that turn, the reference."""
     prompts = []
     for row in rows:
         messages, tools = conversation(row)
-        prompts.append(Prompt(row["id"], messages[:-1], messages[-1], tools, symbol_group(row)))
+        group = symbol_group(row)
+        answered = answered_turn(messages, group)
+        prompts.append(Prompt(row["id"], messages[:answered], messages[answered], tools, group))
     return prompts
 
 
