@@ -140,13 +140,19 @@ def test_gin_and_its_dependencies_resolve_offline_from_debians_folders(work_dir)
     assert results[1].message == "snippet.go:6:11: undefined: gin.Defualt"
 
 
+def _framework(tmp_path: Path, name: str, go_mod: str, declaration: str) -> CheckTarget:
+    """A one-file module `example.com/NAME` in tmp_path: `package NAME` holding `declaration`."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "go.mod").write_text(go_mod)
+    (folder / f"{name}.go").write_text(f"package {name}\n\n{declaration}\n")
+    return CheckTarget(f"example.com/{name}", folder)
+
+
 @needs_go
 def test_a_framework_whose_go_line_is_newer_than_the_toolchain_still_compiles(tmp_path):
-    framework = tmp_path / "greet"
-    framework.mkdir()
-    (framework / "go.mod").write_text("module example.com/greet\n\ngo 1.99.1\n\ntoolchain go1.99.1\n")
-    (framework / "greet.go").write_text('package greet\n\nfunc Hello() string { return "hello" }\n')
-    target = CheckTarget("example.com/greet", framework)
+    go_mod = "module example.com/greet\n\ngo 1.99.1\n\ntoolchain go1.99.1\n"
+    target = _framework(tmp_path, "greet", go_mod, 'func Hello() string { return "hello" }')
     results = check_snippets(["s := greet.Hello()\n", "greet.Bye()\n"], target, tmp_path / "work")
     assert [r.ok for r in results] == [True, False]
     assert results[1].message == "snippet.go:1:7: undefined: greet.Bye"
@@ -154,12 +160,10 @@ def test_a_framework_whose_go_line_is_newer_than_the_toolchain_still_compiles(tm
 
 @needs_go
 def test_a_framework_that_does_not_build_is_an_error_not_a_failed_snippet(tmp_path):
-    framework = tmp_path / "broken"
-    framework.mkdir()
-    (framework / "go.mod").write_text("module example.com/broken\n\ngo 1.18\n")
-    (framework / "broken.go").write_text('package broken\n\nfunc Hello() int { return "hello" }\n')
+    go_mod, declaration = "module example.com/broken\n\ngo 1.18\n", 'func Hello() int { return "hello" }'
+    target = _framework(tmp_path, "broken", go_mod, declaration)
     with pytest.raises(TrainerError, match=r"(?s)# example.com/broken.*broken.go:3:27: cannot use \"hello\""):
-        check_snippets(["broken.Hello()\n"], CheckTarget("example.com/broken", framework), tmp_path / "work")
+        check_snippets(["broken.Hello()\n"], target, tmp_path / "work")
 
 
 def test_a_missing_go_is_one_error_naming_it(tmp_path, monkeypatch):
