@@ -152,7 +152,7 @@ def child(kind: str, work: Path, out: Path, seed: int) -> None:
             trainer.remove_callback(JsonlMetrics)
         else:
             metrics_log = config.training.logging_dir / METRICS_FILE
-            trainer.add_callback(PreemptionGuard(checkpoint_store(config.training), metrics_log))
+            trainer.add_callback(PreemptionGuard(checkpoint_store(config.training), metrics_log, config))
     else:
         trainer, _ = build_trainer(config)
         tokenizer = trainer.processing_class
