@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 
 from trainer.errors import TrainerError
+from trainer.synthesis.go_repo import COMMENT, declared_module
 
 SCRATCH_MODULE = "trainercheck"
 DEBIAN_GOCODE = Path("/usr/share/gocode/src")
@@ -109,19 +110,11 @@ def run_go(args: list[str], cwd: Path, work_dir: Path) -> subprocess.CompletedPr
 
 def requirements(go_mod: str) -> list[tuple[str, str]]:
     """(module path, version) of each `require` in a go.mod's text."""
-    text = re.sub(r"//.*$", "", go_mod, flags=re.MULTILINE)
+    text = COMMENT.sub("", go_mod)
     found = REQUIRE_LINE.findall(text)
     for block in REQUIRE_BLOCK.findall(text):
         found += [tuple(line.split()[:2]) for line in block.splitlines() if len(line.split()) >= 2]
     return [(path.strip('"'), version) for path, version in found]
-
-
-def _declared(folder: Path) -> str | None:
-    go_mod = folder / "go.mod"
-    if not go_mod.is_file():
-        return None
-    match = re.search(r'^module\s+"?([^\s"]+)', go_mod.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
-    return match[1] if match else None
 
 
 def _escaped(text: str) -> str:
@@ -137,7 +130,7 @@ def find_module(path: str, version: str, tools: Toolchain) -> Path | None:
     unsuffixed = MAJOR_SUFFIX.sub("", path)
     for tree in (DEBIAN_GOCODE, *(p / "src" for p in tools.gopath)):
         for candidate in dict.fromkeys((tree / path, tree / unsuffixed)):
-            declared = _declared(candidate) if candidate.is_dir() else "-"
+            declared = declared_module(candidate) if candidate.is_dir() else "-"
             if declared in (None, path):
                 return candidate
     return None

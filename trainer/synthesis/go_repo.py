@@ -105,7 +105,8 @@ def module_directive(go_mod: str) -> str | None:
     return next((group for group in found.groups()[1:] if group), None) if found else None
 
 
-def _declared_module(folder: Path) -> str | None:
+def declared_module(folder: Path) -> str | None:
+    """The module path `folder/go.mod` declares; None without a readable go.mod."""
     try:
         return module_directive(read_regular(folder / "go.mod", MAX_GO_MOD_BYTES).decode("utf-8", "replace"))
     except FileProblem:
@@ -116,7 +117,7 @@ def module_path(root: Path, source: GoSource, name: str) -> str:
     """The import path of the repo's root package: the config's, else go.mod's `module`, else the source's name."""
     if source.import_path:
         return source.import_path.rstrip("/")
-    return _declared_module(root) or name
+    return declared_module(root) or name
 
 
 def _skipped_dir(name: str, settings: GenerationSettings) -> str | None:
@@ -144,7 +145,7 @@ def candidate_files(root: Path, source: GoSource, settings: GenerationSettings) 
 
     def folder_reason(relative: str, name: str) -> str | None:
         reason = _skipped_dir(name, settings)
-        if reason is None and (declared := _declared_module(root / relative)):
+        if reason is None and (declared := declared_module(root / relative)):
             modules[relative] = declared
         return reason
 
