@@ -64,7 +64,8 @@ def first_sentence(doc: str) -> str:
     return found.group(1) if found else flat
 
 
-def _go(code: str) -> str:
+def go_fence(code: str) -> str:
+    """`code` as a fenced ```go block, as answers and teacher material show Go."""
     return f"```go\n{code}\n```"
 
 
@@ -117,37 +118,47 @@ class _Writer:
         pkg = self.short(symbol.package)
         q, key, where = f"{pkg}.{symbol.name}", f"{symbol.package}.{symbol.name}", (symbol.file, symbol.line)
         fields = {"q": q, "pkg": pkg}
-        declared = f"`{q}` is declared in `{symbol.package}`:\n\n{_go(symbol.signature)}"
+        declared = f"`{q}` is declared in `{symbol.package}`:\n\n{go_fence(symbol.signature)}"
         if symbol.doc:
             self.add("what_does", symbol.package, key, where, fields, f"{symbol.doc}\n\n{declared}")
             call = {"name": "lookup_docs", "arguments": {"package": symbol.package, "name": symbol.name}}
             result = f"{symbol.signature}\n\n{symbol.doc}"
             turns = [{"role": "assistant", "tool_calls": [call]}, {"role": "tool", "content": result}]
             self.add(
-                "tool_lookup", symbol.package, key, where, fields, f"{symbol.doc}\n\n{_go(symbol.signature)}", turns
+                "tool_lookup",
+                symbol.package,
+                key,
+                where,
+                fields,
+                f"{symbol.doc}\n\n{go_fence(symbol.signature)}",
+                turns,
             )
         if symbol.kind in ("func", "method"):
             receiver = f"\n\nIt is a method of `{pkg}.{symbol.name.split('.')[0]}`." if symbol.kind == "method" else ""
             summary = f"\n\n{first_sentence(symbol.doc)}" if symbol.doc else ""
-            self.add("signature", symbol.package, key, where, fields, f"{_go(symbol.signature)}{receiver}{summary}")
+            self.add(
+                "signature", symbol.package, key, where, fields, f"{go_fence(symbol.signature)}{receiver}{summary}"
+            )
             rest = first_sentence(symbol.doc).removeprefix(symbol.name.split(".")[-1] + " ").rstrip(".")
             if symbol.doc.startswith(symbol.name.split(".")[-1] + " ") and len(rest.split()) >= 3:
                 kind = "method" if symbol.kind == "method" else "function"
-                answer = f"`{q}`:\n\n{_go(symbol.signature)}\n\n{first_sentence(symbol.doc)}"
+                answer = f"`{q}`:\n\n{go_fence(symbol.signature)}\n\n{first_sentence(symbol.doc)}"
                 self.add("reverse_lookup", symbol.package, key, where, fields | {"kind": kind, "rest": rest}, answer)
         if symbol.kind == "type" and symbol.members:
             lines = [
                 f"- `{m['name']}` `{m['type']}`" + (f": {first_sentence(m['doc'])}" if m["doc"] else "")
                 for m in symbol.members
             ]
-            self.add("members", symbol.package, key, where, fields, _go(symbol.signature) + "\n\n" + "\n".join(lines))
+            self.add(
+                "members", symbol.package, key, where, fields, go_fence(symbol.signature) + "\n\n" + "\n".join(lines)
+            )
 
     def examples(self) -> None:
         for example in self.index.examples:
             pkg = self.short(example.package)
             target = example.target or pkg
             key = f"{example.package}.{example.target}" if example.target else example.package
-            answer = (example.doc + "\n\n" if example.doc else "") + _go(example.code)
+            answer = (example.doc + "\n\n" if example.doc else "") + go_fence(example.code)
             if example.output:
                 answer += f"\n\nIt prints:\n\n```\n{example.output}\n```"
             q = f"{pkg}.{target}" if example.target else pkg

@@ -18,7 +18,7 @@ from typing import Any
 
 from trainer.jsonl import json_problem, strict_loads
 from trainer.synthesis.examples import InvalidRecord, normalise_record
-from trainer.synthesis.generate import LOOKUP_DOCS
+from trainer.synthesis.generate import LOOKUP_DOCS, go_fence
 from trainer.synthesis.go_parser import Symbol
 from trainer.synthesis.go_repo import RepoIndex
 
@@ -74,10 +74,6 @@ class Subject:
     tool_result: str = ""  # what lookup_docs returns for a symbol; '' for a section (no tool-use request)
 
 
-def _fence(code: str) -> str:
-    return f"```go\n{code}\n```"
-
-
 def _related(index: RepoIndex) -> tuple[dict[tuple[str, str], list[Symbol]], dict[tuple[str, str], list[Symbol]]]:
     """Per (package, type): its methods, and its constructors (funcs of the package returning it, `T` or `*T`): one
     pass over the index, so a large framework's subjects take linear time."""
@@ -96,18 +92,18 @@ def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str, related: tuple
     short = symbol.package_name or index.packages.get(symbol.package, {}).get("name", "")
     parts = [
         f"From {where}, {symbol.file}:{symbol.line}, package {symbol.package} (`package {short}`):",
-        _fence(symbol.signature),
+        go_fence(symbol.signature),
         symbol.doc,
     ]
     type_name = symbol.name.split(".")[0] if symbol.kind in ("type", "method") else ""
     made_by = [f for f in constructors.get((symbol.package, type_name), []) if f.name != symbol.name]
     if made_by:  # how a developer gets the value the question is about
-        parts.append(f"Making a {type_name}:\n" + _fence("\n".join(f.signature for f in made_by[:MAX_RELATED])))
+        parts.append(f"Making a {type_name}:\n" + go_fence("\n".join(f.signature for f in made_by[:MAX_RELATED])))
     if symbol.kind == "type" and (own := methods.get((symbol.package, symbol.name))):
-        parts.append(f"Methods of {symbol.name}:\n" + _fence("\n".join(m.signature for m in own[:MAX_METHODS])))
+        parts.append(f"Methods of {symbol.name}:\n" + go_fence("\n".join(m.signature for m in own[:MAX_METHODS])))
     written = [e for e in index.examples if e.package == symbol.package and e.target == symbol.name]
     for example in written[:MAX_EXAMPLES]:
-        parts.append(f"{example.name} ({example.file}:{example.line}):\n" + _fence(example.code))
+        parts.append(f"{example.name} ({example.file}:{example.line}):\n" + go_fence(example.code))
     return Subject(
         key=f"{symbol.package}.{symbol.name}",
         package=symbol.package,
