@@ -28,7 +28,7 @@ def interrupted(args: list[str], ready) -> subprocess.CompletedProcess:
     with background(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         deadline = time.monotonic() + 300
         while not ready() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.01)  # the tiny model's export can finish within 0.2 s of its staging folder appearing
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=300)
     return subprocess.CompletedProcess(command, process.returncode, out, err)
