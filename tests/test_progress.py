@@ -1,6 +1,7 @@
 """Progress a user can read: plain periodic lines off a terminal, and Ctrl-C during evaluate or export leaves
 nothing half-written and exits 130."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import time
 import pytest
 
 from tests.helpers import DEBUG_CONFIG, background, set_args
-from trainer import progress
+from trainer import cli, progress
+from trainer.export import export as export_stage
 
 
 def test_off_a_terminal_progress_is_plain_periodic_lines(monkeypatch, capsys):
@@ -22,13 +24,16 @@ def test_off_a_terminal_progress_is_plain_periodic_lines(monkeypatch, capsys):
     assert progress.progress_line("Indexing x", 1, 4, 10.0) == "Indexing x: 1/4, 10 s so far, about 30 s left"
 
 
-def interrupted(args: list[str], ready) -> subprocess.CompletedProcess:
-    """`trainer args` sent Ctrl-C (SIGINT) once `ready()` is true."""
+def interrupted(args: list[str], ready, pause_at: str = "") -> subprocess.CompletedProcess:
+    """`trainer args` sent Ctrl-C (SIGINT) once `ready()` is true; `pause_at`: a failpoint (trainer/failpoints.py)
+    that holds the command mid-write, so the Ctrl-C cannot come after the work is done."""
     command = [sys.executable, "-m", "trainer.cli", *args]
-    with background(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    env = {**os.environ, "TRAINER_PAUSE_AT": pause_at}
+    with background(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
         deadline = time.monotonic() + 300
         while not ready() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)  # the tiny model's export can finish within 0.2 s of its staging folder appearing
+            time.sleep(0.1)
+        assert process.poll() is None, f"finished before its Ctrl-C: {process.stderr.read()[-2000:]}"
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=300)
     return subprocess.CompletedProcess(command, process.returncode, out, err)
@@ -47,7 +52,35 @@ def test_ctrl_c_during_evaluate_and_export_writes_nothing_and_exits_130(pipeline
 
     models = tmp_path / "models"
     export = ["export", "--config", str(DEBUG_CONFIG), *set_args(safe), "--out", str(models / "m")]
-    done = interrupted(export, lambda: any(models.glob(".m-*")))  # the staging folder exists: writing has begun
+    done = interrupted(export, lambda: any(models.glob(".m-*/.model-*.partial")), pause_at="shard")
     assert done.returncode == 130, done.stderr[-2000:]
     assert done.stderr.splitlines()[-1] == "error: interrupted"
     assert list(models.iterdir()) == []  # no published folder, no staging folder left behind
+
+
+SAFETENSORS_INTERRUPTED = "could not determine the shape of object type 'torch.storage.UntypedStorage'"
+
+
+def test_ctrl_c_that_a_library_turns_into_another_exception_is_still_a_stop(monkeypatch, capsys):
+    """safetensors' get_slice, interrupted mid-read, raises ValueError in place of the KeyboardInterrupt: the user
+    still gets `error: interrupted` and 130, not a traceback and 1. The same ValueError without Ctrl-C is a bug."""
+
+    def interrupted_read(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ValueError(SAFETENSORS_INTERRUPTED) from None
+
+    monkeypatch.setattr(export_stage, "export_model", interrupted_read)
+    assert cli.main(["export", "--config", str(DEBUG_CONFIG)]) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main leaves Ctrl-C as it found it
+
+    def failed_read(*args, **kwargs):
+        raise ValueError(SAFETENSORS_INTERRUPTED)
+
+    monkeypatch.setattr(export_stage, "export_model", failed_read)
+    assert cli.main(["export", "--config", str(DEBUG_CONFIG)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.endswith(f"ValueError: {SAFETENSORS_INTERRUPTED}\n")

@@ -6,7 +6,6 @@ Every command takes `--config PATH` and repeatable `--set dotted.key=value`. Pro
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from pathlib import Path
@@ -17,14 +16,11 @@ from pydantic import ValidationError
 
 from trainer.config import Config, GoSource
 from trainer.config_file import DEFAULT_CONFIG
-from trainer.errors import Preempted, TrainerError
-from trainer.redact import redact
+from trainer.errors import TrainerError
+from trainer.exits import INTERRUPTED, exit_code_of, interrupted, noticing_ctrl_c
 from trainer.stage_config import endpoint_override, from_config, stage_config
 from trainer.supervisor import run_uri_of, supervise
-from trainer.usage import usage_error_line, version_text
-
-# A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
-UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+from trainer.usage import version_text
 
 HELP = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
@@ -370,41 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if run_uri := run_uri_of(argv):
-            return supervise(argv, run_uri)
-        exit_code = app(args=argv, prog_name="trainer", standalone_mode=False)
-    except typer.TyperException as exc:  # a usage slip: click's own exceptions are these in typer ≥ 0.29
-        print(usage_error_line(exc), file=sys.stderr)
-        return exc.exit_code
-    except TrainerError as exc:
-        print(redact(f"error: {exc}"), file=sys.stderr)
-        return 2
-    except Preempted as exc:  # and Interrupted: a stop on a signal, with a checkpoint saved
-        print(redact(f"{exc.label}: {exc}"), file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        if exc.errno not in UNWRITABLE:
-            return _bug()
-        print(redact(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror}"), file=sys.stderr)
-        return 2
-    except (typer.Abort, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        return _bug()
-    if exit_code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent return of 130
-        print("error: interrupted", file=sys.stderr)
+    with noticing_ctrl_c() as ctrl_c:
+        try:
+            if run_uri := run_uri_of(argv):
+                return supervise(argv, run_uri)
+            exit_code = app(args=argv, prog_name="trainer", standalone_mode=False)
+        except (Exception, KeyboardInterrupt) as exc:
+            return exit_code_of(exc, ctrl_c())
+    if exit_code == INTERRUPTED:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent return of 130
+        return interrupted()
     # typer returns an exit code for --help, --version and a command that raised typer.Exit; a command's None is 0
     return exit_code if isinstance(exit_code, int) else 0
-
-
-def _bug() -> int:
-    """An unexpected exception: its traceback is for a bug report, with credentials masked."""
-    import traceback
-
-    print(redact(traceback.format_exc()), file=sys.stderr, end="")
-    return 1
 
 
 if __name__ == "__main__":

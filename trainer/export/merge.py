@@ -22,6 +22,7 @@ from safetensors import safe_open
 
 from trainer.config import QuantizationSettings
 from trainer.errors import TrainerError
+from trainer.failpoints import maybe_pause
 
 ADAPTER_PREFIX = "base_model.model."
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -182,6 +183,7 @@ def write_shards(
         partial = folder / f".{name}.partial"
         with partial.open("wb") as out:
             out.write(len(encoded).to_bytes(8, "little") + encoded)
+            maybe_pause("shard")
             for entry in group:
                 key, blocks = next(tensors)
                 written = 0
