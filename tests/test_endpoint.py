@@ -16,6 +16,7 @@ from trainer.errors import TrainerError
 from trainer.evaluation.endpoint import endpoint_answers, wire_messages
 from trainer.evaluation.generation import Prompt
 from trainer.evaluation.metrics import GROUPS, score_groups
+from trainer.redact import redact
 
 LOOKUP = {"name": "lookup_docs", "arguments": {"symbol": "chi.NewRouter"}}
 TOOLS = [{"type": "function", "function": {"name": "lookup_docs", "parameters": {"type": "object"}}}]
@@ -100,8 +101,15 @@ def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_conf
         endpoint_answers(EndpointConfig(url=url, model="m"), config, prompts()[:1])
     monkeypatch.delenv("EVAL_TEST_KEY", raising=False)
     keyed = EndpointConfig(url=url, model="m", api_key_env="EVAL_TEST_KEY")
-    with pytest.raises(TrainerError, match=r"^endpoint m: api_key_env EVAL_TEST_KEY is not set$"):
+    unset = r"^endpoint m: api_key_env: the environment variable EVAL_TEST_KEY is not set; set it, or name no"
+    with pytest.raises(TrainerError, match=unset):
         endpoint_answers(keyed, config, prompts())
+    monkeypatch.setenv("EVAL_TEST_KEY", "sk-endpoint-77")
+    hosted = ScriptedTeacher({"chi.NewRouter": [(200, completion({"content": "ok"}))]})
+    with hosted.serving() as url:
+        endpoint_answers(keyed.model_copy(update={"url": url}), config, prompts()[:1])
+    assert hosted.headers[-1]["authorization"] == "Bearer sk-endpoint-77"
+    assert redact("HTTP 401 for sk-endpoint-77") == "HTTP 401 for ***"  # a key a config names is masked too
 
 
 def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsys, monkeypatch):
@@ -114,7 +122,8 @@ def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsy
     assert "two endpoints share the report column 'a'; give them each a label" in capsys.readouterr().err
     monkeypatch.delenv("EVAL_UNSET_KEY", raising=False)
     assert main([*base, "--endpoint", "http://h:8000/v1=a", "--api-key-env", "EVAL_UNSET_KEY"]) == 2
-    assert "error: endpoint a: api_key_env EVAL_UNSET_KEY is not set" in capsys.readouterr().err
+    unset = "error: endpoint a: api_key_env: the environment variable EVAL_UNSET_KEY is not set"
+    assert unset in capsys.readouterr().err
     assert main([*base, "--endpoint", "http://h:8000/v1=a", "--checkpoint", "outputs/checkpoint-2"]) == 2
     assert "error: --checkpoint: not with --endpoint (the servers give the answers)" in capsys.readouterr().err
     assert main([*base, "--api-key-env", "EVAL_UNSET_KEY"]) == 2

@@ -13,7 +13,6 @@ reference's tokens. Nothing here imports torch or transformers.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,8 +25,7 @@ from trainer.evaluation.generation import Prompt, parse_assistant, prediction_re
 from trainer.evaluation.metrics import score_groups
 from trainer.evaluation.report import PREDICTIONS_FILE, write_predictions, write_report
 from trainer.progress import track
-
-NO_KEY = "EMPTY"  # the client requires a key; a local server started without one accepts any
+from trainer.redact import api_key
 
 
 def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,11 +81,7 @@ def answer_message(message: Any) -> dict[str, Any]:
 def client_for(endpoint: EndpointConfig, config: Config):
     from openai import OpenAI
 
-    key = NO_KEY
-    if endpoint.api_key_env:
-        key = os.environ.get(endpoint.api_key_env, "")
-        if not key:
-            raise TrainerError(f"endpoint {endpoint.name}: api_key_env {endpoint.api_key_env} is not set")
+    key = api_key(endpoint.api_key_env, f"endpoint {endpoint.name}: api_key_env")
     ev = config.evaluation
     return OpenAI(
         base_url=endpoint.url, api_key=key, timeout=ev.endpoint_timeout_s, max_retries=ev.endpoint_max_retries

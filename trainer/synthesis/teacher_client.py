@@ -22,6 +22,7 @@ import openai
 from trainer.config import TeacherSettings
 from trainer.errors import TrainerError
 from trainer.progress import track
+from trainer.redact import api_key
 
 CACHE_FOLDER = "teacher"  # under data.cache_dir: one JSON file per reply, named by the request's content hash
 JSON_MODE = {"type": "json_object"}
@@ -60,19 +61,6 @@ class Usage:
                 setattr(self, name, getattr(self, name) + value)
 
 
-def api_key(settings: TeacherSettings) -> str:
-    """The key from the variable `api_key_env` names; a local server needs none, but the client sends a string."""
-    if settings.api_key_env is None:
-        return "no-key"
-    key = os.environ.get(settings.api_key_env)
-    if not key:
-        raise TrainerError(
-            f"data.teacher.api_key_env: the environment variable {settings.api_key_env} is not set; set it, or "
-            "--set data.teacher.api_key_env=null for a server that needs no key"
-        )
-    return key
-
-
 def request_key(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -83,9 +71,8 @@ class TeacherClient:
     def __init__(self, settings: TeacherSettings, cache_dir: Path) -> None:
         self.settings = settings
         self.cache = cache_dir / CACHE_FOLDER
-        self.client = openai.OpenAI(
-            base_url=settings.base_url, api_key=api_key(settings), max_retries=0, timeout=settings.timeout_s
-        )
+        key = api_key(settings.api_key_env, "data.teacher.api_key_env")
+        self.client = openai.OpenAI(base_url=settings.base_url, api_key=key, max_retries=0, timeout=settings.timeout_s)
         self.usage = Usage()
         self.json_mode: bool | None = None  # None until the server has answered a request that asked for it
         self.probe = threading.Lock()  # held by the one request that finds out, so a refusal is met once
