@@ -184,7 +184,7 @@ def prepare(work: Path) -> int:
     """The benchmark's data: sample set + gin, the first TRAIN_ROWS train rows; returns its assistant tokens."""
     from datasets import DatasetDict
 
-    from trainer.config import GoSource
+    from trainer.data_config import GoSource
     from trainer.dataset import load_processed
     from trainer.model import load_tokenizer
     from trainer.synthesis.synthesize import synthesize

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import GenerationSettings, GoSource
+from trainer.data_config import GenerationSettings, GoSource
 from trainer.synthesis.examples import load_examples
 from trainer.synthesis.generate import LOOKUP_DOCS, Generated, cap_package_share, cap_per_key, generate
 from trainer.synthesis.go_repo import index_repo

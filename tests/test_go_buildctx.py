@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainer.api_index import SymbolIndex
-from trainer.config import GenerationSettings, GoSource
+from trainer.data_config import GenerationSettings, GoSource
 from trainer.go_build import (
     BuildConstraintError,
     BuildContext,

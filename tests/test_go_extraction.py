@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import set_args
-from trainer.config import GenerationSettings, GoSource
+from trainer.data_config import GenerationSettings, GoSource
 from trainer.synthesis.go_parser import GoSyntaxError, parse_go_file
 from trainer.synthesis.go_repo import index_repo, matches
 

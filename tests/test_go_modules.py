@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trainer.api_index import SymbolIndex
-from trainer.config import GenerationSettings, GoSource
+from trainer.data_config import GenerationSettings, GoSource
 from trainer.dataset import SYMBOLS_FILE, conversation
 from trainer.evaluation.metrics import grounding_metrics
 from trainer.synthesis.go_parser import parse_go_file

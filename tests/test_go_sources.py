@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import set_args
 from trainer.cli import main
-from trainer.config import GoSource
+from trainer.data_config import GoSource
 from trainer.errors import TrainerError
 from trainer.synthesis.sources import fetch_source, resolve_ref
 

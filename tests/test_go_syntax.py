@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from trainer.config import GenerationSettings, GoSource
+from trainer.data_config import GenerationSettings, GoSource
 from trainer.synthesis.go_parser import parse_go_file
 from trainer.synthesis.go_repo import index_repo
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import GenerationSettings, GoSource
+from trainer.data_config import GenerationSettings, GoSource
 from trainer.synthesis.go_repo import index_repo
 
 DEPTH = 1000

@@ -7,8 +7,8 @@ import pytest
 
 from tests.helpers import CHI, DEBUG_CONFIG, debug_overrides
 from trainer.api_index import SymbolIndex
-from trainer.config import DataConfig
 from trainer.config_file import load_config
+from trainer.data_config import DataConfig
 from trainer.dataset import example_id
 from trainer.synthesis.split import SPAN_WORDS, assign_split, heldout_symbols, sharing, split_rows
 from trainer.synthesis.synthesize import synthesize

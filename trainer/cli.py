@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from trainer.config import Config, GoSource
+from trainer.config import Config
 from trainer.config_file import DEFAULT_CONFIG
+from trainer.data_config import GoSource
 from trainer.errors import TrainerError
 from trainer.exits import INTERRUPTED, exit_code_of, interrupted, noticing_ctrl_c
 from trainer.stage_config import endpoint_override, from_config, stage_config

@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trainer.config import DataConfig
+    from trainer.data_config import DataConfig
     from trainer.synthesis.generate import Generated
 
 CONTROL_TOKEN = re.compile(r"<\|[A-Za-z0-9_.:-]{1,64}\|>|</?tool_call>|</?tool_response>")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.config import GenerationSettings
+from trainer.data_config import GenerationSettings
 from trainer.synthesis.go_parser import Symbol
 from trainer.synthesis.go_repo import RepoIndex
 

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 
 from trainer import files, go_build
-from trainer.config import GenerationSettings, GoSource
+from trainer.data_config import GenerationSettings, GoSource
 from trainer.files import FileProblem, read_regular, walk
 from trainer.go_build import (
     BuildConstraintError,

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import GoSource
+from trainer.data_config import GoSource
 from trainer.errors import TrainerError
 from trainer.redact import redact
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.api_index import CODE_FENCE, SymbolIndex
-from trainer.config import DataConfig
+from trainer.data_config import DataConfig
 from trainer.dataset import SPLITS
 
 SPAN_WORDS = 12

@@ -22,8 +22,9 @@ from typing import Any
 
 from datasets import DatasetDict
 
-from trainer.config import RESOLVED_CONFIG, Config, DataConfig
+from trainer.config import RESOLVED_CONFIG, Config
 from trainer.config_file import save_config
+from trainer.data_config import DataConfig
 from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
 from trainer.synthesis.control_tokens import screen_generated

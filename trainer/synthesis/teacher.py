@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex, go_blocks
-from trainer.config import DataConfig
+from trainer.data_config import DataConfig
 from trainer.synthesis import go_module
 from trainer.synthesis import teacher_prompts as prompts
 from trainer.synthesis.generate import SYSTEM, Generated

@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 
-from trainer.config import TeacherSettings
+from trainer.data_config import TeacherSettings
 from trainer.errors import TrainerError
 from trainer.progress import track
 from trainer.redact import api_key

@@ -1,0 +1,15 @@
+"""What every config section shares: unknown keys and non-finite numbers are refused, and one dtype spelling."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+# The one spelling of a floating-point width in every key; trainer/model.py maps it to torch dtypes.
+DtypeName = Literal["bf16", "fp16", "fp32"]
+TORCH_DTYPE_SPELLINGS = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `.inf` and `.nan` in YAML are mistakes
