@@ -34,24 +34,21 @@ def noticing_ctrl_c() -> Iterator[Callable[[], bool]]:
     'torch.storage.UntypedStorage'`. Remembering the signal keeps the user's stop a stop (exit 130), not a bug.
     Where SIGINT is ignored (a background job) or this is not the main thread, nothing changes.
     """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if not on_main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield lambda: False
         return
+    received: list[int] = []
 
     def on_sigint(signum, frame) -> None:
         received.append(signum)
         signal.default_int_handler(signum, frame)
 
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        yield lambda: False
-        return
     signal.signal(signal.SIGINT, on_sigint)
     try:
         yield lambda: bool(received)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def exit_code_of(exc: BaseException, ctrl_c: bool) -> int:
