@@ -209,11 +209,16 @@ os.execv(transformers, [transformers, "serve", "--host", "127.0.0.1", "--port", 
 """
 
 
+def vllm_shim(folder: Path) -> Path:
+    """`folder`, created, holding the `vllm` command above: put it first on a node's PATH."""
+    folder.mkdir()
+    (folder / "vllm").write_text(VLLM_SHIM.format(python=sys.executable))
+    (folder / "vllm").chmod(0o755)
+    return folder
+
+
 def serve_and_evaluate_the_endpoint(task: dict, env: dict[str, str], tmp_path: Path, outputs: list[str]) -> None:
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "vllm").write_text(VLLM_SHIM.format(python=sys.executable))
-    (shim / "vllm").chmod(0o755)
+    shim = vllm_shim(tmp_path / "shim")
     port, args = free_port(), tmp_path / "vllm-args"
     node = {**env, "PATH": f"{shim}:{os.environ['PATH']}", "SHIM_PORT": str(port), "SHIM_ARGS": str(args)}
     full = set_up(task, node, tmp_path / "serve-node", outputs)
@@ -351,10 +356,7 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
 def test_the_teacher_task_serves_a_model_points_synthesis_at_it_and_stops_it(
     sky_tasks, s3_server, bucket, tiny_model_dir, tmp_path
 ):
-    shims = tmp_path / "shims"
-    shims.mkdir()
-    (shims / "vllm").write_text(VLLM_SHIM.format(python=sys.executable))
-    (shims / "vllm").chmod(0o755)
+    shims = vllm_shim(tmp_path / "shims")
     port = free_port()
     env = {
         "BUCKET": bucket, "RUN_NAME": "taught", "TRAINER_HOME": str(REPO),
