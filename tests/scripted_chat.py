@@ -32,6 +32,15 @@ def plain(body: dict) -> str:
     return reply(chat(f"How do I use this? {digest}", "Read the material above, then write a handler."))
 
 
+def completion(message: dict, model: str = "scripted") -> dict:
+    """A chat.completion response body whose one choice is the assistant `message`."""
+    usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model, "usage": usage,
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
+    }  # fmt: skip
+
+
 class ScriptedTeacher:
     """A chat-completions server: `rules` map a text in the request's last message to the replies to give in turn
     (a str is a reply's content; (status, body) an HTTP error; bytes a raw 200 body; SLOW an answer later than the
@@ -57,12 +66,7 @@ class ScriptedTeacher:
             return 0, {}
         if isinstance(given, bytes):  # a 200 that is no chat completion
             return 200, given
-        usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-        message = {"role": "assistant", "content": given}
-        return 200, {
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "usage": usage,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        }  # fmt: skip
+        return 200, completion({"content": given}, body["model"])
 
     @contextmanager
     def serving(self) -> Iterator[str]:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.helpers import DEBUG_CONFIG, debug_overrides, openai_server, set_args
-from tests.scripted_chat import ScriptedTeacher
+from tests.scripted_chat import ScriptedTeacher, completion
 from trainer.api_index import load_symbols
 from trainer.cli import main
 from trainer.config import EndpointConfig
@@ -42,14 +42,6 @@ def test_prompt_turns_go_out_in_the_openai_wire_format():
         {"role": "tool", "tool_call_id": "call_2_0", "content": "func NewRouter() *Mux"},
         {"role": "tool", "tool_call_id": "call_2_1", "content": "type Mux struct{ ... }"},
     ]  # fmt: skip
-
-
-def completion(message: dict) -> dict:
-    """A chat.completion response body whose one choice is the assistant `message`."""
-    return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted",
-        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
-    }  # fmt: skip
 
 
 def prompts() -> list[Prompt]:
@@ -105,7 +97,7 @@ def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_conf
     with pytest.raises(TrainerError, match=unset):
         endpoint_answers(keyed, config, prompts())
     monkeypatch.setenv("EVAL_TEST_KEY", "sk-endpoint-77")
-    hosted = ScriptedTeacher({"chi.NewRouter": [(200, completion({"content": "ok"}))]})
+    hosted = ScriptedTeacher({"chi.NewRouter": ["ok"]})
     with hosted.serving() as url:
         endpoint_answers(keyed.model_copy(update={"url": url}), config, prompts()[:1])
     assert hosted.headers[-1]["authorization"] == "Bearer sk-endpoint-77"
