@@ -84,8 +84,9 @@ def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_conf
     server = ScriptedTeacher({"chi.NewRouter": [overloaded, overloaded, overloaded]})
     with server.serving() as url:
         endpoint = EndpointConfig(url=url, model="m", label="hosted")
-        with pytest.raises(TrainerError, match=rf"^endpoint hosted \({url}\): HTTP 503: .*overloaded"):
+        with pytest.raises(TrainerError, match=rf"^endpoint hosted \({url}\): HTTP 503: .*overloaded") as failed:
             endpoint_answers(endpoint, config, prompts()[:1])
+    assert str(failed.value) == f"endpoint hosted ({url}): HTTP 503: overloaded"  # the server's words, not the client's
     assert len(server.requests) == 2  # one try, one retry
     no_choice = r"^endpoint m \(.*\): a response with no choices, for test conversation a$"
     empty = ScriptedTeacher({"chi.NewRouter": [(200, {**completion({}), "choices": []})]})

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from trainer.api_index import load_symbols
+from trainer.chat_api import error_text
 from trainer.config import RESOLVED_CONFIG, Config, EndpointConfig
 from trainer.config_file import save_config
 from trainer.dataset import load_manifest, load_processed
@@ -117,10 +118,8 @@ def endpoint_answers(endpoint: EndpointConfig, config: Config, prompts: list[Pro
     try:
         pending = [pool.submit(ask, prompt) for prompt in prompts]
         return [future.result() for future in track(pending, description=f"Asking {endpoint.name}")]
-    except openai.APIStatusError as exc:
-        raise TrainerError(f"{where}: HTTP {exc.status_code}: {exc.message}") from None
-    except openai.APIError as exc:  # connection refused, or timeouts after the retries
-        raise TrainerError(f"{where}: {exc.message}") from None
+    except openai.APIError as exc:  # a status after the retries, connection refused, or timeouts
+        raise TrainerError(f"{where}: {error_text(exc)}") from None
     finally:
         pool.shutdown(cancel_futures=True)  # after a failure, the requests not yet sent are not sent
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 
+from trainer.chat_api import error_text
 from trainer.data_config import TeacherSettings
 from trainer.errors import TrainerError
 from trainer.progress import track
@@ -134,23 +135,23 @@ class TeacherClient:
             try:
                 completion = self.client.chat.completions.create(**request, timeout=self.settings.timeout_s)
             except FATAL as exc:
-                raise TrainerError(f"data.teacher.base_url {self.settings.base_url}: {_said(exc)}") from None
+                raise TrainerError(f"data.teacher.base_url {self.settings.base_url}: {error_text(exc)}") from None
             except REFUSED as exc:
                 if "response_format" in request and "response_format" in str(exc):
                     self.json_mode, request = False, plain  # asked once; never again this run
                     continue
                 self.usage.add(failed=1)
-                return Reply(None, error=_said(exc), failed=True)
+                return Reply(None, error=error_text(exc), failed=True)
             except RETRIED as exc:
                 if retries >= self.settings.max_retries:
                     self.usage.add(failed=1)
-                    return Reply(None, error=f"{_said(exc)} (after {retries} retries)", failed=True)
+                    return Reply(None, error=f"{error_text(exc)} (after {retries} retries)", failed=True)
                 time.sleep(self._wait(exc, retries))
                 retries += 1
                 continue
             except openai.APIError as exc:  # another status, or a 200 whose body is no chat completion
                 self.usage.add(failed=1)
-                return Reply(None, error=_said(exc), failed=True)
+                return Reply(None, error=error_text(exc), failed=True)
             except ValueError as exc:  # a body declared JSON that is not: the client's json.loads
                 self.usage.add(failed=1)
                 return Reply(None, error=f"a 200 reply that is not JSON: {exc}", failed=True)
@@ -198,12 +199,3 @@ class TeacherClient:
                 pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a fatal answer: ask nothing more
                 raise
         return [reply or Reply(None, error="no reply") for reply in replies]
-
-
-def _said(exc: Exception) -> str:
-    """`HTTP 500: the server's own message` (its error body's, not the client's wrapping), or the error's text."""
-    status = getattr(exc, "status_code", None)
-    body = getattr(exc, "body", None)
-    said = body.get("message") if isinstance(body, dict) else None
-    message = " ".join(str(said or getattr(exc, "message", "") or exc).split())[:300]
-    return f"HTTP {status}: {message}" if status else message or type(exc).__name__
