@@ -13,7 +13,7 @@ from trainer.api_index import load_symbols
 from trainer.cli import main
 from trainer.config import EndpointConfig
 from trainer.errors import TrainerError
-from trainer.evaluation.endpoint import endpoint_answers, wire_messages
+from trainer.evaluation.endpoint import client_for, endpoint_answers, wire_messages
 from trainer.evaluation.generation import Prompt
 from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.redact import redact
@@ -52,6 +52,11 @@ def prompts() -> list[Prompt]:
     ]
 
 
+def answers_of(endpoint: EndpointConfig, config, prompts: list[Prompt]) -> list[dict]:
+    """As `evaluate_endpoints` asks: the client first (its key checked), then the answers."""
+    return endpoint_answers(endpoint, client_for(endpoint, config), config, prompts)
+
+
 def test_answers_are_parsed_back_and_429_then_500_are_retried(make_config):
     config = make_config("evaluation.endpoint_concurrency=1", "evaluation.max_new_tokens=7")
     served_call = {"id": "x", "type": "function", "function": {"name": "lookup_docs", "arguments": '{"symbol": "Mux"}'}}
@@ -64,7 +69,7 @@ def test_answers_are_parsed_back_and_429_then_500_are_retried(make_config):
         ],
     })  # fmt: skip
     with server.serving() as url:
-        answers = endpoint_answers(EndpointConfig(url=url, model="served-name"), config, prompts())
+        answers = answers_of(EndpointConfig(url=url, model="served-name"), config, prompts())
     received = server.requests
     call = {"name": "lookup_docs", "arguments": {"symbol": "Mux"}}
     assert answers == [
@@ -85,22 +90,22 @@ def test_a_failure_after_the_retries_and_a_missing_key_are_error_lines(make_conf
     with server.serving() as url:
         endpoint = EndpointConfig(url=url, model="m", label="hosted")
         with pytest.raises(TrainerError, match=rf"^endpoint hosted \({url}\): HTTP 503: .*overloaded") as failed:
-            endpoint_answers(endpoint, config, prompts()[:1])
+            answers_of(endpoint, config, prompts()[:1])
     assert str(failed.value) == f"endpoint hosted ({url}): HTTP 503: overloaded"  # the server's words, not the client's
     assert len(server.requests) == 2  # one try, one retry
     no_choice = r"^endpoint m \(.*\): a response with no choices, for test conversation a$"
     empty = ScriptedTeacher({"chi.NewRouter": [(200, {**completion({}), "choices": []})]})
     with empty.serving() as url, pytest.raises(TrainerError, match=no_choice):
-        endpoint_answers(EndpointConfig(url=url, model="m"), config, prompts()[:1])
+        answers_of(EndpointConfig(url=url, model="m"), config, prompts()[:1])
     monkeypatch.delenv("EVAL_TEST_KEY", raising=False)
     keyed = EndpointConfig(url=url, model="m", api_key_env="EVAL_TEST_KEY")
     unset = r"^endpoint m: api_key_env: the environment variable EVAL_TEST_KEY is not set; set it, or name no"
     with pytest.raises(TrainerError, match=unset):
-        endpoint_answers(keyed, config, prompts())
+        answers_of(keyed, config, prompts())
     monkeypatch.setenv("EVAL_TEST_KEY", "sk-endpoint-77")
     hosted = ScriptedTeacher({"chi.NewRouter": ["ok"]})
     with hosted.serving() as url:
-        endpoint_answers(keyed.model_copy(update={"url": url}), config, prompts()[:1])
+        answers_of(keyed.model_copy(update={"url": url}), config, prompts()[:1])
     assert hosted.headers[-1]["authorization"] == "Bearer sk-endpoint-77"
     assert redact("HTTP 401 for sk-endpoint-77") == "HTTP 401 for ***"  # a key a config names is masked too
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import load_symbols
 from trainer.chat_api import error_text
@@ -27,6 +27,9 @@ from trainer.evaluation.metrics import score_groups
 from trainer.evaluation.report import PREDICTIONS_FILE, write_predictions, write_report
 from trainer.progress import track
 from trainer.redact import api_key
+
+if TYPE_CHECKING:
+    from openai import OpenAI
 
 
 def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -79,7 +82,8 @@ def answer_message(message: Any) -> dict[str, Any]:
     return parsed
 
 
-def client_for(endpoint: EndpointConfig, config: Config):
+def client_for(endpoint: EndpointConfig, config: Config) -> OpenAI:
+    """The endpoint's client; its key is read here, so a missing one is refused before any request."""
     from openai import OpenAI
 
     key = api_key(endpoint.api_key_env, f"endpoint {endpoint.name}: api_key_env")
@@ -89,12 +93,14 @@ def client_for(endpoint: EndpointConfig, config: Config):
     )
 
 
-def endpoint_answers(endpoint: EndpointConfig, config: Config, prompts: list[Prompt]) -> list[dict[str, Any]]:
-    """One greedy answer per prompt, in order; requests run `endpoint_concurrency` at a time, and the client retries
-    408/409/429/5xx and timeouts with exponential backoff (honouring Retry-After) before a failure ends the run."""
+def endpoint_answers(
+    endpoint: EndpointConfig, client: OpenAI, config: Config, prompts: list[Prompt]
+) -> list[dict[str, Any]]:
+    """One greedy answer per prompt, in order; requests run `endpoint_concurrency` at a time, and the client (from
+    `client_for`) retries 408/409/429/5xx and timeouts with exponential backoff (honouring Retry-After) before a
+    failure ends the run."""
     import openai
 
-    client = client_for(endpoint, config)
     ev = config.evaluation
     where = f"endpoint {endpoint.name} ({endpoint.url})"
 
@@ -135,8 +141,9 @@ def evaluate_endpoints(config: Config) -> dict[str, Any]:
     """Score every `evaluation.endpoints` server on the test split; the first is the report's headline, the others
     are under `compared`."""
     ev = config.evaluation
-    for endpoint in ev.endpoints:  # a missing key is refused before anything is read or sent
-        client_for(endpoint, config)
+    # Every client first, each used for all its endpoint's requests: a missing key is refused before anything is
+    # read or sent.
+    clients = [client_for(endpoint, config) for endpoint in ev.endpoints]
     test = load_processed(config.data.output_dir)["test"]
     if len(test) == 0:
         raise TrainerError(
@@ -145,8 +152,8 @@ def evaluate_endpoints(config: Config) -> dict[str, Any]:
     prompts = prompts_of(list(test)[: ev.limit])
     symbols = load_symbols(config.data.output_dir, ev.symbols)
     scored = {}
-    for position, endpoint in enumerate(ev.endpoints):
-        records = prediction_records(prompts, endpoint_answers(endpoint, config, prompts))
+    for position, (endpoint, client) in enumerate(zip(ev.endpoints, clients, strict=True)):
+        records = prediction_records(prompts, endpoint_answers(endpoint, client, config, prompts))
         write_predictions(records, ev.output_dir / predictions_file(position, endpoint))
         scored[endpoint.name] = score_groups(records, symbols)
     manifest = load_manifest(config.data.output_dir)
