@@ -13,11 +13,10 @@ reference's tokens. Nothing here imports torch or transformers.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import load_symbols
-from trainer.chat_api import error_text
+from trainer.chat_api import ask_all, error_text
 from trainer.config import RESOLVED_CONFIG, Config, EndpointConfig
 from trainer.config_file import save_config
 from trainer.dataset import load_manifest, load_processed
@@ -25,7 +24,6 @@ from trainer.errors import TrainerError
 from trainer.evaluation.generation import Prompt, parse_assistant, prediction_records, prompts_of
 from trainer.evaluation.metrics import score_groups
 from trainer.evaluation.report import PREDICTIONS_FILE, write_predictions, write_report
-from trainer.progress import track
 from trainer.redact import api_key
 
 if TYPE_CHECKING:
@@ -120,14 +118,10 @@ def endpoint_answers(
             raise TrainerError(f"{where}: a response with no choices, for test conversation {prompt.id}")
         return answer_message(response.choices[0].message)
 
-    pool = ThreadPoolExecutor(max_workers=ev.endpoint_concurrency)
     try:
-        pending = [pool.submit(ask, prompt) for prompt in prompts]
-        return [future.result() for future in track(pending, description=f"Asking {endpoint.name}")]
+        return ask_all(ask, prompts, ev.endpoint_concurrency, f"Asking {endpoint.name}")
     except openai.APIError as exc:  # a status after the retries, connection refused, or timeouts
         raise TrainerError(f"{where}: {error_text(exc)}") from None
-    finally:
-        pool.shutdown(cancel_futures=True)  # after a failure, the requests not yet sent are not sent
 
 
 def predictions_file(position: int, endpoint: EndpointConfig) -> str:

@@ -12,17 +12,15 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
 
-from trainer.chat_api import error_text
+from trainer.chat_api import ask_all, error_text
 from trainer.data_config import TeacherSettings
 from trainer.errors import TrainerError
-from trainer.progress import track
 from trainer.redact import api_key
 
 CACHE_FOLDER = "teacher"  # under data.cache_dir: one JSON file per reply, named by the request's content hash
@@ -186,16 +184,8 @@ class TeacherClient:
     def complete_all(
         self, chats: list[Chat], description: str, max_tokens: int | None = None, model: str | None = None
     ) -> list[Reply]:
-        """Replies to `chats` in their order, `concurrency` requests at a time, with a progress bar."""
-        if not chats:
-            return []
-        replies: list[Reply | None] = [None] * len(chats)
-        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            futures = {pool.submit(self.complete, chat, max_tokens, model): at for at, chat in enumerate(chats)}
-            try:
-                for future in track(as_completed(futures), description=description, total=len(futures)):
-                    replies[futures[future]] = future.result()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a fatal answer: ask nothing more
-                raise
-        return [reply or Reply(None, error="no reply") for reply in replies]
+        """Replies to `chats` in their order, `concurrency` requests at a time, with a progress bar; a fatal answer
+        or Ctrl-C asks nothing more."""
+        return ask_all(
+            lambda chat: self.complete(chat, max_tokens, model), chats, self.settings.concurrency, description
+        )
