@@ -187,6 +187,9 @@ def test_a_served_export_scores_as_the_in_process_evaluation_of_the_same_folder(
     assert [g["tool_call"] for g in generation(one)] == [g["tool_call"] for g in generation(local)]
     assert generation(two) == generation(two["compared"]["hosted"]) and two["n_examples"] == 3
     assert one["endpoints"] == [{"label": str(folder), "url": url, "model": str(folder)}] and "loss" not in one
+    assert list(local)[:3] == ["checkpoint", "dataset_hash", "generation_backend"] and list(local)[-1] == "config"
+    assert list(two)[:4] == ["label", "endpoints", "dataset_hash", "generation_backend"]
+    assert list(two)[-2:] == ["compared", "config"] and local["dataset_hash"] == two["dataset_hash"] is not None
     markdown = (tmp_path / "two" / "report.md").read_text()
     assert "| metric | vllm-finetuned | vllm-finetuned: seen | vllm-finetuned: held-out | hosted | hosted: seen |" in (
         markdown

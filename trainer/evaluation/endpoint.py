@@ -15,15 +15,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from trainer.api_index import load_symbols
 from trainer.chat_api import ask_all, error_text
-from trainer.config import RESOLVED_CONFIG, Config, EndpointConfig
-from trainer.config_file import save_config
-from trainer.dataset import load_manifest, load_processed
+from trainer.config import Config, EndpointConfig
 from trainer.errors import TrainerError
-from trainer.evaluation.generation import Prompt, parse_assistant, prediction_records, prompts_of
+from trainer.evaluation.generation import Prompt, evaluation_data, parse_assistant, prediction_records, prompts_of
 from trainer.evaluation.metrics import score_groups
-from trainer.evaluation.report import PREDICTIONS_FILE, write_predictions, write_report
+from trainer.evaluation.report import PREDICTIONS_FILE, finish_report, write_predictions
 from trainer.redact import api_key
 
 if TYPE_CHECKING:
@@ -138,30 +135,14 @@ def evaluate_endpoints(config: Config) -> dict[str, Any]:
     # Every client first, each used for all its endpoint's requests: a missing key is refused before anything is
     # read or sent.
     clients = [client_for(endpoint, config) for endpoint in ev.endpoints]
-    test = load_processed(config.data.output_dir)["test"]
-    if len(test) == 0:
-        raise TrainerError(
-            f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
-        )
-    prompts = prompts_of(list(test)[: ev.limit])
-    symbols = load_symbols(config.data.output_dir, ev.symbols)
+    rows, symbols = evaluation_data(config)
+    prompts = prompts_of(rows)
     scored = {}
     for position, (endpoint, client) in enumerate(zip(ev.endpoints, clients, strict=True)):
         records = prediction_records(prompts, endpoint_answers(endpoint, client, config, prompts))
         write_predictions(records, ev.output_dir / predictions_file(position, endpoint))
         scored[endpoint.name] = score_groups(records, symbols)
-    manifest = load_manifest(config.data.output_dir)
     first, *others = scored
-    report: dict[str, Any] = {
-        "label": first,
-        "endpoints": [{"label": e.name, "url": e.url, "model": e.model} for e in ev.endpoints],
-        "dataset_hash": manifest["content_hash"] if manifest else None,
-        "generation_backend": "endpoint",
-        **scored[first],
-    }
-    if others:
-        report["compared"] = {name: scored[name] for name in others}
-    report["config"] = config.model_dump(mode="json")
-    write_report(report, ev.output_dir)
-    save_config(config, ev.output_dir / RESOLVED_CONFIG)
-    return report
+    evaluated = {"label": first, "endpoints": [{"label": e.name, "url": e.url, "model": e.model} for e in ev.endpoints]}
+    compared = {"compared": {name: scored[name] for name in others}} if others else {}
+    return finish_report(config, evaluated, "endpoint", {**scored[first], **compared})

@@ -15,22 +15,21 @@ from typing import Any
 
 import torch
 
-from trainer.api_index import load_symbols
 from trainer.checkpoints import resolve_checkpoint, trained_config
-from trainer.config import RESOLVED_CONFIG, Config
-from trainer.config_file import save_config
-from trainer.dataset import conversation, load_manifest, load_processed
+from trainer.config import Config
+from trainer.dataset import conversation
 from trainer.errors import TrainerError
 from trainer.evaluation.generation import (
     Decoding,
     build_prompts,
+    evaluation_data,
     generate,
     prediction_records,
     stop_token_ids,
     symbol_group,
 )
 from trainer.evaluation.metrics import GROUPS, score_groups
-from trainer.evaluation.report import PREDICTIONS_FILE, TEACHER_FORCED, deltas, write_predictions, write_report
+from trainer.evaluation.report import PREDICTIONS_FILE, TEACHER_FORCED, deltas, finish_report, write_predictions
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import load_base_model, load_peft_model, load_tokenizer
@@ -98,13 +97,7 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
         adapter = resolve_checkpoint(config, checkpoint)
         config = trained_config(config, adapter)  # the base, quantization and precision the adapter was trained on
     evaluated = ev.model or str(adapter)
-    test = load_processed(config.data.output_dir)["test"]
-    if len(test) == 0:
-        raise TrainerError(
-            f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
-        )
-    rows = list(test)[: ev.limit]
-    symbols = load_symbols(config.data.output_dir, config.evaluation.symbols)
+    rows, symbols = evaluation_data(config)
     model, tokenizer = load_plain(config, ev.model) if ev.model else load_finetuned(config, Path(evaluated))
     prompts = build_prompts(tokenizer, rows)
     # Teacher-forced metrics need transformers whatever generates; vLLM then gets the GPU to itself.
@@ -122,23 +115,14 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
                 answers["baseline"] = generate(model, tokenizer, prompts, Decoding.of(ev), ev.batch_size)
     predictions = {name: prediction_records(prompts, texts) for name, texts in answers.items()}
     metrics = {name: with_forced(score_groups(predictions[name], symbols), forced[name]) for name in forced}
-    manifest = load_manifest(config.data.output_dir)
-    report: dict[str, Any] = {
-        "checkpoint": evaluated,
-        "dataset_hash": manifest["content_hash"] if manifest else None,
-        "generation_backend": backend,
-        **metrics["finetuned"],
-    }
-    records = predictions["finetuned"]
+    scores, records = metrics["finetuned"], predictions["finetuned"]
     if ev.baseline:
-        report["baseline"], report["delta"] = metrics["baseline"], deltas(metrics["finetuned"], metrics["baseline"])
+        scores = {**scores, "baseline": metrics["baseline"], "delta": deltas(metrics["finetuned"], metrics["baseline"])}
         for record, base in zip(records, predictions["baseline"], strict=True):
             record["baseline"] = base["prediction"]
-    report["config"] = config.model_dump(mode="json")
     write_predictions(records, ev.output_dir / PREDICTIONS_FILE)
     # The checkpoint's own copy of the training log: its run up to its step. training.logging_dir holds whichever
     # run wrote last, which plotted a 200-step curve under a 2-step checkpoint's report.
     metrics_log = None if ev.model else Path(evaluated) / METRICS_FILE
-    write_report(report, ev.output_dir, metrics_log if metrics_log and metrics_log.is_file() else None)
-    save_config(config, ev.output_dir / RESOLVED_CONFIG)
-    return report
+    metrics_log = metrics_log if metrics_log and metrics_log.is_file() else None
+    return finish_report(config, {"checkpoint": evaluated}, backend, scores, metrics_log)

@@ -14,8 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.config import EvaluationConfig
-from trainer.dataset import conversation
+from trainer.api_index import SymbolIndex, load_symbols
+from trainer.config import Config, EvaluationConfig
+from trainer.dataset import conversation, load_processed
+from trainer.errors import TrainerError
 from trainer.progress import track
 
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
@@ -61,6 +63,17 @@ class Prompt:
     tools: list[dict[str, Any]] | None = None
     group: str = "seen"
     token_ids: list[int] = field(default_factory=list)
+
+
+def evaluation_data(config: Config) -> tuple[list[dict[str, str]], SymbolIndex | None]:
+    """What every evaluation answers and is scored against: the test split's first `evaluation.limit` rows (an empty
+    split is an error) and the API index (`evaluation.symbols`, else the dataset's own)."""
+    test = load_processed(config.data.output_dir)["test"]
+    if len(test) == 0:
+        raise TrainerError(
+            f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
+        )
+    return list(test)[: config.evaluation.limit], load_symbols(config.data.output_dir, config.evaluation.symbols)
 
 
 def symbol_group(row: dict[str, str]) -> str:

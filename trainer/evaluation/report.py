@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.api_index import SymbolIndex
+from trainer.config import RESOLVED_CONFIG, Config
+from trainer.config_file import save_config
+from trainer.dataset import load_manifest
 from trainer.errors import problems_error
 from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.jsonl import read_jsonl
@@ -207,6 +210,29 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
         lines.append(f"Training curve: `{metrics_log}`, steps {records[0]['step']}–{records[-1]['step']}.")
     lines.append(f"Per-example results: `{PREDICTIONS_FILE}`. Metric definitions: docs/evaluation.md.")
     (out_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def finish_report(
+    config: Config,
+    evaluated: dict[str, Any],
+    backend: str,
+    scores: dict[str, Any],
+    metrics_log: Path | None = None,
+) -> dict[str, Any]:
+    """report.json's layout, written with report.md and the resolved config beside them: what was evaluated (the
+    checkpoint or model; the endpoints), the dataset's content hash, the generation backend, the scores, and the
+    config last."""
+    manifest = load_manifest(config.data.output_dir)
+    report = {
+        **evaluated,
+        "dataset_hash": manifest["content_hash"] if manifest else None,
+        "generation_backend": backend,
+        **scores,
+        "config": config.model_dump(mode="json"),
+    }
+    write_report(report, config.evaluation.output_dir, metrics_log)
+    save_config(config, config.evaluation.output_dir / RESOLVED_CONFIG)
+    return report
 
 
 def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[str, Any]:
