@@ -7,8 +7,16 @@ import pytest
 
 from trainer.api_index import SymbolIndex
 from trainer.cli import main
+from trainer.evaluation import metrics
 from trainer.evaluation.generation import parse_assistant
-from trainer.evaluation.metrics import go_code_metrics, grounding_metrics, score, score_groups, tool_call_metrics
+from trainer.evaluation.metrics import (
+    go_code_metrics,
+    go_parses,
+    grounding_metrics,
+    score,
+    score_groups,
+    tool_call_metrics,
+)
 from trainer.evaluation.report import headline, summary_line, write_report
 
 SYMBOLS = [
@@ -157,6 +165,23 @@ def test_go_blocks_parse_as_files_declarations_or_statements():
     if shutil.which("gofmt"):
         assert result["gofmt_parse_rate"] == 3 / 4
     assert go_code_metrics([record(answer("x"), answer("no code"))])["parse_rate"] is None
+
+
+def test_score_groups_checks_each_go_block_once_and_scores_each_group_as_score_does(monkeypatch):
+    twice = "```go\nr := chi.NewRouter()\n```\n```go\nr := chi.NewRouter(\n```"
+    records = [
+        record(answer("x"), answer(twice)),
+        {**record(answer("x"), answer(twice)), "group": "heldout"},
+        record(answer("x"), answer("```go\npackage main\n```")),
+    ]
+    parses = []
+    monkeypatch.setattr(metrics, "go_parses", lambda block, check: parses.append(block) or go_parses(block, check))
+    scored = score_groups(records, None)
+    checkers = 2 if shutil.which("gofmt") else 1  # tree-sitter, and gofmt where installed
+    assert len(parses) == 3 * checkers  # three distinct blocks, where each scoring checked 5 over all, 5 in groups
+    assert scored["go_code"] == score(records, None)["go_code"] and scored["go_code"]["parse_rate"] == 3 / 5
+    assert scored["groups"]["seen"]["go_code"] == score([records[0], records[2]], None)["go_code"]
+    assert scored["groups"]["heldout"]["go_code"] == score([records[1]], None)["go_code"]
 
 
 def test_api_grounding_finds_invented_names():

@@ -101,16 +101,33 @@ def go_parses(block: str, check) -> bool:
     return any(check(candidate) for candidate in candidates)
 
 
-def go_code_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+class GoChecks:
+    """Whether each Go block parses, by tree-sitter and by gofmt where it is installed (None without it); a block is
+    checked once per scoring, as `score_groups` scores every record twice (over all, then in its group) and a gofmt
+    check runs a process per candidate."""
+
+    def __init__(self) -> None:
+        self.gofmt = shutil.which("gofmt")
+        self.known: dict[str, tuple[bool, bool | None]] = {}
+
+    def __call__(self, block: str) -> tuple[bool, bool | None]:
+        if block not in self.known:
+            gofmt = self.gofmt
+            by_gofmt = go_parses(block, lambda code: _gofmt_parses(code, gofmt)) if gofmt else None
+            self.known[block] = (go_parses(block, _tree_sitter_parses), by_gofmt)
+        return self.known[block]
+
+
+def go_code_metrics(records: list[dict[str, Any]], checks: GoChecks | None = None) -> dict[str, Any]:
+    checks = checks or GoChecks()
     blocks = [b for r in records for b in go_blocks(r["prediction"].get("content") or "")]
+    parsed = [checks(block) for block in blocks]
     result: dict[str, Any] = {
         "blocks": len(blocks),
-        "parse_rate": _rate(sum(go_parses(b, _tree_sitter_parses) for b in blocks), len(blocks)),
+        "parse_rate": _rate(sum(by_tree_sitter for by_tree_sitter, _ in parsed), len(blocks)),
     }
-    gofmt = shutil.which("gofmt")
-    if gofmt:
-        parsed = sum(go_parses(b, lambda code: _gofmt_parses(code, gofmt)) for b in blocks)
-        result["gofmt_parse_rate"] = _rate(parsed, len(blocks))
+    if checks.gofmt:
+        result["gofmt_parse_rate"] = _rate(sum(bool(by_gofmt) for _, by_gofmt in parsed), len(blocks))
     return result
 
 
@@ -130,8 +147,8 @@ def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) 
     }
 
 
-def score(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
-    """Every generation metric over `records`."""
+def score(records: list[dict[str, Any]], index: SymbolIndex | None, checks: GoChecks | None = None) -> dict[str, Any]:
+    """Every generation metric over `records` (`checks`: the Go blocks already checked in this scoring)."""
     exact = sum(
         (r["reference"].get("content") or "").strip() == (r["prediction"].get("content") or "").strip()
         and _calls(r["reference"]) == _calls(r["prediction"])
@@ -142,7 +159,7 @@ def score(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str,
         "exact_match": _rate(exact, len(records)),
         **text_metrics(records),
         "tool_call": tool_call_metrics(records),
-        "go_code": go_code_metrics(records),
+        "go_code": go_code_metrics(records, checks),
         "api_grounding": grounding_metrics(records, index),
     }
 
@@ -154,7 +171,8 @@ def group_of(record: dict[str, Any]) -> str:
 def score_groups(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
     """`score` over all records, with `groups: {seen: score, heldout: score}` over each group's own records (an empty
     group scores n_examples 0 and None for every rate)."""
+    checks = GoChecks()
     return {
-        **score(records, index),
-        "groups": {group: score([r for r in records if group_of(r) == group], index) for group in GROUPS},
+        **score(records, index, checks),
+        "groups": {group: score([r for r in records if group_of(r) == group], index, checks) for group in GROUPS},
     }
