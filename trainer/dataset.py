@@ -95,6 +95,13 @@ def load_manifest(output_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def is_heldout(row: dict[str, str]) -> bool:
+    """Whether the row's provenance marks it as about a symbol held out of training (`"heldout": true`, which the
+    split writes); hand-written rows, and every row of a dataset made before held-out symbols, have no mark."""
+    provenance = json.loads(row.get("provenance") or "{}")
+    return isinstance(provenance, dict) and provenance.get("heldout") is True
+
+
 def conversation(row: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """Decode one stored row back into (messages, tools)."""
     return json.loads(row["messages"]), (json.loads(row["tools"]) if row["tools"] else None)

@@ -16,7 +16,7 @@ from typing import Any
 
 from trainer.api_index import SymbolIndex, load_symbols
 from trainer.config import Config, EvaluationConfig
-from trainer.dataset import conversation, load_processed
+from trainer.dataset import conversation, is_heldout, load_processed
 from trainer.errors import TrainerError
 from trainer.progress import track
 
@@ -77,10 +77,8 @@ def evaluation_data(config: Config) -> tuple[list[dict[str, str]], SymbolIndex |
 
 
 def symbol_group(row: dict[str, str]) -> str:
-    """`heldout` when the row's provenance marks it as about a symbol held out of training, else `seen` (hand-written
-    rows, and every row of a dataset made before held-out symbols)."""
-    provenance = json.loads(row.get("provenance") or "{}")
-    return "heldout" if isinstance(provenance, dict) and provenance.get("heldout") is True else "seen"
+    """`heldout` for a row about a symbol held out of training (`dataset.is_heldout`), else `seen`."""
+    return "heldout" if is_heldout(row) else "seen"
 
 
 def answered_turn(messages: list[dict[str, Any]], group: str) -> int:

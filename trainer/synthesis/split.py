@@ -26,7 +26,7 @@ from typing import Any
 
 from trainer.api_index import CODE_FENCE, SymbolIndex
 from trainer.data_config import DataConfig
-from trainer.dataset import SPLITS
+from trainer.dataset import SPLITS, is_heldout
 
 SPAN_WORDS = 12
 WORD = re.compile(r"\w+")
@@ -149,7 +149,7 @@ def _measure(by_split: dict[str, list[dict[str, str]]], spans: _SpanCache, group
 
     if not grouped:
         return figures(list(range(len(test))))
-    heldout = [_is_heldout(row) for row in test]
+    heldout = [is_heldout(row) for row in test]
     groups = {"seen": [i for i, h in enumerate(heldout) if not h], "heldout": [i for i, h in enumerate(heldout) if h]}
     return figures(list(range(len(test)))) | {"by_group": {name: figures(ids) for name, ids in groups.items()}}
 
@@ -159,14 +159,9 @@ def _marked_heldout(row: dict[str, str]) -> dict[str, str]:
     return row | {"provenance": json.dumps(json.loads(row["provenance"]) | {"heldout": True}, ensure_ascii=False)}
 
 
-def _is_heldout(row: dict[str, str]) -> bool:
-    return json.loads(row["provenance"]).get("heldout") is True
-
-
 def _generated_seen(row: dict[str, str]) -> bool:
     """Generated (templates, a teacher: provenance has a template) and not held out."""
-    provenance = json.loads(row["provenance"])
-    return "template" in provenance and provenance.get("heldout") is not True
+    return "template" in json.loads(row["provenance"]) and not is_heldout(row)
 
 
 def split_rows(rows: list[dict[str, str]], symbols: list[dict[str, Any]], data: DataConfig) -> SplitResult:
@@ -251,7 +246,7 @@ def _hold_out_shared_text(by_split: dict[str, list[dict[str, str]]], spans: _Spa
     """Train and validation rows whose answers share a span with a held-out test answer (a sibling with the same doc
     comment, a hand-written answer quoting it) join the held-out rows in test, until none does; returns what moved."""
     moved: list[str] = []
-    arrived = [row for row in by_split["test"] if _is_heldout(row)]
+    arrived = [row for row in by_split["test"] if is_heldout(row)]
     while arrived:
         heldout_spans = set().union(*map(spans, arrived))
         arrived = []
