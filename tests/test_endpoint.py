@@ -11,9 +11,9 @@ from tests.helpers import DEBUG_CONFIG, debug_overrides, openai_server, set_args
 from tests.scripted_chat import ScriptedTeacher, completion
 from trainer.api_index import load_symbols
 from trainer.cli import main
-from trainer.config import EndpointConfig
+from trainer.config import EndpointConfig, EvaluationConfig
 from trainer.errors import TrainerError
-from trainer.evaluation.endpoint import client_for, endpoint_answers, wire_messages
+from trainer.evaluation.endpoint import client_for, endpoint_answers, predictions_file, wire_messages
 from trainer.evaluation.generation import Prompt
 from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.redact import redact
@@ -129,6 +129,21 @@ def test_endpoint_flags_become_evaluation_endpoints(tmp_path, model_cache, capsy
     endpoints = "evaluation.endpoints=[{url: 'http://h/v1', model: a}]"
     assert main(["pipeline", "--config", str(DEBUG_CONFIG), "--set", endpoints]) == 2
     assert "error: evaluation.endpoints: the pipeline evaluates the model it trains" in capsys.readouterr().err
+
+
+def test_two_labels_that_would_write_one_predictions_file_are_refused(tmp_path, model_cache, capsys):
+    def labelled(*labels: str) -> list[dict]:
+        return [{"url": "http://h/v1", "model": "m", "label": label} for label in labels]
+
+    base = ["evaluate", "--config", str(DEBUG_CONFIG), *set_args(debug_overrides(tmp_path, model_cache))]
+    assert main([*base, "--set", f"evaluation.endpoints={json.dumps(labelled('first', 'a/b', 'a_b'))}"]) == 2
+    refused = "endpoints 'a/b' and 'a_b' would both write predictions.a_b.jsonl; give them labels that differ"
+    assert refused in capsys.readouterr().err
+    # The first endpoint's answers are predictions.jsonl: its label makes no file, so nothing collides.
+    endpoints = EvaluationConfig(endpoints=labelled("a/b", "a_b", "a.b")).endpoints
+    assert [predictions_file(at, endpoint) for at, endpoint in enumerate(endpoints)] == [
+        "predictions.jsonl", "predictions.a_b.jsonl", "predictions.a.b.jsonl",
+    ]  # fmt: skip
 
 
 @pytest.mark.slow

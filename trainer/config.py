@@ -201,6 +201,12 @@ class EndpointConfig(StrictModel):
     def name(self) -> str:
         return self.label or self.model
 
+    @property
+    def file_label(self) -> str:
+        """Its name in a file name (`predictions.<file_label>.jsonl`): any character but a letter, a digit, `.`, `-`
+        or `_` becomes `_`."""
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
+
 
 class EvaluationConfig(StrictModel):
     output_dir: Path = Path("outputs/eval")
@@ -243,6 +249,14 @@ class EvaluationConfig(StrictModel):
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise ValueError(f"two endpoints share the report column {twice[0]!r}; give them each a label")
+        files: dict[str, str] = {}
+        for endpoint in self.endpoints[1:]:  # the first's answers are predictions.jsonl, each other's its own file
+            other = files.setdefault(endpoint.file_label, endpoint.name)
+            if other != endpoint.name:
+                raise ValueError(
+                    f"endpoints {other!r} and {endpoint.name!r} would both write predictions.{endpoint.file_label}"
+                    ".jsonl; give them labels that differ in a letter, a digit, '.', '-' or '_'"
+                )
         if self.endpoints and (self.model or self.baseline):
             raise ValueError("endpoints are scored on their own: leave evaluation.model and baseline unset")
         if self.endpoints and self.repetition_penalty != 1.0:

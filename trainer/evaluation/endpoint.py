@@ -123,9 +123,9 @@ def endpoint_answers(
 
 def predictions_file(position: int, endpoint: EndpointConfig) -> str:
     """The first endpoint's answers are predictions.jsonl (what the summary line describes); each other's is
-    predictions.<label>.jsonl, any of them re-scorable with `--predictions`."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in endpoint.name)
-    return PREDICTIONS_FILE if position == 0 else f"predictions.{safe}.jsonl"
+    predictions.<label>.jsonl (`EndpointConfig.file_label`, which the config keeps apart), any of them re-scorable
+    with `--predictions`."""
+    return PREDICTIONS_FILE if position == 0 else f"predictions.{endpoint.file_label}.jsonl"
 
 
 def evaluate_endpoints(config: Config) -> dict[str, Any]:
