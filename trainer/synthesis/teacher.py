@@ -212,24 +212,6 @@ class Teacher:
             handle.writelines(json.dumps(reject, ensure_ascii=False) + "\n" for reject in self.rejects)
 
 
-def summary(section: dict[str, Any]) -> list[str]:
-    """The terminal's lines for the manifest's `teacher` section."""
-    asked = f"{section['requests']} requests, {section['cached']} replies from the cache"
-    if section["failed_requests"]:
-        asked += f", {section['failed_requests']} failed after retries"
-    if section["not_asked"]:
-        asked += f", {section['not_asked']} not asked (data.teacher.max_requests spent)"
-    rejected = ", ".join(f"{reason} {count}" for reason, count in section["rejected"].items())
-    tokens = section["tokens"]
-    return [
-        f"  teacher {section['model']}: {asked}",
-        f"    accepted {section['accepted']} ({section['repaired']} after a repair); rejected: {rejected} "
-        f"(see {section['rejects_file']})",
-        f"    tokens: prompt {tokens['prompt']:,}, completion {tokens['completion']:,} (this run; cached replies cost "
-        "none)",
-    ]
-
-
 def _request(
     subject: prompts.Subject, kind: str, local: LocalSource, index: RepoIndex, count: int, model: str
 ) -> Request:
