@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.dataset import MANIFEST_FILE
+from trainer.synthesis.sources import pinned
 
 SHOWN_RECORDS = 3  # of each list (skipped, conflicts, …): all of them would scroll the counts away (87 conflicts, say)
 
@@ -17,8 +18,8 @@ def summary_lines(manifest: dict[str, Any], output_dir: Path) -> list[str]:
     out.append(f"synthesize: {counts} → {output_dir}")
     for entry in manifest["sources"]:
         cached = " (cached)" if entry["index_cached"] else ""
-        commit = f"@{entry['commit'][:12]}" if entry["commit"] else ""
-        out.append(f"  source {entry['source']}{commit}: {entry['files']} files, {entry['symbols']} symbols{cached}")
+        source = pinned(entry["source"], entry["commit"])
+        out.append(f"  source {source}: {entry['files']} files, {entry['symbols']} symbols{cached}")
     generated = manifest["generated"]
     if generated["count"] or manifest["sources"]:
         templates = ", ".join(f"{name} {n}" for name, n in sorted(generated["by_template"].items()))

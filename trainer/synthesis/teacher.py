@@ -26,7 +26,7 @@ from trainer.synthesis import go_module
 from trainer.synthesis import teacher_prompts as prompts
 from trainer.synthesis.generate import SYSTEM, Generated
 from trainer.synthesis.go_repo import RepoIndex
-from trainer.synthesis.sources import LocalSource
+from trainer.synthesis.sources import LocalSource, pinned
 
 if TYPE_CHECKING:  # the openai client is imported when a teacher is configured, not by every synthesis run
     from trainer.synthesis.teacher_client import Reply, TeacherClient
@@ -88,7 +88,7 @@ class Teacher:
         """Ask about one source's API and keep what passes every check."""
         settings = self.data.teacher
         assert settings is not None
-        where = f"{local.name}@{local.commit[:12]}" if local.commit else local.name
+        where = pinned(local.name, local.commit)
         requests = [
             _request(subject, kind, local, index, settings.conversations_per_request, settings.model)
             for subject in prompts.subjects(index, where, self.data.generation.seed)
