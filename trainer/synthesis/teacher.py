@@ -24,7 +24,7 @@ from trainer.api_index import SymbolIndex, go_blocks
 from trainer.data_config import DataConfig
 from trainer.synthesis import go_module
 from trainer.synthesis import teacher_prompts as prompts
-from trainer.synthesis.generate import SYSTEM, Generated
+from trainer.synthesis.generate import SYSTEM, Generated, row_provenance
 from trainer.synthesis.go_repo import RepoIndex
 from trainer.synthesis.sources import LocalSource, pinned
 
@@ -215,18 +215,12 @@ class Teacher:
 def _request(
     subject: prompts.Subject, kind: str, local: LocalSource, index: RepoIndex, count: int, model: str
 ) -> Request:
-    provenance = {
-        "source": local.name,
-        "commit": local.commit,
-        "file": subject.file,
-        "line": subject.line,
-        "template": TEMPLATE,
-        "symbol": subject.key,
-        "package": subject.package,
-        "teacher": {"model": model, "kind": kind, "repaired": False},
-    }
+    origin = row_provenance(
+        local.name, local.commit, subject.file, subject.line, TEMPLATE, subject.key, subject.package
+    )
+    origin["teacher"] = {"model": model, "kind": kind, "repaired": False}
     chat = prompts.ask(subject, kind, local.name, index.import_path, count)
-    return Request(subject, chat, provenance)
+    return Request(subject, chat, origin)
 
 
 def _compile_failures(candidates: list[Candidate], index: RepoIndex, local: LocalSource, cache_dir: Path) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from trainer.jsonl import json_problem, strict_loads
 from trainer.synthesis.examples import InvalidRecord, normalise_record
-from trainer.synthesis.generate import LOOKUP_DOCS, go_fence
+from trainer.synthesis.generate import LOOKUP_DOCS, MIN_SECTION_WORDS, go_fence, lookup_result
 from trainer.synthesis.go_parser import Symbol
 from trainer.synthesis.go_repo import RepoIndex
 
@@ -27,7 +27,6 @@ MAX_METHODS = 12
 MAX_EXAMPLES = 2
 MAX_RELATED = 4
 RETURNED_TYPE = re.compile(r"\)\s*\(?\*?(\w+)\b[^()]*\)?\s*$")  # `func New() *Mux`, `func F() (Mux, error)` → Mux
-MIN_SECTION_WORDS = 8  # as the doc_section template: a heading with a line under it teaches nothing
 TOOL_KIND = "tool_use"
 
 CONTRACT = """Reply with exactly one JSON object and nothing before or after it:
@@ -110,7 +109,7 @@ def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str, related: tuple
         file=symbol.file,
         line=symbol.line,
         material="\n\n".join(parts),
-        tool_result=f"{symbol.signature}\n\n{symbol.doc}",
+        tool_result=lookup_result(symbol),
     )
 
 
