@@ -68,7 +68,6 @@ class Teacher:
     client: TeacherClient
     accepted: list[Generated] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
-    repaired: int = 0
 
     @classmethod
     def start(cls, data: DataConfig) -> Teacher:
@@ -108,7 +107,6 @@ class Teacher:
             provenance = provenance | {"teacher": provenance["teacher"] | {"repaired": candidate.repaired}}
             messages = [system, *candidate.messages]
             self.accepted.append(Generated(messages, candidate.tools, provenance, provenance["symbol"]))
-            self.repaired += candidate.repaired
 
     def _read(self, request: Request, reply: Reply, number: int = 0) -> list[Candidate]:
         """The reply's conversations that keep the contract; the rest rejected as malformed. `number`: a repair's
@@ -201,7 +199,8 @@ class Teacher:
             "not_asked": usage.not_asked,
             "failed_requests": usage.failed,
             "accepted": len(self.accepted) - len(duplicates),
-            "repaired": self.repaired - sum(p["teacher"]["repaired"] for p, _ in duplicates),
+            "repaired": sum(g.provenance["teacher"]["repaired"] for g in self.accepted)
+            - sum(p["teacher"]["repaired"] for p, _ in duplicates),
             "rejected": {reason: rejected[reason] for reason in REASONS},
             "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
             "rejects_file": REJECTS_FILE,
@@ -232,7 +231,7 @@ def _compile_failures(candidates: list[Candidate], index: RepoIndex, local: Loca
     ]
     flat = [block for per_candidate in blocks for block in per_candidate]
     target = CheckTarget(index.import_path, local.root)
-    results = iter(check_snippets(flat, target, cache_dir / GO_CHECK_FOLDER) if flat else [])
+    results = iter(check_snippets(flat, target, cache_dir / GO_CHECK_FOLDER))
     failures = []
     for per_candidate in blocks:
         mine = [next(results) for _ in per_candidate]
