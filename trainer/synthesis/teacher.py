@@ -14,7 +14,6 @@ Duplicates (exact, near, or the same question as a hand-written example) are dro
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex, go_blocks
 from trainer.data_config import DataConfig
+from trainer.jsonl import write_jsonl
 from trainer.synthesis import go_module
 from trainer.synthesis import teacher_prompts as prompts
 from trainer.synthesis.generate import SYSTEM, Generated, row_provenance
@@ -207,8 +207,7 @@ class Teacher:
         }
 
     def write_rejects(self, output_dir: Path) -> None:
-        with (output_dir / REJECTS_FILE).open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(reject, ensure_ascii=False) + "\n" for reject in self.rejects)
+        write_jsonl(output_dir / REJECTS_FILE, self.rejects)
 
 
 def _request(
