@@ -186,3 +186,19 @@ def test_synthesize_gin_with_hand_written_examples_first(make_config, tmp_path):
         for row in split:
             provenance = json.loads(row["provenance"])
             assert {"file", "line"} <= set(provenance)
+
+
+def test_the_teachers_material_gathers_constructors_methods_and_examples_and_quotes_the_tool_turn(route_repo, tmp_path):
+    from trainer.synthesis.teacher_prompts import subjects
+
+    index, _ = index_repo(route_repo, GoSource(url=str(route_repo)), "route", GenerationSettings(), tmp_path / "cache")
+    found = {subject.key: subject for subject in subjects(index, "route@abc123", seed=0)}
+    router = found["example.com/route.Router"].material
+    assert "Making a Router:\n```go\nfunc NewRouter() *Router\n```" in router
+    assert "Methods of Router:\n```go\nfunc (r *Router) Handle(pattern string, h Handler)\n```" in router
+    new_router = found["example.com/route.NewRouter"]
+    assert "ExampleNewRouter (route_test.go:3):" in new_router.material and "Making a" not in new_router.material
+    # what the teacher is told lookup_docs returns is the tool turn generate writes for the same symbol
+    lookup = by_template(generate(index, "route", "abc123", GenerationSettings()))
+    tool_turn = lookup[("tool_lookup", "example.com/route.NewRouter")].messages[3]
+    assert tool_turn["role"] == "tool" and tool_turn["content"] == new_router.tool_result

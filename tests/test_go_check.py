@@ -198,6 +198,13 @@ def test_declarations_are_wrapped_as_a_package_and_a_locally_declared_name_gets_
     assert prepared.source.endswith("func (c chi) Hello(w http.ResponseWriter) {}\n")
 
 
+def test_hostile_nesting_in_a_teachers_block_is_wrapped_not_a_recursion_error():
+    chain = prepare("r := chi.NewRouter()\nx := r" + ".With()" * 600 + "\n", NAMES, "chi")  # 600 calls deep
+    assert chain.problem == "" and chain.source.count(".With()") == 600
+    nested = prepare("x := " + "(" * 1200 + "1" + ")" * 1200 + "\n", NAMES, "chi")
+    assert nested.problem == "" and "_ = x" in nested.source
+
+
 def test_a_complete_file_is_kept_and_package_main_compiles_as_a_library():
     prepared = prepare(CHI_PROGRAM, NAMES, "chi")
     assert prepared.header_lines == 0 and prepared.source == CHI_PROGRAM.replace("package main", "package main_", 1)

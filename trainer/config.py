@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from trainer.config_base import TORCH_DTYPE_SPELLINGS, DtypeName, StrictModel
+from trainer.config_base import TORCH_DTYPE_SPELLINGS, DtypeName, EnvVarName, StrictModel
 from trainer.data_config import DataConfig
 
 RESOLVED_CONFIG = "resolved_config.yaml"  # the config a stage ran with, beside its outputs
@@ -191,9 +191,8 @@ class EndpointConfig(StrictModel):
     url: str = Field(pattern=r"^https?://\S+$", description="Its OpenAI API base URL, e.g. http://host:8000/v1")
     model: str = Field(min_length=1, description="The served model's name: the requests' `model`")
     label: str | None = Field(None, min_length=1, description="Its column in the report; default: the model name")
-    api_key_env: str | None = Field(
+    api_key_env: EnvVarName | None = Field(
         None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="The environment variable holding its API key (never the key itself); none: no key",
     )
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import ByteSize, Field, field_validator
 
-from trainer.config_base import StrictModel
+from trainer.config_base import EnvVarName, StrictModel
 from trainer.go_build import KNOWN_ARCH, KNOWN_OS, BuildContext
 
 
@@ -94,9 +94,8 @@ class TeacherSettings(StrictModel):
 
     base_url: str = Field(description="The server's OpenAI API root, e.g. http://localhost:8000/v1")
     model: str = Field(description="Model name the server knows (vLLM: --served-model-name or the model path)")
-    api_key_env: str | None = Field(
+    api_key_env: EnvVarName | None = Field(
         None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="NAME of the environment variable holding the API key (never the key); null: no key (a local "
         "server). A named variable that is unset is an error",
     )

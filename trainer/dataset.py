@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrainerError
+from trainer.jsonl import write_jsonl
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -67,8 +68,7 @@ def save_processed(
     output_dir.mkdir(parents=True, exist_ok=True)
     # datasets cannot load a saved empty split back, so only non-empty ones are written; load_processed adds the rest.
     DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(output_dir))
-    with (output_dir / SYMBOLS_FILE).open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(symbol, ensure_ascii=False) + "\n" for symbol in symbols)
+    write_jsonl(output_dir / SYMBOLS_FILE, symbols)
     (output_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return dataset
 

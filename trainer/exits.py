@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterator
 
 import typer
 
-from trainer.errors import Preempted, TrainerError
+from trainer.errors import Interrupted, Preempted, TrainerError
 from trainer.redact import redact
 from trainer.usage import usage_error_line
 
 # A full disk, a read-only folder, a quota, no permission: the user's to fix, so an error line, not a traceback.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
-INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it: `&&` chains stop
+INTERRUPTED = Interrupted.exit_code  # 130: `&&` chains stop
 
 
 @contextlib.contextmanager

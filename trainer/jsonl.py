@@ -1,4 +1,5 @@
-"""JSON Lines in: the one reader for every `.jsonl` a user gives (chat examples, prediction files).
+"""JSON Lines: the one reader for every `.jsonl` a user gives (chat examples, prediction files), and the writer of
+the ones the product leaves (symbols, teacher rejects, predictions).
 
 Strict, lossless JSON per line (no duplicate keys, NaN, Infinity or lone surrogates), a leading BOM allowed, lines
 streamed with a byte cap so memory is bounded by one line, and every problem located as `file:line`.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -94,3 +95,9 @@ def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
                 yield where, strict_loads(raw.decode("utf-8-sig" if number == 1 else "utf-8")), None
             except (ValueError, RecursionError) as exc:
                 yield where, None, json_problem(exc)
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> None:
+    """`records`, one JSON object per line, UTF-8 as is (readable by `read_jsonl`)."""
+    with path.open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)

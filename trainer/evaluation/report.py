@@ -12,7 +12,7 @@ from trainer.config_file import save_config
 from trainer.dataset import load_manifest
 from trainer.errors import problems_error
 from trainer.evaluation.metrics import GROUPS, score_groups
-from trainer.jsonl import read_jsonl
+from trainer.jsonl import read_jsonl, write_jsonl
 from trainer.metrics_log import read_metrics
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -99,9 +99,7 @@ def load_predictions(path: Path) -> list[dict[str, Any]]:
 
 def write_predictions(records: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_jsonl(path, records)
 
 
 def metric(report: dict[str, Any], dotted: str) -> Any:

@@ -36,6 +36,29 @@ LOOKUP_DOCS = {
         },
     },
 }
+MIN_SECTION_WORDS = 8  # a doc section shorter than this (a heading with a line under it) teaches nothing
+
+
+def lookup_result(symbol: Symbol) -> str:
+    """What lookup_docs returns for `symbol`: the tool turn of a conversation that calls it."""
+    return f"{symbol.signature}\n\n{symbol.doc}"
+
+
+def row_provenance(
+    source: str, commit: str | None, file: str, line: int, template: str, symbol: str, package: str
+) -> dict[str, Any]:
+    """A generated row's provenance: where its material is, which template (or the teacher) wrote it, about what."""
+    return {
+        "source": source,
+        "commit": commit,
+        "file": file,
+        "line": line,
+        "template": template,
+        "symbol": symbol,
+        "package": package,
+    }
+
+
 PHRASINGS = {
     "what_does": ["What does `{q}` do?", "Explain `{q}` in {pkg}.", "What is `{q}` for?"],
     "signature": ["What is the signature of `{q}`?", "How do I call `{q}`?", "What does `{q}` take and return?"],
@@ -103,16 +126,8 @@ class _Writer:
             *(tool_turns or []),
             {"role": "assistant", "content": answer.strip()},
         ]
-        provenance = {
-            "source": self.source,
-            "commit": self.commit,
-            "file": where[0],
-            "line": where[1],
-            "template": template,
-            "symbol": key,
-            "package": package,
-        }
-        self.out.append(Generated(messages, [LOOKUP_DOCS] if tool_turns else None, provenance, key))
+        origin = row_provenance(self.source, self.commit, where[0], where[1], template, key, package)
+        self.out.append(Generated(messages, [LOOKUP_DOCS] if tool_turns else None, origin, key))
 
     def symbol(self, symbol: Symbol) -> None:
         pkg = self.short(symbol.package)
@@ -122,8 +137,7 @@ class _Writer:
         if symbol.doc:
             self.add("what_does", symbol.package, key, where, fields, f"{symbol.doc}\n\n{declared}")
             call = {"name": "lookup_docs", "arguments": {"package": symbol.package, "name": symbol.name}}
-            result = f"{symbol.signature}\n\n{symbol.doc}"
-            turns = [{"role": "assistant", "tool_calls": [call]}, {"role": "tool", "content": result}]
+            turns = [{"role": "assistant", "tool_calls": [call]}, {"role": "tool", "content": lookup_result(symbol)}]
             self.add(
                 "tool_lookup",
                 symbol.package,
@@ -187,8 +201,8 @@ class _Writer:
 
     def sections(self) -> None:
         for section in self.index.sections:
-            if len(section.text.split()) < 8:
-                continue  # a heading with a line under it teaches nothing
+            if len(section.text.split()) < MIN_SECTION_WORDS:
+                continue
             title = section.title.split(" > ")[-1]
             fields = {"title": title, "source": self.source}
             self.add(

@@ -46,6 +46,7 @@ BATCH_SIZE = 64
 MAX_MESSAGE_LINES = 30
 SNIPPET_FILE = "snippet.go"
 PACKAGE_HEADER = re.compile(rf"^# {SCRATCH_MODULE}/(s\d{{4}})$")
+SPACE = re.compile(r"\s*")
 POSITION = re.compile(r"(?:\./)?(s\d{4})/snippet\.go:(\d+)(?::(\d+))?")
 
 
@@ -140,9 +141,11 @@ def _load_errors(scratch: Path, work_dir: Path) -> dict[str, list[str]]:
     if out.returncode != 0:
         raise TrainerError(f"`go list` in the scratch module {scratch} failed: {out.stderr.strip()[:2000]}")
     errors: dict[str, list[str]] = {}
-    decoder, text, at = json.JSONDecoder(), out.stdout, 0
-    while text[at:].strip():
-        package, at = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
+    decoder, text = json.JSONDecoder(), out.stdout
+    at = SPACE.match(text).end()
+    while at < len(text):  # `go list -json` prints one object after another
+        package, at = decoder.raw_decode(text, at)
+        at = SPACE.match(text, at).end()
         found = ([package["Error"]] if "Error" in package else []) + package.get("DepsErrors", [])
         if found:
             lines = [f"{e['Pos']}: {e['Err']}" if e.get("Pos") else e["Err"] for e in found]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from trainer.synthesis.go_parser import parser
+from trainer.synthesis.go_parser import parser, walk
 
 WRAPPED_PACKAGE = "snippet"
 LIBRARY_MAIN = "main_"
@@ -63,15 +63,7 @@ def _tree(text: str) -> tree_sitter.Tree:
 
 
 def _identifiers(node: tree_sitter.Node) -> list[str]:
-    if node.type in ("identifier", "type_identifier", "package_identifier"):
-        return [node.text.decode()]
-    return [name for child in node.children for name in _identifiers(child)]
-
-
-def _walk(node: tree_sitter.Node):
-    yield node
-    for child in node.children:
-        yield from _walk(child)
+    return [n.text.decode() for n in walk(node) if n.type in ("identifier", "type_identifier", "package_identifier")]
 
 
 def _package_name(import_path: str, names: dict[str, list[str]]) -> str:
@@ -85,7 +77,7 @@ def _package_name(import_path: str, names: dict[str, list[str]]) -> str:
 def _bound_and_used(root: tree_sitter.Node, names: dict[str, list[str]]) -> tuple[set[str], list[str]]:
     """The names the block declares (imports included), and the `name` of each `name.X` it uses, in order."""
     bound, used = set(), []
-    for node in _walk(root):
+    for node in walk(root):
         field = BINDING_FIELDS.get(node.type)
         for child in node.children_by_field_name(field) if field else []:
             bound.update(_identifiers(child))
@@ -125,7 +117,7 @@ def _declared_at(statement: tree_sitter.Node) -> list[str]:
         return _identifiers(statement.child_by_field_name("left"))
     if statement.type != "var_declaration":
         return []
-    specs = [node for node in _walk(statement) if node.type == "var_spec"]
+    specs = [node for node in walk(statement) if node.type == "var_spec"]
     return [name for spec in specs for child in spec.children_by_field_name("name") for name in _identifiers(child)]
 
 

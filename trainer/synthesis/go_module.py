@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 
 from trainer.errors import TrainerError
-from trainer.synthesis.go_repo import COMMENT, declared_module
+from trainer.synthesis.go_repo import COMMENT, declared_module, read_go_mod
 
 SCRATCH_MODULE = "trainercheck"
 DEBIAN_GOCODE = Path("/usr/share/gocode/src")
@@ -130,18 +130,16 @@ def find_module(path: str, version: str, tools: Toolchain) -> Path | None:
     unsuffixed = MAJOR_SUFFIX.sub("", path)
     for tree in (DEBIAN_GOCODE, *(p / "src" for p in tools.gopath)):
         for candidate in dict.fromkeys((tree / path, tree / unsuffixed)):
-            declared = declared_module(candidate) if candidate.is_dir() else "-"
-            if declared in (None, path):
+            if candidate.is_dir() and declared_module(candidate) in (None, path):
                 return candidate
     return None
 
 
-def _go_line(folder: Path, tools: Toolchain) -> str:
-    local = tools.version
-    go_mod = folder / "go.mod"
-    match = GO_LINE.search(go_mod.read_text(encoding="utf-8", errors="replace")) if go_mod.is_file() else None
-    declared = (int(match[1]), int(match[2])) if match else local
-    major, minor = min(declared, local)
+def _go_line(go_mod: str, tools: Toolchain) -> str:
+    """The `go` line of a module's go.mod text, capped at the local toolchain's (which it defaults to)."""
+    match = GO_LINE.search(go_mod)
+    declared = (int(match[1]), int(match[2])) if match else tools.version
+    major, minor = min(declared, tools.version)
     return f"{major}.{minor}"
 
 
@@ -150,19 +148,17 @@ def closure(import_path: str, root: Path) -> list[Module]:
     tools = toolchain()
     if not root.is_dir():
         raise TrainerError(f"the compile check's framework source {root} is not a folder")
-    modules = [Module(import_path, root, _go_line(root, tools))]
+    found, modules = [(import_path, root)], []
     seen = {import_path}
-    for module in modules:  # grows while it is walked: breadth first
-        go_mod = module.folder / "go.mod"
-        if not go_mod.is_file():
-            continue
-        for path, version in requirements(go_mod.read_text(encoding="utf-8", errors="replace")):
-            if path in seen:
+    for path, folder in found:  # grows while it is walked: breadth first
+        go_mod = read_go_mod(folder) or ""  # each go.mod read once, as go_repo reads them
+        modules.append(Module(path, folder, _go_line(go_mod, tools)))
+        for required, version in requirements(go_mod):
+            if required in seen:
                 continue
-            seen.add(path)
-            folder = find_module(path, version, tools)
-            if folder is not None:
-                modules.append(Module(path, folder, _go_line(folder, tools)))
+            seen.add(required)
+            if (module_folder := find_module(required, version, tools)) is not None:
+                found.append((required, module_folder))
     return modules
 
 

@@ -105,12 +105,18 @@ def module_directive(go_mod: str) -> str | None:
     return next((group for group in found.groups()[1:] if group), None) if found else None
 
 
-def declared_module(folder: Path) -> str | None:
-    """The module path `folder/go.mod` declares; None without a readable go.mod."""
+def read_go_mod(folder: Path) -> str | None:
+    """`folder/go.mod`'s text; None where there is no readable one (missing, not a regular file, oversize)."""
     try:
-        return module_directive(read_regular(folder / "go.mod", MAX_GO_MOD_BYTES).decode("utf-8", "replace"))
+        return read_regular(folder / "go.mod", MAX_GO_MOD_BYTES).decode("utf-8", "replace")
     except FileProblem:
         return None
+
+
+def declared_module(folder: Path) -> str | None:
+    """The module path `folder/go.mod` declares; None without a readable go.mod."""
+    go_mod = read_go_mod(folder)
+    return None if go_mod is None else module_directive(go_mod)
 
 
 def module_path(root: Path, source: GoSource, name: str) -> str:

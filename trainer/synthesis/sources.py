@@ -28,6 +28,11 @@ SAFE_GIT = ["-c", "core.hooksPath=/dev/null", "-c", "core.symlinks=false", "-c",
 COMPLETE = ".trainer-complete"
 
 
+def pinned(name: str, commit: str | None) -> str:
+    """`name@` and the commit's first 12 hex digits, as messages and row sources name a source; `name` without one."""
+    return f"{name}@{commit[:12]}" if commit else name
+
+
 @dataclass
 class LocalSource:
     name: str

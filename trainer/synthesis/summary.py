@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.dataset import MANIFEST_FILE
+from trainer.synthesis.sources import pinned
 
 SHOWN_RECORDS = 3  # of each list (skipped, conflicts, …): all of them would scroll the counts away (87 conflicts, say)
 
@@ -17,8 +18,8 @@ def summary_lines(manifest: dict[str, Any], output_dir: Path) -> list[str]:
     out.append(f"synthesize: {counts} → {output_dir}")
     for entry in manifest["sources"]:
         cached = " (cached)" if entry["index_cached"] else ""
-        commit = f"@{entry['commit'][:12]}" if entry["commit"] else ""
-        out.append(f"  source {entry['source']}{commit}: {entry['files']} files, {entry['symbols']} symbols{cached}")
+        source = pinned(entry["source"], entry["commit"])
+        out.append(f"  source {source}: {entry['files']} files, {entry['symbols']} symbols{cached}")
     generated = manifest["generated"]
     if generated["count"] or manifest["sources"]:
         templates = ", ".join(f"{name} {n}" for name, n in sorted(generated["by_template"].items()))
@@ -59,7 +60,23 @@ def summary_lines(manifest: dict[str, Any], output_dir: Path) -> list[str]:
             if len(records) > SHOWN_RECORDS:
                 out.append(f"    … {len(records) - SHOWN_RECORDS} more in {output_dir / MANIFEST_FILE}")
     if "teacher" in manifest:
-        from trainer.synthesis.teacher import summary  # the openai client only where a teacher ran
-
-        out.extend(summary(manifest["teacher"]))
+        out.extend(_teacher_lines(manifest["teacher"]))
     return out
+
+
+def _teacher_lines(section: dict[str, Any]) -> list[str]:
+    """The terminal's lines for the manifest's `teacher` section."""
+    asked = f"{section['requests']} requests, {section['cached']} replies from the cache"
+    if section["failed_requests"]:
+        asked += f", {section['failed_requests']} failed after retries"
+    if section["not_asked"]:
+        asked += f", {section['not_asked']} not asked (data.teacher.max_requests spent)"
+    rejected = ", ".join(f"{reason} {count}" for reason, count in section["rejected"].items())
+    tokens = section["tokens"]
+    return [
+        f"  teacher {section['model']}: {asked}",
+        f"    accepted {section['accepted']} ({section['repaired']} after a repair); rejected: {rejected} "
+        f"(see {section['rejects_file']})",
+        f"    tokens: prompt {tokens['prompt']:,}, completion {tokens['completion']:,} (this run; cached replies cost "
+        "none)",
+    ]

@@ -31,7 +31,7 @@ from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
 from trainer.synthesis.go_repo import index_repo
-from trainer.synthesis.sources import fetch_source
+from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
 
@@ -176,8 +176,7 @@ def _rows(examples: list[Example], generated: list[Generated]) -> _Rows:
     while generated:
         item = generated.pop()
         where = item.provenance
-        commit = f"@{where['commit'][:12]}" if where["commit"] else ""
-        source = f"{where['source']}{commit}:{where['file']}:{where['line']} ({where['template']})"
+        source = f"{pinned(where['source'], where['commit'])}:{where['file']}:{where['line']} ({where['template']})"
         result.add(item.messages, item.tools, source, where, True)
     return result
 

@@ -14,7 +14,6 @@ Duplicates (exact, near, or the same question as a hand-written example) are dro
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex, go_blocks
 from trainer.data_config import DataConfig
+from trainer.jsonl import write_jsonl
 from trainer.synthesis import go_module
 from trainer.synthesis import teacher_prompts as prompts
-from trainer.synthesis.generate import SYSTEM, Generated
+from trainer.synthesis.generate import SYSTEM, Generated, row_provenance
 from trainer.synthesis.go_repo import RepoIndex
-from trainer.synthesis.sources import LocalSource
+from trainer.synthesis.sources import LocalSource, pinned
 
 if TYPE_CHECKING:  # the openai client is imported when a teacher is configured, not by every synthesis run
     from trainer.synthesis.teacher_client import Reply, TeacherClient
@@ -68,7 +68,6 @@ class Teacher:
     client: TeacherClient
     accepted: list[Generated] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
-    repaired: int = 0
 
     @classmethod
     def start(cls, data: DataConfig) -> Teacher:
@@ -88,7 +87,7 @@ class Teacher:
         """Ask about one source's API and keep what passes every check."""
         settings = self.data.teacher
         assert settings is not None
-        where = f"{local.name}@{local.commit[:12]}" if local.commit else local.name
+        where = pinned(local.name, local.commit)
         requests = [
             _request(subject, kind, local, index, settings.conversations_per_request, settings.model)
             for subject in prompts.subjects(index, where, self.data.generation.seed)
@@ -108,7 +107,6 @@ class Teacher:
             provenance = provenance | {"teacher": provenance["teacher"] | {"repaired": candidate.repaired}}
             messages = [system, *candidate.messages]
             self.accepted.append(Generated(messages, candidate.tools, provenance, provenance["symbol"]))
-            self.repaired += candidate.repaired
 
     def _read(self, request: Request, reply: Reply, number: int = 0) -> list[Candidate]:
         """The reply's conversations that keep the contract; the rest rejected as malformed. `number`: a repair's
@@ -201,50 +199,26 @@ class Teacher:
             "not_asked": usage.not_asked,
             "failed_requests": usage.failed,
             "accepted": len(self.accepted) - len(duplicates),
-            "repaired": self.repaired - sum(p["teacher"]["repaired"] for p, _ in duplicates),
+            "repaired": sum(g.provenance["teacher"]["repaired"] for g in self.accepted)
+            - sum(p["teacher"]["repaired"] for p, _ in duplicates),
             "rejected": {reason: rejected[reason] for reason in REASONS},
             "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
             "rejects_file": REJECTS_FILE,
         }
 
     def write_rejects(self, output_dir: Path) -> None:
-        with (output_dir / REJECTS_FILE).open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(reject, ensure_ascii=False) + "\n" for reject in self.rejects)
-
-
-def summary(section: dict[str, Any]) -> list[str]:
-    """The terminal's lines for the manifest's `teacher` section."""
-    asked = f"{section['requests']} requests, {section['cached']} replies from the cache"
-    if section["failed_requests"]:
-        asked += f", {section['failed_requests']} failed after retries"
-    if section["not_asked"]:
-        asked += f", {section['not_asked']} not asked (data.teacher.max_requests spent)"
-    rejected = ", ".join(f"{reason} {count}" for reason, count in section["rejected"].items())
-    tokens = section["tokens"]
-    return [
-        f"  teacher {section['model']}: {asked}",
-        f"    accepted {section['accepted']} ({section['repaired']} after a repair); rejected: {rejected} "
-        f"(see {section['rejects_file']})",
-        f"    tokens: prompt {tokens['prompt']:,}, completion {tokens['completion']:,} (this run; cached replies cost "
-        "none)",
-    ]
+        write_jsonl(output_dir / REJECTS_FILE, self.rejects)
 
 
 def _request(
     subject: prompts.Subject, kind: str, local: LocalSource, index: RepoIndex, count: int, model: str
 ) -> Request:
-    provenance = {
-        "source": local.name,
-        "commit": local.commit,
-        "file": subject.file,
-        "line": subject.line,
-        "template": TEMPLATE,
-        "symbol": subject.key,
-        "package": subject.package,
-        "teacher": {"model": model, "kind": kind, "repaired": False},
-    }
+    origin = row_provenance(
+        local.name, local.commit, subject.file, subject.line, TEMPLATE, subject.key, subject.package
+    )
+    origin["teacher"] = {"model": model, "kind": kind, "repaired": False}
     chat = prompts.ask(subject, kind, local.name, index.import_path, count)
-    return Request(subject, chat, provenance)
+    return Request(subject, chat, origin)
 
 
 def _compile_failures(candidates: list[Candidate], index: RepoIndex, local: LocalSource, cache_dir: Path) -> list[str]:
@@ -256,7 +230,7 @@ def _compile_failures(candidates: list[Candidate], index: RepoIndex, local: Loca
     ]
     flat = [block for per_candidate in blocks for block in per_candidate]
     target = CheckTarget(index.import_path, local.root)
-    results = iter(check_snippets(flat, target, cache_dir / GO_CHECK_FOLDER) if flat else [])
+    results = iter(check_snippets(flat, target, cache_dir / GO_CHECK_FOLDER))
     failures = []
     for per_candidate in blocks:
         mine = [next(results) for _ in per_candidate]

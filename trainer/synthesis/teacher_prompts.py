@@ -14,12 +14,12 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from trainer.jsonl import json_problem, strict_loads
 from trainer.synthesis.examples import InvalidRecord, normalise_record
-from trainer.synthesis.generate import LOOKUP_DOCS, go_fence
-from trainer.synthesis.go_parser import Symbol
+from trainer.synthesis.generate import LOOKUP_DOCS, MIN_SECTION_WORDS, go_fence, lookup_result
+from trainer.synthesis.go_parser import GoExample, Symbol
 from trainer.synthesis.go_repo import RepoIndex
 
 MAX_SECTION_CHARS = 6000  # a long README section is cut: the request must leave the teacher room to write
@@ -27,7 +27,6 @@ MAX_METHODS = 12
 MAX_EXAMPLES = 2
 MAX_RELATED = 4
 RETURNED_TYPE = re.compile(r"\)\s*\(?\*?(\w+)\b[^()]*\)?\s*$")  # `func New() *Mux`, `func F() (Mux, error)` → Mux
-MIN_SECTION_WORDS = 8  # as the doc_section template: a heading with a line under it teaches nothing
 TOOL_KIND = "tool_use"
 
 CONTRACT = """Reply with exactly one JSON object and nothing before or after it:
@@ -74,21 +73,30 @@ class Subject:
     tool_result: str = ""  # what lookup_docs returns for a symbol; '' for a section (no tool-use request)
 
 
-def _related(index: RepoIndex) -> tuple[dict[tuple[str, str], list[Symbol]], dict[tuple[str, str], list[Symbol]]]:
-    """Per (package, type): its methods, and its constructors (funcs of the package returning it, `T` or `*T`): one
-    pass over the index, so a large framework's subjects take linear time."""
-    methods: dict[tuple[str, str], list[Symbol]] = defaultdict(list)
-    constructors: dict[tuple[str, str], list[Symbol]] = defaultdict(list)
+class Related(NamedTuple):
+    """Per (package, name): a type's methods and constructors (funcs of the package returning it, `T` or `*T`), and
+    a symbol's Example functions."""
+
+    methods: dict[tuple[str, str], list[Symbol]]
+    constructors: dict[tuple[str, str], list[Symbol]]
+    examples: dict[tuple[str, str], list[GoExample]]
+
+
+def _related(index: RepoIndex) -> Related:
+    """One pass over the index, so a large framework's subjects take linear time."""
+    related = Related(defaultdict(list), defaultdict(list), defaultdict(list))
     for symbol in index.symbols:
         if symbol.kind == "method":
-            methods[(symbol.package, symbol.name.split(".")[0])].append(symbol)
+            related.methods[(symbol.package, symbol.name.split(".")[0])].append(symbol)
         elif symbol.kind == "func" and (returned := RETURNED_TYPE.search(symbol.signature)):
-            constructors[(symbol.package, returned.group(1))].append(symbol)
-    return methods, constructors
+            related.constructors[(symbol.package, returned.group(1))].append(symbol)
+    for example in index.examples:
+        related.examples[(example.package, example.target)].append(example)
+    return related
 
 
-def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str, related: tuple[dict, dict]) -> Subject:
-    methods, constructors = related
+def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str, related: Related) -> Subject:
+    methods, constructors = related.methods, related.constructors
     short = symbol.package_name or index.packages.get(symbol.package, {}).get("name", "")
     parts = [
         f"From {where}, {symbol.file}:{symbol.line}, package {symbol.package} (`package {short}`):",
@@ -101,8 +109,7 @@ def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str, related: tuple
         parts.append(f"Making a {type_name}:\n" + go_fence("\n".join(f.signature for f in made_by[:MAX_RELATED])))
     if symbol.kind == "type" and (own := methods.get((symbol.package, symbol.name))):
         parts.append(f"Methods of {symbol.name}:\n" + go_fence("\n".join(m.signature for m in own[:MAX_METHODS])))
-    written = [e for e in index.examples if e.package == symbol.package and e.target == symbol.name]
-    for example in written[:MAX_EXAMPLES]:
+    for example in related.examples.get((symbol.package, symbol.name), [])[:MAX_EXAMPLES]:
         parts.append(f"{example.name} ({example.file}:{example.line}):\n" + go_fence(example.code))
     return Subject(
         key=f"{symbol.package}.{symbol.name}",
@@ -110,7 +117,7 @@ def _symbol_subject(symbol: Symbol, index: RepoIndex, where: str, related: tuple
         file=symbol.file,
         line=symbol.line,
         material="\n\n".join(parts),
-        tool_result=f"{symbol.signature}\n\n{symbol.doc}",
+        tool_result=lookup_result(symbol),
     )
 
 
