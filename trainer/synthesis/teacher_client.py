@@ -35,7 +35,6 @@ Chat = list[dict[str, Any]]
 @dataclass
 class Reply:
     content: str | None  # None: nothing came back (see `error`)
-    cached: bool = False
     finish_reason: str = ""
     error: str = ""  # why there is no content: the budget was spent, or the request failed after its retries
     failed: bool = False  # asked, and no reply came (not: left unasked by the budget)
@@ -59,6 +58,14 @@ class Usage:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
+    def spend(self, budget: int) -> bool:
+        """Count one more real request, unless `budget` of them have been made."""
+        with self.lock:
+            if self.requests >= budget:
+                return False
+            self.requests += 1
+            return True
+
 
 def request_key(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -75,7 +82,6 @@ class TeacherClient:
         self.usage = Usage()
         self.json_mode: bool | None = None  # None until the server has answered a request that asked for it
         self.probe = threading.Lock()  # held by the one request that finds out, so a refusal is met once
-        self.budget_lock = threading.Lock()
 
     def _path(self, request: dict[str, Any]) -> Path:
         key = request_key(request)
@@ -85,7 +91,7 @@ class TeacherClient:
         path = self._path(request)
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
-            return Reply(stored["content"], cached=True, finish_reason=stored.get("finish_reason", ""))
+            return Reply(stored["content"], finish_reason=stored.get("finish_reason", ""))
         except (OSError, ValueError, KeyError, TypeError):  # absent, or torn by a crash older than the atomic write
             return None
 
@@ -97,13 +103,6 @@ class TeacherClient:
         record = {"request": request, "content": reply.content, "finish_reason": reply.finish_reason, "usage": usage}
         partial.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
         os.replace(partial, path)
-
-    def _spend(self) -> bool:
-        with self.budget_lock:
-            if self.usage.requests >= self.settings.max_requests:
-                return False
-            self.usage.add(requests=1)
-            return True
 
     def complete(self, messages: Chat, max_tokens: int | None = None, model: str | None = None) -> Reply:
         """The reply to one chat, from the cache when this exact request was answered before."""
@@ -127,11 +126,11 @@ class TeacherClient:
     def _ask(self, request: dict[str, Any], plain: dict[str, Any]) -> Reply:
         retries = 0
         while True:
-            if not self._spend():
+            if not self.usage.spend(self.settings.max_requests):
                 self.usage.add(not_asked=1)
                 return Reply(None, error=f"not asked: data.teacher.max_requests ({self.settings.max_requests}) spent")
             try:
-                completion = self.client.chat.completions.create(**request, timeout=self.settings.timeout_s)
+                completion = self.client.chat.completions.create(**request)  # the client's timeout: timeout_s
             except FATAL as exc:
                 raise TrainerError(f"data.teacher.base_url {self.settings.base_url}: {error_text(exc)}") from None
             except REFUSED as exc:
