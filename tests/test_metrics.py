@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from tests.helpers import CHI
 from trainer.api_index import SymbolIndex
 from trainer.cli import main
 from trainer.evaluation import metrics
@@ -225,6 +226,7 @@ def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
     assert report["n_examples"] == 3 and report["tool_call"]["name_accuracy"] == 1.0
     assert report["api_grounding"] == {
         "grounded_rate": 1 / 2, "invented_rate": 1 / 3, "mentions": 2, "invented": ["chi.Param"],
+        "recall": 1 / 2, "recall_references": 2,  # chi.NewRouter named again, chi.URLParam not
     }  # fmt: skip
     assert "loss" not in report and report["go_code"]["parse_rate"] is None
     markdown = (out / "report.md").read_text()
@@ -254,3 +256,66 @@ def test_bad_prediction_lines_are_named(tmp_path, capsys, line, reason):
     assert main(["evaluate", "--predictions", str(predictions), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"{predictions}:2: " in err and reason in err
+
+
+def test_api_recall_is_the_share_of_the_references_framework_names_the_answer_names_too():
+    index = SymbolIndex(SYMBOLS)
+    records = [
+        record(answer("`chi.Mux.Get`:\n\n```go\nfunc (mx *Mux) Get()\n```"), answer("Use `Mux.Get`.")),  # one name
+        record(answer("Call chi.NewRouter() and chi.URLParam(r, k)."), answer("chi.NewRouter() and chi.Param.")),
+        record(answer("Use http.Request."), answer("chi.NewRouter()")),  # no framework name: not counted
+        record(answer("middleware.Logger logs."), answer("I do not know.")),
+    ]
+    assert metrics.api_recall(records, index) == ((1 + 1 / 2 + 0) / 3, 3)
+    assert metrics.api_recall(records[2:3], index) == (None, 0)
+    assert grounding_metrics(records, None)["recall"] is None
+
+
+def test_general_prompts_ship_with_the_package_and_pass_on_what_a_plain_answer_must_say():
+    from trainer.evaluation.general import general_prompts, general_records, general_score, passes
+
+    prompts, expected = general_prompts()
+    assert len(prompts) == len(expected) >= 10 and all(p.messages[0]["role"] == "user" for p in prompts)
+    assert all(passes(p.reference["content"], expected[p.id]) for p in prompts)  # each reference passes its own test
+    assert passes("It is Paris.", [r"\bParis\b"]) and not passes("Comparison", [r"\bParis\b"])
+    answers = {
+        "prediction": [p.reference["content"] for p in prompts],
+        "baseline": ["chi.NewRouter()"] + [p.reference["content"] for p in prompts[1:]],
+    }
+    records = general_records(prompts, expected, answers)
+    assert (records[0]["prediction_passed"], records[0]["baseline_passed"]) == (True, False)
+    assert general_score(records, "prediction") == {"n_examples": len(prompts), "pass_rate": 1.0}
+    assert general_score(records, "baseline")["pass_rate"] == (len(prompts) - 1) / len(prompts)
+
+
+needs_go = pytest.mark.skipif(
+    shutil.which("go") is None or not CHI.is_dir(), reason="no Go toolchain or Debian's chi: run `make go-sources`"
+)
+
+
+@pytest.mark.slow
+@needs_go
+def test_compile_rate_counts_answers_whose_every_block_builds_and_notes_the_first_message(tmp_path):
+    from trainer.evaluation.compile import Compiler, compile_notes
+    from trainer.synthesis.go_check import CheckTarget
+
+    good = 'r := chi.NewRouter()\nr.Get("/", func(w http.ResponseWriter, r *http.Request) {})\n'
+    misspelt = good.replace("NewRouter", "NewRuoter")
+    records = [
+        record(answer("x"), answer(f"```go\n{good}```")),
+        record(answer("x"), answer(f"```go\n{good}```\n```go\n{misspelt}```")),  # one block fails: the answer fails
+        record(answer("x"), answer("No code.")),  # not counted
+        {**record(answer("x"), answer(f"```go\n{misspelt}```")), "group": "heldout"},
+    ]
+    records[0]["baseline"] = answer(f"```go\n{misspelt}```")
+    compiler = Compiler([CheckTarget("github.com/go-chi/chi/v5", CHI)], tmp_path / "go")
+    scored = score_groups(records, None, compiler)
+    assert (scored["go_code"]["answers_with_code"], scored["go_code"]["compile_rate"]) == (3, 1 / 3)
+    assert scored["groups"]["heldout"]["go_code"]["compile_rate"] == 0.0
+    assert score(records, None)["go_code"]["compile_rate"] is None  # no compiler: nothing measured
+    compile_notes(records, compiler)
+    assert records[1]["compile"]["prediction"][0] is None
+    assert "undefined: chi.NewRuoter" in records[1]["compile"]["prediction"][1]
+    assert records[1]["compile"]["prediction"][1].startswith("snippet.go:1:")  # the block's own line
+    assert records[0]["compile"] == {"prediction": [None], "baseline": [records[1]["compile"]["prediction"][1]]}
+    assert "compile" not in records[2]

@@ -2,6 +2,7 @@
 demo data (the sample examples and chi from Debian's package)."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -9,7 +10,8 @@ from tests.helpers import CHI, DEBUG_CONFIG, debug_overrides
 from trainer.api_index import SymbolIndex
 from trainer.config_file import load_config
 from trainer.data_config import DataConfig
-from trainer.dataset import example_id
+from trainer.dataset import example_id, is_heldout
+from trainer.synthesis.generate import PROBE_TEMPLATES
 from trainer.synthesis.split import SPAN_WORDS, assign_split, heldout_symbols, sharing, split_rows
 from trainer.synthesis.synthesize import synthesize
 
@@ -132,10 +134,15 @@ def test_demo_data_holds_out_symbols_in_test_keeps_a_seen_group_and_no_recitatio
     assert not any(marked("train")) and not any(marked("validation"))
     for split in ("train", "validation"):
         assert not [r["source"] for r in dataset[split] if index.referenced(text(r))]
-    # Today (issue 20): 30 of the 44 test answers of the hash split repeat a 12-word span of a training answer.
-    assert recitation["before"] == {"test_answers": 44, "sharing_span": 30, "share": 0.6818}
-    assert recitation["by_group"]["seen"]["test_answers"] == 14 and recitation["sharing_span"] <= 2
-    assert manifest["counts"] == {"train": 341, "validation": 45, "test": 60}
+    # The hash split (probes in test already): 27 of its 159 test answers repeat a 12-word span of a training answer.
+    assert recitation["before"] == {"test_answers": 159, "sharing_span": 27, "share": 0.1698}
+    # The seen group: 14 rows before probes (issue 28); now at least 100, none reciting a training answer.
+    assert recitation["by_group"]["seen"]["test_answers"] == 122 and recitation["sharing_span"] == 0
+    templates = Counter(json.loads(r["provenance"]).get("template") for r in dataset["test"] if not is_heldout(r))
+    assert templates["reverse_lookup"] + templates["returns"] == 110
+    trained = {json.loads(r["provenance"]).get("template") for split in ("train", "validation") for r in dataset[split]}
+    assert not trained & set(PROBE_TEMPLATES)  # every probe is a test question
+    assert manifest["counts"] == {"train": 280, "validation": 36, "test": 168}
 
     hello = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
     (sample_copy / "more.jsonl").write_text(json.dumps({"messages": hello}) + "\n")

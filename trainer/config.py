@@ -227,6 +227,11 @@ class EvaluationConfig(StrictModel):
         0.85, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights, KV cache)"
     )
     baseline: bool = Field(False, description="Also evaluate the base model on the same prompts and report deltas")
+    general_prompts: bool = Field(
+        True,
+        description="Also answer the package's fixed non-framework prompts (general.pass_rate: general ability kept); "
+        "local models with the transformers backend",
+    )
     symbols: Path | None = Field(None, description="API index for grounding; default: data.output_dir/symbols.jsonl")
     model: str | None = Field(
         None, description="Evaluate this instead of an adapter checkpoint: an exported model folder, or `base`"

@@ -106,7 +106,11 @@ def prompts_of(rows: list[dict[str, str]]) -> list[Prompt]:
 
 def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
     """Every backend generates from these same token ids, so their answers differ only by the engine."""
-    prompts = prompts_of(rows)
+    return render(tokenizer, prompts_of(rows))
+
+
+def render(tokenizer, prompts: list[Prompt]) -> list[Prompt]:
+    """The prompts with their turns rendered by the chat template and tokenized (`token_ids`)."""
     for prompt in prompts:
         text = tokenizer.apply_chat_template(
             prompt.messages, tools=prompt.tools, tokenize=False, add_generation_prompt=True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex
 from trainer.config import RESOLVED_CONFIG, Config
@@ -15,19 +15,25 @@ from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.jsonl import read_jsonl, write_jsonl
 from trainer.metrics_log import read_metrics
 
+if TYPE_CHECKING:
+    from trainer.evaluation.compile import Compiler
+
 PREDICTIONS_FILE = "predictions.jsonl"
 REPORT_FILE = "report.json"
 # baseline: the base model's answer; group: `seen` (default) or `heldout`, the symbol group the question belongs to
-RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline", "group"}
+# compile: the compiler's first message per Go block of each answer (evaluation/compile.py), not read back
+RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline", "group", "compile"}
 # The one list of headline metrics, in the report's order; dotted paths into report.json. The summary line, the run
 # record, the model card and training's eval_gen_* metrics all take theirs from here.
 TEACHER_FORCED = ("loss", "perplexity", "token_accuracy")
 GENERATION_HEADLINE = (
     "exact_match", "rougeL", "chrf", "tool_call.call_rate", "tool_call.wellformed_rate", "tool_call.name_accuracy",
-    "tool_call.args_exact", "tool_call.false_call_rate", "go_code.parse_rate", "api_grounding.grounded_rate",
-    "api_grounding.invented_rate",
+    "tool_call.args_exact", "tool_call.false_call_rate", "go_code.parse_rate", "go_code.compile_rate",
+    "api_grounding.grounded_rate", "api_grounding.invented_rate", "api_grounding.recall",
 )  # fmt: skip
-HEADLINE = TEACHER_FORCED + GENERATION_HEADLINE
+# Over the shipped non-framework prompts (general.py), not the test split: no symbol groups.
+GENERAL_HEADLINE = ("general.pass_rate",)
+HEADLINE = TEACHER_FORCED + GENERATION_HEADLINE + GENERAL_HEADLINE
 LOWER_IS_BETTER = {"loss", "perplexity", "tool_call.false_call_rate", "api_grounding.invented_rate"}
 GROUP_TITLES = {"seen": "seen", "heldout": "held-out"}
 # On held-out symbols the model should look the name up or say it does not know: these two are the headline there
@@ -46,8 +52,11 @@ NOTHING_TO_MEASURE = {
     "tool_call.args_exact": "no reference answer calls a tool",
     "tool_call.false_call_rate": "every reference answer calls a tool",
     "go_code.parse_rate": "no Go code block in the answers",
+    "go_code.compile_rate": "no Go code in the answers, or no framework source and Go toolchain to compile with",
     "api_grounding.grounded_rate": "no API symbol named in the answers, or no symbols.jsonl",
     "api_grounding.invented_rate": "no symbols.jsonl, or no test conversations",
+    "api_grounding.recall": "no reference answer names a framework API, or no symbols.jsonl",
+    "general.pass_rate": "general prompts not answered (a predictions file, endpoints, vLLM, or general_prompts off)",
 }
 # Why a whole group column is empty.
 EMPTY_GROUP = {
@@ -124,7 +133,7 @@ def cell(report: dict[str, Any], key: str, group: str | None = None) -> str:
     (with `group`, the metric of that symbol group; a bare `—` where the group is empty, which report.md says once)."""
     if group is not None:
         report = report.get("groups", {}).get(group) or {"n_examples": 0}
-        if not report["n_examples"]:
+        if not report["n_examples"] or key in GENERAL_HEADLINE:
             return "—"
     value = metric(report, key)
     if value is None:
@@ -233,10 +242,13 @@ def finish_report(
     return report
 
 
-def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[str, Any]:
-    """Score a predictions file made anywhere (vLLM, another trainer) without loading a model."""
+def score_predictions(
+    path: Path, symbols: Path | None, out_dir: Path, compiler: Compiler | None = None
+) -> dict[str, Any]:
+    """Score a predictions file made anywhere (vLLM, another trainer) without loading a model (its Go code compiled
+    with `compiler` where given)."""
     index = SymbolIndex.load(symbols) if symbols else None
-    report = {"predictions": str(path), **score_groups(load_predictions(path), index)}
+    report = {"predictions": str(path), **score_groups(load_predictions(path), index, compiler)}
     write_report(report, out_dir)
     return report
 

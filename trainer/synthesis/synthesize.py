@@ -29,7 +29,7 @@ from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
-from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
+from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate, generate_probes
 from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
@@ -53,6 +53,7 @@ class SourceReport:
     capped: dict[str, int] = field(default_factory=lambda: {"per_symbol": 0, "package_share": 0})
     control_tokens: list[str] = field(default_factory=list)  # generated conversations refused or escaped, and why
     teacher: Teacher | None = None  # data.teacher's conversations (in `generated`), rejects and usage
+    probes: list[Generated] = field(default_factory=list)  # test-split questions, outside the caps (generate.py)
 
 
 def collect_sources(config: Config) -> SourceReport:
@@ -85,6 +86,11 @@ def collect_sources(config: Config) -> SourceReport:
             data.generation.seed,
         )
         report.capped["per_symbol"] += capped
+        report.probes.extend(
+            screen_generated(
+                generate_probes(index, local.name, local.commit, data.generation), data, report.control_tokens
+            )
+        )
         report.generated.extend(items)
         report.skipped_files.extend(f"{local.name}: {line}" for line in index.skipped)
         report.entries.append(
@@ -107,6 +113,7 @@ def collect_sources(config: Config) -> SourceReport:
         report.generated, data.generation.max_package_share, data.generation.seed
     )
     report.capped["package_share"] = capped
+    report.generated.extend(report.probes)
     if report.teacher:  # first among generated rows: verified and richer, they win a question both ask
         report.generated = report.teacher.accepted + report.generated
     return report
