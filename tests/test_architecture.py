@@ -90,6 +90,25 @@ def test_architecture_md_names_every_shared_module():
     assert shared == listed, "docs/architecture.md's shared list differs from trainer/*.py"
 
 
+def test_every_headline_metric_is_one_entry_with_its_direction_and_why_it_can_be_null():
+    """report.md, the model card, the summary line and eval_gen_* take their headline from one entry per metric: a
+    null value is shown with its reason (a missing one raised KeyError there), and a generation headline names a
+    path that scoring predictions really writes."""
+    from trainer.evaluation.metrics import score_groups
+    from trainer.report_format import GENERATION_HEADLINE, HEADLINE, HEADLINES, HELDOUT_HEADLINE, Headline, cell
+
+    answer = {"role": "assistant", "content": "Use `chi.NewRouter()`."}
+    scored = score_groups([{"reference": answer, "prediction": answer}], None)
+    for key in HEADLINE:
+        entry = HEADLINES[key]
+        assert isinstance(entry, Headline) and isinstance(entry.lower_is_better, bool), key
+        assert entry.nothing_to_measure.strip() and cell({}, key) == f"— ({entry.nothing_to_measure})", key
+    for key in GENERATION_HEADLINE:
+        parent, _, leaf = key.rpartition(".")
+        assert leaf in (scored[parent] if parent else scored), f"{key} is no path of a scored report"
+    assert set(HELDOUT_HEADLINE) <= set(GENERATION_HEADLINE)
+
+
 def test_the_cycle_check_finds_a_cycle_through_a_lazy_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from trainer.training.train import train\n")

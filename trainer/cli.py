@@ -75,7 +75,8 @@ def _evaluate(
     pull: bool = True,
 ) -> dict:
     """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
-    from trainer.evaluation.report import REPORT_FILE, headline, score_predictions, summary_line
+    from trainer.evaluation.report import score_predictions
+    from trainer.report_format import REPORT_FILE, headline, summary_line
 
     if predictions is not None:
         report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)
