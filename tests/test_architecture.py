@@ -157,6 +157,6 @@ def test_scoring_an_endpoint_imports_no_model_library(tmp_path, model_cache):
 def test_checkpoint_folder_prefix_is_the_one_transformers_writes():
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    from trainer.checkpoints import CHECKPOINT_PREFIX
+    from trainer.checkpoints.folder import CHECKPOINT_PREFIX
 
     assert CHECKPOINT_PREFIX == PREFIX_CHECKPOINT_DIR

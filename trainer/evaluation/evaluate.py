@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from trainer.checkpoints import resolve_checkpoint, trained_config
+from trainer.checkpoints.resolve import resolve_checkpoint
+from trainer.checkpoints.sealed import trained_config
 from trainer.config import Config
 from trainer.dataset import conversation
 from trainer.errors import TrainerError

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from trainer.checkpoints import trained_data
+from trainer.checkpoints.sealed import trained_data
 from trainer.config import Config
 from trainer.dataset import load_manifest
 from trainer.model_card import format_counts, loading_snippet
