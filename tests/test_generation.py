@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from trainer.data_config import GenerationSettings, GoSource
+from trainer.go.repo import index_repo
 from trainer.synthesis.examples import load_examples
 from trainer.synthesis.generate import (
     LOOKUP_DOCS,
@@ -18,7 +19,6 @@ from trainer.synthesis.generate import (
     generate_probes,
     returned_types,
 )
-from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.split import SPAN_WORDS, prose_words
 from trainer.synthesis.synthesize import synthesize
 

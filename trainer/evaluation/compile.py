@@ -1,12 +1,13 @@
 """Compile rate: does an answer's Go code build against the framework at the indexed commit?
 
-Synthesis' compile check does the work (`go_check.check_snippets`: each fenced block wrapped only where that is
-sound, batched `go vet`, the compiler's lines for a failure). The framework is every Go source of the dataset's
-manifest, at the commit synthesis indexed: a local folder as it is, a git source from synthesis' clone cache. A block
-compiles when it builds against one of them (the first source first). Every block is checked once per evaluation, in
-batches, whichever model or group it came from.
+The compile check teacher conversations pass does the work (`go.check.check_snippets`: each fenced block wrapped
+only where that is sound, batched `go vet`, the compiler's lines for a failure). The framework is every Go source of the dataset's
+manifest, in the folder synthesis indexed (`root`: a local folder, or its clone of the recorded commit under
+data.cache_dir). A block compiles when it builds against one of them (the first source first). Every block is checked
+once per evaluation, in batches, whichever model or group it came from.
 
-Without a Go toolchain, or for a dataset without Go sources, there is no compiler and the compile rate is null.
+Without a Go toolchain, for a dataset without Go sources, or where a source's folder is not on this machine (data
+pulled from a run made elsewhere), there is no compiler and the compile rate is null.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ from typing import Any
 
 from trainer.api_index import go_blocks
 from trainer.config import Config
-from trainer.data_config import GoSource
 from trainer.dataset import load_manifest
-from trainer.synthesis.go_check import CheckTarget, SnippetResult, check_snippets
-from trainer.synthesis.sources import fetch_source
-from trainer.synthesis.teacher import GO_CHECK_FOLDER
+from trainer.go.check import CACHE_FOLDER, CheckTarget, SnippetResult, check_snippets
 
 # predictions.jsonl: per model ("prediction", "baseline"), one entry per fenced Go block of its answer, in order:
 # null where the block compiled, else the compiler's first line for it.
@@ -59,21 +57,13 @@ class Compiler:
 
 
 def compiler_for(config: Config) -> Compiler | None:
-    """The compiler for the dataset at `data.output_dir` (its manifest's Go sources and commits), or None without a
-    manifest, Go sources or a `go` command."""
+    """The compiler for the dataset at `data.output_dir` (its manifest's Go sources), or None (module doc)."""
     manifest = load_manifest(config.data.output_dir)
-    entries = (manifest or {}).get("sources") or []
-    if not entries or shutil.which("go") is None:
+    roots = [Path(entry.get("root") or "") for entry in (manifest or {}).get("sources") or []]
+    if not roots or not all(root.is_dir() and root != Path() for root in roots) or shutil.which("go") is None:
         return None
-    configured = {source.url: source for source in config.data.sources}
-    targets = []
-    for entry in entries:
-        source = configured.get(entry["url"]) or GoSource(url=entry["url"], name=entry["source"])
-        # At the indexed commit: a full commit is used as it is (no remote asked), found in synthesis' clone cache.
-        pinned = source.model_copy(update={"ref": entry["commit"]}) if entry.get("commit") else source
-        local = fetch_source(pinned, config.data.cache_dir)
-        targets.append(CheckTarget(entry["import_path"], local.root))
-    return Compiler(targets, config.data.cache_dir / GO_CHECK_FOLDER)
+    targets = [CheckTarget(e["import_path"], root) for e, root in zip(manifest["sources"], roots, strict=True)]
+    return Compiler(targets, config.data.cache_dir / CACHE_FOLDER)
 
 
 def compile_notes(records: list[dict[str, Any]], compiler: Compiler | None) -> None:

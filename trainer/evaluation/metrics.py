@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex, go_blocks
-from trainer.synthesis.go_parser import parser
+from trainer.go.parser import parser
 
 if TYPE_CHECKING:
     from trainer.evaluation.compile import Compiler

@@ -8,11 +8,11 @@ from typing import Any
 
 import yaml
 
-from trainer.checkpoints import trained_data
+from trainer.checkpoints.sealed import trained_data
 from trainer.config import Config
 from trainer.dataset import load_manifest
-from trainer.evaluation.report import HEADLINE, REPORT_FILE, cell, metric
 from trainer.model_card import format_counts, loading_snippet
+from trainer.report_format import HEADLINE, REPORT_FILE, cell, metric
 from trainer.storage import COMPLETE_MARKER, sha256_file
 
 

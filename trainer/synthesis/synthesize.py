@@ -27,10 +27,10 @@ from trainer.config_file import save_config
 from trainer.data_config import DataConfig
 from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
+from trainer.go.repo import index_repo
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate, generate_probes
-from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
@@ -97,6 +97,7 @@ def collect_sources(config: Config) -> SourceReport:
             origin
             | {
                 "url": local.url,
+                "root": str(local.root.resolve()),  # the folder indexed: what evaluation compiles answers against
                 "import_path": index.import_path,
                 "clone_cached": local.cached,
                 "index_cached": index_cached,

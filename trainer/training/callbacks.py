@@ -10,13 +10,15 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from trainer.checkpoints import CheckpointStore, SaveFailed, checkpoint_name, seal_config
+from trainer.checkpoints.folder import SaveFailed, checkpoint_name
+from trainer.checkpoints.sealed import seal_config
+from trainer.checkpoints.store import CheckpointStore
 from trainer.config import Config
 from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records
 from trainer.evaluation.metrics import score
-from trainer.evaluation.report import GENERATION_HEADLINE, metric
 from trainer.failpoints import maybe_kill, maybe_terminate
 from trainer.metrics_log import METRICS_FILE, append_metrics
+from trainer.report_format import GENERATION_HEADLINE, metric
 
 
 class JsonlMetrics(TrainerCallback):

@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainer.checkpoints import TRAINED_CONFIG, trained_data
+from trainer.checkpoints.sealed import TRAINED_CONFIG, trained_data
 from trainer.config import Config
 from trainer.config_file import load_config
 from trainer.dataset import load_manifest

@@ -1,0 +1,84 @@
+"""What a checkpoint seals inside it besides the weights: the resolved config and the dataset it was trained with
+(and the model card quoting them), and `trained_config`, which hands what was trained to every later stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainer.config import Config
+from trainer.config_file import load_config, save_config
+from trainer.dataset import load_manifest
+from trainer.errors import TrainerError
+from trainer.model_card import CARD, checkpoint_card
+
+TRAINED_CONFIG = "trainer_config.yaml"  # the fully resolved config the checkpoint was trained with, sealed inside it
+TRAINED_DATA = "trainer_data.json"  # the processed dataset's content hash and split sizes, sealed beside it
+# What a checkpoint decides for every later stage (evaluate, export, vLLM), whatever config file they are given: the
+# function it trained. Everything else (where things are, limits, export dtype) comes from the command line.
+TRAINED_KEYS = ("model.name_or_path", "model.revision", "model.tiny", "model.lora", "model.quantization")
+TRAINED_KEYS += ("training.precision",)
+# Taken from the checkpoint too, but a --set may change them: the run's name names its exported model and card, so a
+# tiny checkpoint exported without its config is not filed under default.yaml's 7B run name.
+RUN_KEYS = ("training.run_name",)
+
+
+def seal_config(config: Config, folder: Path) -> None:
+    """Write the config and the dataset a checkpoint was trained with into it (before its manifest, which then lists
+    them): a resumed run compares against them. Its model card quotes them, in place of PEFT's template; the run's
+    folder gets the same card, as the newest checkpoint's."""
+    save_config(config, folder / TRAINED_CONFIG)
+    manifest = load_manifest(config.data.output_dir) or {}
+    data = {"content_hash": manifest.get("content_hash"), "counts": manifest.get("counts")}
+    (folder / TRAINED_DATA).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    card = checkpoint_card(config, folder, data)
+    (folder / CARD).write_text(card, encoding="utf-8")
+    (folder.parent / CARD).write_text(card, encoding="utf-8")
+
+
+def trained_data(checkpoint: Path) -> dict | None:
+    """What `seal_config` recorded of the checkpoint's dataset, or None for a checkpoint made before it did."""
+    path = checkpoint / TRAINED_DATA
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree[part]
+    tree[leaf] = value
+
+
+def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
+    """`config` with every TRAINED_KEYS value taken from the config sealed in `checkpoint`: the one place evaluate,
+    export and the vLLM backend learn what was trained. An explicit `--set` that contradicts it is an error. RUN_KEYS
+    come from the checkpoint too, unless a `--set` names them."""
+    sealed = checkpoint / TRAINED_CONFIG
+    if not sealed.is_file():
+        warn(f"note: {checkpoint} holds no {TRAINED_CONFIG} (made before checkpoints carried their config); "
+             "using the given config's model settings")  # fmt: skip
+        return config
+    trained = load_config(sealed).model_dump(mode="json")
+    given = config.model_dump(mode="json")
+    for key, given_as in config.overrides.items():
+        for trained_key in TRAINED_KEYS:
+            inside = trained_key == key or trained_key.startswith(key + ".") or key.startswith(trained_key + ".")
+            if inside and _get(given, key) != _get(trained, key):
+                raise TrainerError(
+                    f"{given_as}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
+                    "use what the checkpoint was trained with, so leave it out"
+                )
+    for key in TRAINED_KEYS:
+        _set(given, key, _get(trained, key))
+    for key in RUN_KEYS:
+        if key not in config.overrides:
+            _set(given, key, _get(trained, key))
+    merged = Config.model_validate(given)
+    merged._overrides = config.overrides
+    return merged
