@@ -1,10 +1,10 @@
 """Compile rate: does an answer's Go code build against the framework at the indexed commit?
 
 The compile check teacher conversations pass does the work (`go.check.check_snippets`: each fenced block wrapped
-only where that is sound, batched `go vet`, the compiler's lines for a failure). The framework is every Go source of the dataset's
-manifest, in the folder synthesis indexed (`root`: a local folder, or its clone of the recorded commit under
-data.cache_dir). A block compiles when it builds against one of them (the first source first). Every block is checked
-once per evaluation, in batches, whichever model or group it came from.
+only where that is sound, batched `go vet`, the compiler's lines for a failure). The framework is every Go source of
+the dataset's manifest, in the folder synthesis indexed (`root`: a local folder, or its clone of the recorded commit
+under data.cache_dir). A block compiles when it builds against one of them (the first source first). Every block is
+checked once per evaluation, in batches, whichever model or group it came from.
 
 Without a Go toolchain, for a dataset without Go sources, or where a source's folder is not on this machine (data
 pulled from a run made elsewhere), there is no compiler and the compile rate is null.
