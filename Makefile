@@ -2,6 +2,7 @@
 #   make demo   the whole pipeline on the offline tiny model (CPU, a few minutes)
 #   make test   lint + the test suite
 #   make test-fast   the tests not marked slow, without lint (about a minute)
+#   make quality   SmolLM2-135M-Instruct before and after finetuning on chi, on this CPU → docs/quality.md
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +18,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev golang-golang-x-sys-dev \
 	golang-golang-x-exp-dev golang-github-mattn-go-sqlite3-dev
 
-.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test test-fast bench gpu-check lint format lock clean
+.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo quality test test-fast bench gpu-check lint format lock clean
 
 setup: $(BIN)/python
 
@@ -76,6 +77,10 @@ pipeline: install
 
 demo: install go-sources
 	$(OFFLINE) $(BIN)/trainer pipeline --config $(DEBUG_CONFIG) --set training.resume=never
+
+# A real model base vs finetuned on the same test rows (configs/training/quality.yaml); a rerun reuses what is done.
+quality: install go-sources
+	$(OFFLINE) $(BIN)/python benchmarks/quality.py --report docs/quality.md
 
 test: dev go-sources lint
 	$(OFFLINE) $(BIN)/pytest -q

@@ -101,33 +101,39 @@ def test_report_shows_each_metric_for_all_seen_and_held_out(tmp_path):
         {**record(answer(calls=[CALL]), answer(calls=[CALL])), "group": "heldout"},
         {**record(answer(calls=[CALL]), answer("It is chi.Nope().")), "group": "heldout"},
         record(answer("Use chi.NewRouter()."), answer("Use chi.NewRouter().")),
+        {**record(answer("Use chi.NewRouter()."), answer("Use chi.Nope().")), "group": "howto"},
     ]
     report = score_groups(records, SymbolIndex(SYMBOLS))
     write_report(report, tmp_path)
     markdown = (tmp_path / "report.md").read_text()
-    assert "3 test conversations: 1 about seen symbols, 2 about held-out symbols." in markdown
-    assert "| metric | all | seen | held-out |" in markdown
-    assert "| tool_call.call_rate | 0.3333 | 0.0000 | 0.5000 |" in markdown
-    assert "| api_grounding.invented_rate (lower is better) | 0.3333 | 0.0000 | 0.5000 |" in markdown
-    assert "| tool_call.name_accuracy | 0.5000 | — (no reference answer calls a tool) | 0.5000 |" in markdown
+    assert "4 test conversations: 1 about seen symbols, 2 about held-out symbols, 1 hand-written how-to." in markdown
+    assert "| metric | all | seen | held-out | how-to |" in markdown
+    assert "| tool_call.call_rate | 0.2500 | 0.0000 | 0.5000 | 0.0000 |" in markdown
+    assert "| api_grounding.invented_rate (lower is better) | 0.5000 | 0.0000 | 0.5000 | 1.0000 |" in markdown
+    assert "| api_grounding.recall | 0.5000 | 1.0000 | — (no reference answer names a" in markdown
+    assert "| tool_call.name_accuracy | 0.5000 | — (no reference answer calls a tool) | 0.5000 | — (no" in markdown
+    assert "| general.pass_rate | — (general prompts not answered" in markdown and "answered (a predictions" in markdown
     assert json.loads((tmp_path / "report.json").read_text())["groups"]["heldout"]["n_examples"] == 2
     assert summary_line(report).endswith(
         "held-out symbols (2): tool_call.call_rate 0.5, api_grounding.invented_rate 0.5"
     )
-    assert (headline(report)["heldout.tool_call.call_rate"], headline(report)["tool_call.call_rate"]) == (0.5, 1 / 3)
-    write_report(score_groups(records[2:], None), tmp_path)  # a dataset without held-out symbols
+    assert (headline(report)["heldout.tool_call.call_rate"], headline(report)["tool_call.call_rate"]) == (0.5, 1 / 4)
+    write_report(score_groups(records[2:3], None), tmp_path)  # a dataset without held-out symbols
     markdown = (tmp_path / "report.md").read_text()
-    assert "| tool_call.call_rate | 0.0000 | 0.0000 | — |" in markdown
+    assert "| tool_call.call_rate | 0.0000 | 0.0000 | — | — |" in markdown
     assert "Every held-out column is empty: no held-out test conversations (data.heldout_symbols_fraction" in markdown
 
 
-def test_test_rows_are_grouped_by_the_heldout_mark_in_their_provenance():
+def test_test_rows_are_grouped_by_the_heldout_mark_and_hand_written_provenance():
     from trainer.evaluation.generation import prompts_of
 
     messages = json.dumps([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
-    provenances = ['{"symbol": "chi.Mux", "heldout": true}', '{"symbol": "chi.Mux"}', "", '{"heldout": "yes"}']
+    provenances = [
+        '{"symbol": "chi.Mux", "heldout": true}', '{"symbol": "chi.Mux", "template": "what_does"}', "",
+        '{"heldout": "yes"}', '{"file": "ex.jsonl", "line": 3}', '{"file": "ex.jsonl", "line": 4, "heldout": true}',
+    ]  # fmt: skip
     rows = [{"id": str(i), "messages": messages, "tools": "", "provenance": p} for i, p in enumerate(provenances)]
-    assert [p.group for p in prompts_of(rows)] == ["heldout", "seen", "seen", "seen"]
+    assert [p.group for p in prompts_of(rows)] == ["heldout", "seen", "seen", "seen", "howto", "heldout"]
 
 
 def test_a_heldout_tool_conversation_is_asked_for_its_lookup_and_a_seen_one_for_its_answer():
@@ -233,7 +239,10 @@ def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
     markdown = (out / "report.md").read_text()
     assert "| api_grounding.grounded_rate | 0.5000 |" in markdown and "`chi.Param`" in markdown
     # every headline metric has its row; nothing measured is a dash with the reason, not a missing row
-    assert "| loss (lower is better) | — (predictions scored without a model) |" in markdown
+    assert (
+        "| loss (lower is better) | — (predictions scored without a model, or evaluation.teacher_forced off) |"
+        in markdown
+    )
     assert "| tool_call.false_call_rate (lower is better) | 0.0000 |" in markdown
     assert "| go_code.parse_rate | — (no Go code block in the answers) |" in markdown
     assert [line.split(" |")[0].split(" (")[0] for line in markdown.splitlines() if line.startswith("| ")][2:] == [
@@ -320,3 +329,18 @@ def test_compile_rate_counts_answers_whose_every_block_builds_and_notes_the_firs
     assert records[1]["compile"]["prediction"][1].startswith("snippet.go:1:")  # the block's own line
     assert records[0]["compile"] == {"prediction": [None], "baseline": [records[1]["compile"]["prediction"][1]]}
     assert "compile" not in records[2]
+
+
+def test_a_limit_takes_the_groups_in_turn_each_in_split_order():
+    from trainer.evaluation.generation import in_turn
+
+    def row(name: str, provenance: str) -> dict:
+        return {"id": name, "provenance": provenance}
+
+    seen, held, howto = (
+        '{"template": "returns"}',
+        '{"template": "what_does", "heldout": true}',
+        '{"file": "a", "line": 1}',
+    )
+    rows = [row("w1", howto), row("s1", seen), row("s2", seen), row("s3", seen), row("h1", held), row("h2", held)]
+    assert [r["id"] for r in in_turn(rows)] == ["s1", "h1", "w1", "s2", "h2", "s3"]

@@ -210,7 +210,17 @@ class EndpointConfig(StrictModel):
 class EvaluationConfig(StrictModel):
     output_dir: Path = Path("outputs/eval")
     max_new_tokens: int = Field(256, gt=0)
-    limit: int | None = Field(None, gt=0, description="Evaluate only the first N test conversations")
+    limit: int | None = Field(
+        None,
+        gt=0,
+        description="Evaluate only N test conversations: the groups in turn (seen, held-out, how-to; each in split "
+        "order), so a limited run scores every group",
+    )
+    teacher_forced: bool = Field(
+        True,
+        description="Teacher-forced loss, perplexity and token accuracy (a forward pass per test row and model); "
+        "false: generation metrics only, for a slow machine",
+    )
     batch_size: int = Field(8, gt=0, description="Prompts generated together (left padding, KV cache)")
     backend: Literal["transformers", "vllm", "auto"] = Field(
         "transformers",

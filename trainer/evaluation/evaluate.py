@@ -63,6 +63,9 @@ def load_plain(config: Config, which: str):
     return load_base_model(folder, dtype, quantized=False).eval(), load_tokenizer(folder, which)
 
 
+NOT_FORCED = {name: dict.fromkeys(TEACHER_FORCED) for name in ("all", *GROUPS)}  # evaluation.teacher_forced off
+
+
 def _forced(nll: float, correct: int, count: int) -> dict[str, float | None]:
     if not count:
         return dict.fromkeys(TEACHER_FORCED)
@@ -118,10 +121,10 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
     model, tokenizer = load_plain(config, ev.model) if ev.model else load_finetuned(config, Path(evaluated))
     prompts = build_prompts(tokenizer, rows)
     # Teacher-forced metrics need transformers whatever generates; vLLM then gets the GPU to itself.
-    forced = {"finetuned": teacher_forced(model, tokenizer, rows)}
+    forced = {"finetuned": teacher_forced(model, tokenizer, rows) if ev.teacher_forced else NOT_FORCED}
     if ev.baseline:
         with model.disable_adapter():
-            forced["baseline"] = teacher_forced(model, tokenizer, rows)
+            forced["baseline"] = teacher_forced(model, tokenizer, rows) if ev.teacher_forced else NOT_FORCED
     general: list[dict[str, Any]] = []
     if backend == "vllm":
         del model

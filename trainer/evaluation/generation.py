@@ -16,8 +16,9 @@ from typing import Any
 
 from trainer.api_index import SymbolIndex, load_symbols
 from trainer.config import Config, EvaluationConfig
-from trainer.dataset import conversation, is_heldout, load_processed
+from trainer.dataset import conversation, is_hand_written, is_heldout, load_processed
 from trainer.errors import TrainerError
+from trainer.evaluation.metrics import GROUPS
 from trainer.progress import track
 
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
@@ -73,12 +74,26 @@ def evaluation_data(config: Config) -> tuple[list[dict[str, str]], SymbolIndex |
         raise TrainerError(
             f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
         )
-    return list(test)[: config.evaluation.limit], load_symbols(config.data.output_dir, config.evaluation.symbols)
+    rows = list(test)
+    if config.evaluation.limit:
+        rows = in_turn(rows)[: config.evaluation.limit]
+    return rows, load_symbols(config.data.output_dir, config.evaluation.symbols)
+
+
+def in_turn(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows with the groups taken in turn (a seen row, a held-out one, a how-to one, …; each group in split
+    order): what `evaluation.limit` cuts, so a limited run still scores every group."""
+    by_group = {name: [row for row in rows if symbol_group(row) == name] for name in GROUPS}
+    longest = max(len(group) for group in by_group.values())
+    return [group[i] for i in range(longest) for group in by_group.values() if i < len(group)]
 
 
 def symbol_group(row: dict[str, str]) -> str:
-    """`heldout` for a row about a symbol held out of training (`dataset.is_heldout`), else `seen`."""
-    return "heldout" if is_heldout(row) else "seen"
+    """`heldout` for a row about a symbol held out of training (`dataset.is_heldout`), `howto` for another
+    hand-written example (a task in the user's words, `dataset.is_hand_written`), else `seen`."""
+    if is_heldout(row):
+        return "heldout"
+    return "howto" if is_hand_written(row) else "seen"
 
 
 def answered_turn(messages: list[dict[str, Any]], group: str) -> int:

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 TOOL_CALL_TEXT = "<tool_call>"
 # Test conversations by the symbol they ask about: trained on (seen), or held out of training (heldout), where the
-# model should look the name up or say it does not know rather than invent.
-GROUPS = ("seen", "heldout")
+# model should look the name up or say it does not know rather than invent; and the hand-written how-to questions
+# (howto) that name no held-out symbol.
+GROUPS = ("seen", "heldout", "howto")
 
 
 def _rate(hits: int, total: int) -> float | None:

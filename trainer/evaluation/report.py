@@ -23,11 +23,13 @@ PREDICTIONS_FILE = "predictions.jsonl"
 # baseline: the base model's answer; group: `seen` (default) or `heldout`, the symbol group the question belongs to
 # compile: the compiler's first message per Go block of each answer (evaluation/compile.py), not read back
 RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline", "group", "compile"}
-GROUP_TITLES = {"seen": "seen", "heldout": "held-out"}
+GROUP_TITLES = {"seen": "seen", "heldout": "held-out", "howto": "how-to"}
+GROUP_COUNTS = {"seen": "about seen symbols", "heldout": "about held-out symbols", "howto": "hand-written how-to"}
 # Why a whole group column is empty.
 EMPTY_GROUP = {
     "seen": "no test conversation about a trained symbol",
     "heldout": "no held-out test conversations (data.heldout_symbols_fraction 0, or a dataset made before it)",
+    "howto": "no hand-written example in the test split (or a predictions file without groups)",
 }
 
 
@@ -136,7 +138,7 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
     models |= report.get("compared") or {}
     groups = {name: report.get("groups", {}).get(name, {}).get("n_examples", 0) for name in GROUPS}
     lines = ["# Evaluation", "", f"{report['n_examples']} test conversations: "]
-    lines[-1] += ", ".join(f"{n} about {GROUP_TITLES[name]} symbols" for name, n in groups.items()) + "."
+    lines[-1] += ", ".join(f"{n} {GROUP_COUNTS[name]}" for name, n in groups.items()) + "."
     if report.get("checkpoint"):
         lines.append(f"Model: `{report['checkpoint']}`.")
     for endpoint in report.get("endpoints", []):
