@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from tests.helpers import DEBUG_CONFIG, SAMPLE_EXAMPLES, debug_overrides, set_args
+from trainer.chat_template import CHATML_TOOLS, SHIPPED
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.evaluation.generation import stop_token_ids
@@ -43,6 +44,7 @@ FAMILY_MASKS = {
 }
 LAST_TURN_EXTRA = {"phi3": "<|endoftext|>"}
 TOOLS_RENDERED = {"qwen2.5", "qwen3"}  # the others drop tool calls (Llama 3, SmolLM2) or refuse the tool role
+TOOLS_WAY_OUT = {"smollm2": CHATML_TOOLS}  # its pipeline run trains tool conversations through the shipped template
 
 
 @pytest.fixture(scope="module")
@@ -116,16 +118,20 @@ def test_tool_conversations_train_only_where_the_template_renders_tools(tokenize
 @pytest.mark.slow
 @pytest.mark.parametrize("family", [f for f in FAMILY_MASKS if f != "qwen2.5"])  # qwen2.5: the pipeline tests
 def test_each_family_trains_evaluates_and_exports(tmp_path, model_cache, family):
-    """A few QLoRA steps on conversations without tools, the evaluation report, the merged export verified against
-    base+adapter; the exported folder keeps the family's own template and stops on its end-of-turn token."""
+    """A few QLoRA steps, the evaluation report, the merged export verified against base+adapter; the exported folder
+    keeps the template trained with (the family's own; for SmolLM2, tool conversations too, through `chatml-tools`)
+    and stops on the family's end-of-turn token."""
     from transformers import AutoTokenizer, GenerationConfig
 
     from trainer.cli import main
 
     examples = tmp_path / "examples"
     examples.mkdir()
-    shutil.copy(SAMPLE_EXAMPLES / "chi-middleware.jsonl", examples)
+    for name in ["chi-middleware.jsonl"] + (["chi-tools.jsonl"] if family in TOOLS_WAY_OUT else []):
+        shutil.copy(SAMPLE_EXAMPLES / name, examples)
     overrides = [*debug_overrides(tmp_path, model_cache, examples), "data.sources=[]", f"model.tiny.family={family}"]
+    if family in TOOLS_WAY_OUT:
+        overrides.append(f"model.chat_template={TOOLS_WAY_OUT[family]}")
     overrides += ["training.max_steps=2", "training.save_steps=2", "evaluation.limit=2", "evaluation.max_new_tokens=4"]
     assert main(["pipeline", "--config", str(DEBUG_CONFIG), *set_args(overrides)]) == 0
 
@@ -133,7 +139,8 @@ def test_each_family_trains_evaluates_and_exports(tmp_path, model_cache, family)
     assert report["loss"] > 0 and report["n_examples"] >= 1
     exported = tmp_path / "models" / "tiny-debug"
     tokenizer = AutoTokenizer.from_pretrained(exported, local_files_only=True)
-    assert tokenizer.chat_template == FAMILIES[family].template.read_text()
+    template = SHIPPED[TOOLS_WAY_OUT[family]] if family in TOOLS_WAY_OUT else FAMILIES[family].template
+    assert tokenizer.chat_template == template.read_text()
     eot = tokenizer.convert_tokens_to_ids(FAMILY_MASKS[family][1])
     assert stop_token_ids(tokenizer)[0] == eot
     assert eot in GenerationConfig.from_pretrained(exported).eos_token_id
