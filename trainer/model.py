@@ -12,15 +12,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from trainer.chat_template import apply_template_choice
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError, first_line
+from trainer.gguf_model import convert_gguf
 from trainer.precision import DTYPES
 from trainer.speedups import attention_implementation
 from trainer.tiny_model import build_tiny_model
 
 
 def base_model_path(config: ModelConfig) -> str:
-    """A local folder (building the tiny model if the config asks for it) or a Hub id."""
+    """A local folder (building the tiny model, or converting a GGUF file, if the config asks for it) or a Hub id."""
     if config.tiny is not None:
         return str(build_tiny_model(config.tiny, config.cache_dir))
+    if config.from_gguf:
+        return str(convert_gguf(config.name_or_path, config.cache_dir))
     return config.name_or_path
 
 
