@@ -9,11 +9,12 @@ the report keeps the wall times measured when each stage ran.
 
 What was tried to choose the settings is written by hand in benchmarks/quality_notes.md, included as it is.
 
-Usage: python benchmarks/quality.py [--report docs/quality.md]
+Usage: python benchmarks/quality.py [--report docs/quality.md] [--config configs/training/quality.yaml]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -22,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import report_path
-
-from trainer.checkpoints import resolve_checkpoint
+from trainer.checkpoints.resolve import resolve_checkpoint
 from trainer.config_file import load_config
 from trainer.dataset import load_manifest
 from trainer.evaluation.general import GENERAL_FILE
@@ -33,7 +32,7 @@ from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE
 from trainer.report_format import HEADLINES, REPORT_FILE, metric
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = Path("configs/training/quality.yaml")
+CONFIG = ROOT / "configs/training/quality.yaml"
 NOTES = Path("benchmarks/quality_notes.md")
 STAMPS_FILE = "stamps.json"  # in the run folder: each stage's inputs and wall time when it last ran
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -44,10 +43,10 @@ SHOWN_CHARS = 500
 VERDICT = {True: "pass", False: "fail"}
 
 
-def stage(*args: str) -> tuple[float, str]:
+def stage(config_file: Path, *args: str) -> tuple[float, str]:
     """One `trainer` command, its output streamed and kept: (wall seconds, output)."""
     start = time.perf_counter()
-    command = [sys.executable, "-m", "trainer.cli", *args, "--config", str(CONFIG)]
+    command = [sys.executable, "-m", "trainer.cli", *args, "--config", str(config_file)]
     print("+ trainer", " ".join(args), flush=True)
     process = subprocess.Popen(
         command, cwd=ROOT, env=os.environ | OFFLINE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -61,22 +60,24 @@ def stage(*args: str) -> tuple[float, str]:
     return time.perf_counter() - start, "".join(lines)
 
 
-def run(stamps: dict[str, Any], out: Path) -> None:
-    config = load_config(ROOT / CONFIG, [])
-    seconds, _ = stage("synthesize")  # seconds with the Go index cached; the same rows as before when nothing changed
+def run(config_file: Path, stamps: dict[str, Any], out: Path) -> None:
+    config = load_config(config_file, [])
+    seconds, _ = stage(
+        config_file, "synthesize"
+    )  # seconds with the Go index cached; the same rows as before when nothing changed
     stamps["synthesize"] = {"seconds": round(seconds)}
     data_hash = load_manifest(ROOT / config.data.output_dir)["content_hash"]
-    seconds, said = stage("train")
+    seconds, said = stage(config_file, "train")
     if "nothing to train" not in said:
         stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
     checkpoint = str(resolve_checkpoint(config, None))
     evaluation = config.evaluation.model_dump(mode="json")
     wanted = {"checkpoint": checkpoint, "dataset_hash": data_hash, "evaluation": evaluation}
     if stamps.get("evaluate", {}).get("inputs") != wanted:
-        seconds, _ = stage("evaluate")
+        seconds, _ = stage(config_file, "evaluate")
         stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
     if stamps.get("export", {}).get("inputs") != {"checkpoint": checkpoint}:
-        seconds, _ = stage("export", "--out", str(out / "model"))
+        seconds, _ = stage(config_file, "export", "--out", str(out / "model"))
         stamps["export"] = {"seconds": round(seconds), "inputs": {"checkpoint": checkpoint}}
 
 
@@ -195,8 +196,8 @@ def settings(config, manifest: dict[str, Any]) -> list[str]:
     ]
 
 
-def write(report_file: Path, out: Path, stamps: dict[str, Any]) -> None:
-    config = load_config(ROOT / CONFIG, [])
+def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
+    config = load_config(config_file, [])
     report = json.loads((ROOT / config.evaluation.output_dir / REPORT_FILE).read_text(encoding="utf-8"))
     lines_of = (ROOT / config.evaluation.output_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines_of]
@@ -249,16 +250,21 @@ def write(report_file: Path, out: Path, stamps: dict[str, Any]) -> None:
     print(f"quality: {report_file}")
 
 
-def main(report_file: Path) -> None:
-    config = load_config(ROOT / CONFIG, [])
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", type=Path, default=ROOT / "docs/quality.md")
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    args = parser.parse_args()
+    os.chdir(ROOT)  # the config's relative paths are the repository's, as for every `trainer` command
+    config = load_config(args.config, [])
     out = ROOT / config.training.output_dir.parent
     out.mkdir(parents=True, exist_ok=True)
     stamps_path = out / STAMPS_FILE
     stamps = json.loads(stamps_path.read_text(encoding="utf-8")) if stamps_path.is_file() else {}
-    run(stamps, out)
+    run(args.config, stamps, out)
     stamps_path.write_text(json.dumps(stamps, indent=2) + "\n", encoding="utf-8")
-    write(report_file, out, stamps)
+    write(args.config, args.report, stamps)
 
 
 if __name__ == "__main__":
-    main(report_path(__doc__))
+    main()
