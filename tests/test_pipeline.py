@@ -149,6 +149,18 @@ def test_evaluate_flags_limit_the_run(pipeline_run, tmp_path):
     assert "max_new_tokens: 3\n" in (tmp_path / "resolved_config.yaml").read_text()
 
 
+def test_a_limited_run_without_teacher_forcing_scores_every_group_on_generations_alone(pipeline_run, tmp_path):
+    flags = ("--limit", "3", "--max-new-tokens", "3", "--set", "evaluation.teacher_forced=false")
+    assert _evaluate_cli(pipeline_run, tmp_path, *flags) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    groups = {name: report["groups"][name]["n_examples"] for name in GROUPS}
+    assert groups == ({"seen": 1, "heldout": 1, "howto": 1} if CHI.is_dir() else {"seen": 0, "heldout": 0, "howto": 3})
+    assert report["loss"] is None and all(report["groups"][g]["loss"] is None for g in GROUPS)
+    assert report["exact_match"] is not None  # generation metrics still measured
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| loss (lower is better) | — (predictions scored without a model, or evaluation.teacher_forced" in markdown
+
+
 @pytest.mark.parametrize("which", ["exported", "base"])
 def test_evaluate_an_exported_folder_or_the_bare_base(pipeline_run, tmp_path, which):
     model = str(exported_folder(pipeline_run)) if which == "exported" else "base"
