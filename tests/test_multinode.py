@@ -22,7 +22,8 @@ from trainer.errors import Preempted
 
 pytestmark = pytest.mark.slow  # two training processes and a third run
 
-STEPS = 20
+STEPS = 12  # within the first epoch (about 13 steps of 4 sequences): at an epoch's end accelerate evens out the
+# processes' last batches with repeated rows, which one process does not, so the adapters part there
 # Same global batch (2 sequences per process x 2 processes = 2 x 2 accumulation steps), no dropout: the runs differ
 # only by floating-point reduction order.
 COMMON = [

@@ -31,9 +31,16 @@ def notice_path(folder: Path | None = None) -> Path:
 @contextmanager
 def listening(folder: Path | None = None) -> Iterator[Path]:
     """Hold the listeners' lock in `folder` (default: the current directory) while the block trains; yields the
-    notice's path. A notice already there is an earlier process's and is removed first."""
+    notice's path. A notice already there is an earlier process's and is removed first. In a folder this process
+    cannot write, it trains without listening, with a warning: no hook can write a notice there either."""
     notice = notice_path(folder)
-    notice.unlink(missing_ok=True)
-    with (notice.parent / LISTENERS_FILE).open("a") as handle:
+    try:
+        notice.unlink(missing_ok=True)
+        handle = (notice.parent / LISTENERS_FILE).open("a")
+    except OSError as exc:
+        print(f"warning: not listening for a preemption notice in {notice.parent}: {exc.strerror}")
+        yield notice
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_SH)  # the hook waits for LOCK_EX: for every holder to close the file
         yield notice
