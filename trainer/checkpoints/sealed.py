@@ -9,6 +9,7 @@ from pathlib import Path
 from trainer.config import Config
 from trainer.config_file import load_config, save_config
 from trainer.dataset import load_manifest
+from trainer.dotted import assign, lookup
 from trainer.errors import TrainerError
 from trainer.model_card import CARD, checkpoint_card
 
@@ -42,19 +43,6 @@ def trained_data(checkpoint: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _get(tree: dict, dotted: str):
-    for part in dotted.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
-
-
-def _set(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        tree = tree[part]
-    tree[leaf] = value
-
-
 def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
     """`config` with every TRAINED_KEYS value taken from the config sealed in `checkpoint`: the one place evaluate,
     export and the vLLM backend learn what was trained. An explicit `--set` that contradicts it is an error. RUN_KEYS
@@ -69,16 +57,16 @@ def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
     for key, given_as in config.overrides.items():
         for trained_key in TRAINED_KEYS:
             inside = trained_key == key or trained_key.startswith(key + ".") or key.startswith(trained_key + ".")
-            if inside and _get(given, key) != _get(trained, key):
+            if inside and lookup(given, key) != lookup(trained, key):
                 raise TrainerError(
-                    f"{given_as}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
+                    f"{given_as}: {checkpoint} was trained with {key}={lookup(trained, key)!r}; evaluate and export "
                     "use what the checkpoint was trained with, so leave it out"
                 )
     for key in TRAINED_KEYS:
-        _set(given, key, _get(trained, key))
+        assign(given, key, lookup(trained, key))
     for key in RUN_KEYS:
         if key not in config.overrides:
-            _set(given, key, _get(trained, key))
+            assign(given, key, lookup(trained, key))
     merged = Config.model_validate(given)
     merged._overrides = config.overrides
     return merged
