@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from tests.helpers import DEBUG_CONFIG
 from trainer.config import Config
 from trainer.config_file import load_config
 from trainer.errors import TrainerError
@@ -114,3 +115,15 @@ def test_every_key_in_the_readme_table_is_a_config_key():
     assert len(keys) > 30, keys
     assert [key for key in keys if not is_config_key(key)] == []
     assert not is_config_key("training.packing_mode") and not is_config_key("model.lora.r.x")  # the check can fail
+
+
+def test_a_runs_log_lies_under_its_checkpoint_folder_unless_given(tmp_path):
+    """`trainer train --out DIR` put the checkpoints in DIR but metrics.jsonl in ./outputs/logs: two runs with
+    different --out in one folder wrote one log."""
+    from trainer.stage_config import stage_config
+
+    runs = [stage_config(DEBUG_CONFIG, [], None, {"--out": tmp_path / n}, "training.output_dir") for n in ("a", "b")]
+    assert [run.training.logging_dir for run in runs] == [tmp_path / "a" / "logs", tmp_path / "b" / "logs"]
+    given = [f"training.logging_dir={tmp_path / 'logs'}"]
+    given_log = stage_config(DEBUG_CONFIG, given, None, {"--out": tmp_path / "a"}, "training.output_dir").training
+    assert given_log.logging_dir == tmp_path / "logs"

@@ -176,7 +176,8 @@ def load_config(path: Path | None = None, overrides: Sequence[str | Override] = 
         return config
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
+        # A default made from another key is not made once that key is wrong: its error is the one to show.
+        for err in (e for e in exc.errors() if e["type"] != "default_factory_not_called"):
             key = ".".join(str(part) for part in err["loc"])
             source = next(
                 (given_as[k] for k in given_as if key == k or key.startswith(k + ".") or k.startswith(key + ".")),
