@@ -205,11 +205,10 @@ def test_a_conversation_opening_with_a_system_turn_gets_the_pipelines_and_faces_
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert "SuperRouter" not in row["messages"]
     (dropped,) = rejects(config.data.output_dir)
-    assert dropped["reason"] == "invented_api" and dropped["message"] == "not in the API index: chi.NewRouterWithTimeout"
+    assert (dropped["reason"], dropped["message"]) == ("invented_api", "not in the API index: chi.NewRouterWithTimeout")
     assert manifest["normalised"]["count"] == 2
     assert manifest["normalised"]["records"] == [
-        f"chi:chi.go:61: teacher howto conversation {n}: its own system turn replaced by the pipeline's"
-        for n in (1, 2)
+        f"chi:chi.go:61: teacher howto conversation {n}: its own system turn replaced by the pipeline's" for n in (1, 2)
     ]
 
 

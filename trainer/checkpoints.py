@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from trainer.config import Config, TrainingConfig
-from trainer.config_file import load_config, save_config
+from trainer.config_file import AUTO, auto_keys, load_config, save_config
 from trainer.dataset import load_manifest
 from trainer.errors import TrainerError, first_line
 from trainer.model_card import CARD, checkpoint_card
@@ -341,10 +341,23 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
+def _contradiction(given: dict, trained: dict, key: str) -> str | None:
+    """The first key at or under `key` whose given value asks for something other than what was trained: neither
+    the sealed value (resolved when training began) nor `auto` where the key's type admits it; None if there is
+    none."""
+    mine, theirs = _get(given, key), _get(trained, key)
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        inner = (_contradiction(given, trained, f"{key}.{part}") for part in sorted(mine.keys() | theirs.keys()))
+        return next((found for found in inner if found), None)
+    asks_for_nothing = mine == AUTO and key in auto_keys()
+    return None if mine == theirs or asks_for_nothing else key
+
+
 def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
     """`config` with every TRAINED_KEYS value taken from the config sealed in `checkpoint`: the one place evaluate,
     export and the vLLM backend learn what was trained. An explicit `--set` that contradicts it is an error. RUN_KEYS
-    come from the checkpoint too, unless a `--set` names them."""
+    come from the checkpoint too, unless a `--set` names them. A `--set` of `auto`, or of the sealed value, asks
+    for nothing else and is accepted."""
     sealed = checkpoint / TRAINED_CONFIG
     if not sealed.is_file():
         warn(f"note: {checkpoint} holds no {TRAINED_CONFIG} (made before checkpoints carried their config); "
@@ -355,10 +368,12 @@ def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
     for key, given_as in config.overrides.items():
         for trained_key in TRAINED_KEYS:
             inside = trained_key == key or trained_key.startswith(key + ".") or key.startswith(trained_key + ".")
-            if inside and _get(given, key) != _get(trained, key):
+            # Only the part of the override that the checkpoint decides: `--set training={…}` sets other keys too.
+            differs = _contradiction(given, trained, max(key, trained_key, key=len)) if inside else None
+            if differs:
                 raise TrainerError(
-                    f"{given_as}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
-                    "use what the checkpoint was trained with, so leave it out"
+                    f"{given_as}: {checkpoint} was trained with {differs}={_get(trained, differs)!r}; evaluate and "
+                    "export use what the checkpoint was trained with, so leave it out"
                 )
     for key in TRAINED_KEYS:
         _set(given, key, _get(trained, key))
