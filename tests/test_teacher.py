@@ -16,7 +16,7 @@ from datasets import DatasetDict
 from tests.helpers import CHI, openai_server
 from tests.scripted_chat import SLOW, ScriptedTeacher, chat, reply
 from trainer.errors import TrainerError
-from trainer.synthesis import go_module
+from trainer.go import modules
 from trainer.synthesis.generate import LOOKUP_DOCS, SYSTEM
 from trainer.synthesis.synthesize import synthesize
 from trainer.synthesis.teacher import REJECTS_FILE
@@ -353,7 +353,7 @@ def test_without_go_the_run_stops_before_any_request(teacher_config, monkeypatch
     with teacher.serving() as url:
         config = teacher_config(url)
         monkeypatch.setenv("PATH", str(tmp_path))  # git, go: nothing
-        go_module.toolchain.cache_clear()  # found once per process; a failed look-up is not kept
+        modules.toolchain.cache_clear()  # found once per process; a failed look-up is not kept
         with pytest.raises(TrainerError, match="`go` is not on PATH"):
             synthesize(config)
     assert teacher.requests == []

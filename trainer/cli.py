@@ -50,7 +50,7 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
 def _train(config: Config, run_uri: str | None = None, pull: bool = True) -> Path:
     """`pull`: read the run's data first (a single-stage command on a fresh machine); off where it is local."""
     from trainer.artifacts import pull_part, update_run
-    from trainer.checkpoints import step_of
+    from trainer.checkpoints.folder import step_of
     from trainer.training.train import train
 
     if run_uri and pull:
@@ -75,7 +75,8 @@ def _evaluate(
     pull: bool = True,
 ) -> dict:
     """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
-    from trainer.evaluation.report import REPORT_FILE, headline, score_predictions, summary_line
+    from trainer.evaluation.report import score_predictions
+    from trainer.report_format import REPORT_FILE, headline, summary_line
 
     if predictions is not None:
         report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from trainer.config import SECTIONS, Config
+from trainer.dotted import NotASection, assign
 from trainer.errors import TrainerError, did_you_mean, problems_error
 
 DEFAULT_CONFIG = Path("configs/training/default.yaml")
@@ -122,14 +123,10 @@ def _apply_override(tree: dict[str, Any], override: Override) -> str:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    *parents, leaf = key.split(".")
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise TrainerError(f"{override.given_as}: {part!r} is not a section")
-        node = child
-    node[leaf] = value
+    try:
+        assign(tree, key, value)
+    except NotASection as exc:
+        raise TrainerError(f"{override.given_as}: {exc}") from None
     return key
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from trainer.config import Config
 from trainer.config_file import Override, load_config
+from trainer.dotted import lookup
 from trainer.errors import TrainerError
 from trainer.progress import on_terminal
 
@@ -74,9 +75,7 @@ def stage_config(
 
 def from_config(key: str) -> str:
     """The `[default: …]` of a flag that overrides `key`: the config's value, built in as shown unless set."""
-    value: object = Config().model_dump(mode="json")
-    for part in key.split("."):
-        value = value[part]  # type: ignore[index]
+    value = lookup(Config().model_dump(mode="json"), key)
     return f"from {key}: {'none' if value is None else value}"
 
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import yaml
 
-from trainer.checkpoints import trained_data
+from trainer.checkpoints.sealed import trained_data
 from trainer.config import Config
 from trainer.dataset import load_manifest
-from trainer.evaluation.report import HEADLINE, REPORT_FILE, cell, metric
+from trainer.dotted import lookup
 from trainer.model_card import format_counts, loading_snippet
+from trainer.report_format import HEADLINE, REPORT_FILE, cell
 from trainer.storage import COMPLETE_MARKER, sha256_file
 
 
@@ -36,7 +37,7 @@ def _evaluation(report: dict[str, Any] | None, checkpoint: Path) -> str:
     if report is None:
         return f"— (no evaluation of {checkpoint.name}: `trainer evaluate --checkpoint {checkpoint}`)"
     return ", ".join(
-        f"{key} {value:.4g}" if isinstance(value := metric(report, key), int | float) else f"{key} {cell(report, key)}"
+        f"{key} {value:.4g}" if isinstance(value := lookup(report, key), int | float) else f"{key} {cell(report, key)}"
         for key in HEADLINE
     )
 

@@ -13,7 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainer.checkpoints import resolve_checkpoint, trained_config
+from trainer.checkpoints.resolve import resolve_checkpoint
+from trainer.checkpoints.sealed import trained_config
 from trainer.config import Config
 from trainer.config_file import save_config
 from trainer.errors import TrainerError, first_line

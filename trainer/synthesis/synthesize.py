@@ -27,10 +27,10 @@ from trainer.config_file import save_config
 from trainer.data_config import DataConfig
 from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
+from trainer.go.repo import index_repo
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
-from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher

@@ -16,11 +16,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from trainer.go.parser import GoExample, Symbol
+from trainer.go.repo import RepoIndex
 from trainer.jsonl import json_problem, strict_loads
 from trainer.synthesis.examples import InvalidRecord, normalise_record
 from trainer.synthesis.generate import LOOKUP_DOCS, MIN_SECTION_WORDS, go_fence, lookup_result
-from trainer.synthesis.go_parser import GoExample, Symbol
-from trainer.synthesis.go_repo import RepoIndex
 
 MAX_SECTION_CHARS = 6000  # a long README section is cut: the request must leave the teacher room to write
 MAX_METHODS = 12

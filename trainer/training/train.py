@@ -25,16 +25,8 @@ from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
 from trainer.api_index import load_symbols
-from trainer.checkpoints import (
-    MANIFEST,
-    CheckpointStore,
-    SaveFailed,
-    abandon,
-    checkpoint_dirs,
-    checkpoint_name,
-    checkpoint_store,
-    problem,
-)
+from trainer.checkpoints.folder import MANIFEST, SaveFailed, abandon, checkpoint_dirs, checkpoint_name, problem
+from trainer.checkpoints.store import CheckpointStore, checkpoint_store
 from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
 from trainer.errors import Interrupted, Preempted, TrainerError, first_line
