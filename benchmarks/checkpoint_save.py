@@ -54,7 +54,7 @@ def patient_client():
 
 def save_and_upload(parameters: int) -> tuple[float, float, float, int]:
     """Seconds to write, seal and upload a checkpoint of `parameters` adapter parameters, and its size in bytes."""
-    from trainer.checkpoints import CheckpointStore
+    from trainer.checkpoints.store import CheckpointStore
 
     with tempfile.TemporaryDirectory(prefix="bench-checkpoint-", dir=os.environ.get("BENCH_DIR")) as scratch:
         folder = Path(scratch) / "checkpoint-1"

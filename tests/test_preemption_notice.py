@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from tests.helpers import REPO, logged_steps, preemption_hook, train_process, training_in_background, wait_for_step
-from trainer.checkpoints import MANIFEST, checkpoint_dirs, problem
+from trainer.checkpoints.folder import MANIFEST, checkpoint_dirs, problem
 from trainer.cli import main
 from trainer.errors import Preempted
 from trainer.synthesis.synthesize import synthesize
