@@ -146,7 +146,8 @@ def test_train_task_prefers_cheap_spot_gpus_in_order(sky_tasks):
 def test_every_spot_training_task_declares_the_same_preemption_hook(sky_tasks):
     """As SkyPilot loads them. The hook runs without the task's `envs` (SkyPilot passes it none), so its default
     working folder must be the task's WORKSPACE; tests/test_preemption_notice.py runs it."""
-    training = [task for name, tasks in sky_tasks.items() for task in tasks if "train" in task["name"]]
+    trains = re.compile(r"trainer (train|pipeline)\b|trainer\.cli train\b")
+    training = [task for tasks in sky_tasks.values() for task in tasks if trains.search(task["run"])]
     assert sorted(t["name"] for t in training) == ["train", "trainer-train", "trainer-train-multinode"]
     hooks = {json.dumps(r["hooks"]) for task in training for r in task["resources"]}
     (declared,) = map(json.loads, hooks)
