@@ -35,6 +35,7 @@ COMMON = [
 # includes them.
 LOSS_TOLERANCE = 1e-2
 TASK = REPO / "sky/train-multinode.yaml"
+METRICS = "outputs/checkpoints/logs/metrics.jsonl"  # in a node's workspace: training.logging_dir's default there
 
 
 def eval_losses(metrics: str) -> list[float]:
@@ -82,7 +83,7 @@ def test_a_notice_to_one_node_stops_both_at_one_step_and_the_restart_matches_one
         preemption_hook(TASK, "trainer-train-multinode", node1, tmp_path / "home") as hook,
         two_nodes(spot, bucket, extra) as nodes,
     ):
-        wait_for_step(spot[0] / "outputs/logs/metrics.jsonl", 3, nodes[0])
+        wait_for_step(spot[0] / METRICS, 3, nodes[0])
         hook.fire()
         hook_log = hook.finish()
         outputs = [node.communicate(timeout=300)[0].decode() for node in nodes]
@@ -94,7 +95,7 @@ def test_a_notice_to_one_node_stops_both_at_one_step_and_the_restart_matches_one
     record = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key="runs/mn/run.json")["Body"].read())
     assert (record["status"], record["step"]) == ("preempted", step)
     assert objects_under(bucket, "runs/mn/checkpoints/") == {f"checkpoint-{step}"}  # one checkpoint, by rank 0
-    other_node = {p.name for p in (spot[1] / "outputs/checkpoints").rglob("*") if p.is_file()}
+    other_node = {p.name for p in (spot[1] / "outputs/checkpoints").rglob("checkpoint-*/*")}
     assert other_node == {"rng_state_1.pth"}  # rank 1 saved the same step: its RNG state alone
 
     recovered = [tmp_path / "node2", tmp_path / "node3"]  # two new machines: nothing local
@@ -104,7 +105,7 @@ def test_a_notice_to_one_node_stops_both_at_one_step_and_the_restart_matches_one
     assert "resuming from" in outputs[0] and f"checkpoint-{step}" in outputs[0]
     node0 = recovered[0] / "outputs"
     assert (node0 / "checkpoints" / f"checkpoint-{STEPS}" / "MANIFEST.json").is_file()
-    distributed = eval_losses((node0 / "logs/metrics.jsonl").read_text())
+    distributed = eval_losses((recovered[0] / METRICS).read_text())
 
     single = tmp_path / "single"
     args = [*base, *COMMON, "training.gradient_accumulation_steps=2", f"training.output_dir={single / 'ckpt'}"]
@@ -112,7 +113,7 @@ def test_a_notice_to_one_node_stops_both_at_one_step_and_the_restart_matches_one
     assert main(["train", "--config", str(DEBUG_CONFIG), *set_args(args)]) == 0
     one_process = eval_losses((single / "logs/metrics.jsonl").read_text())
 
-    assert len(distributed) == len(one_process) == STEPS // 5
+    assert len(distributed) == len(one_process) == 3  # steps 5 and 10, and the last (transformers evaluates it)
     assert distributed[0] - distributed[-1] > 2 * LOSS_TOLERANCE * distributed[0]  # it trained, by more than the slack
     for multi, one in zip(distributed, one_process, strict=True):
         assert multi == pytest.approx(one, rel=LOSS_TOLERANCE)
