@@ -26,10 +26,11 @@ from typing import Any
 from trainer.checkpoints.resolve import resolve_checkpoint
 from trainer.config_file import load_config
 from trainer.dataset import load_manifest
+from trainer.dotted import lookup
 from trainer.evaluation.general import GENERAL_FILE
 from trainer.evaluation.metrics import GROUPS
 from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE
-from trainer.report_format import HEADLINES, REPORT_FILE, metric
+from trainer.report_format import HEADLINES, REPORT_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs/training/quality.yaml"
@@ -93,7 +94,7 @@ def group_table(report: dict[str, Any], group: str | None) -> list[str]:
     for key, entry in HEADLINES.items():
         if not entry.per_group:
             continue
-        mine, theirs = metric(ours, key), metric(base, key)
+        mine, theirs = lookup(ours, key), lookup(base, key)
         change = mine - theirs if isinstance(mine, int | float) and isinstance(theirs, int | float) else None
         arrow = " (lower is better)" if entry.lower_is_better else ""
         shown_change = "—" if change is None else f"{change:+.3f}"
@@ -124,7 +125,7 @@ def targets(report: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
     n_go, go_base, go_ours = both_write_go(records)
 
     def pair(key: str, group: str | None = None) -> tuple[Any, Any]:
-        return tuple(metric(scores["groups"][group] if group else scores, key) for scores in (base, ours))
+        return tuple(lookup(scores["groups"][group] if group else scores, key) for scores in (base, ours))
 
     def number(value: Any) -> bool:
         return isinstance(value, int | float)

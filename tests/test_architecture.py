@@ -155,8 +155,14 @@ def test_scoring_an_endpoint_imports_no_model_library(tmp_path, model_cache):
 
 
 def test_checkpoint_folder_prefix_is_the_one_transformers_writes():
+    from peft.utils import CONFIG_NAME
+    from transformers.trainer import TRAINER_STATE_NAME
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    from trainer.checkpoints.folder import CHECKPOINT_PREFIX
+    from trainer.checkpoints.folder import ADAPTER_CONFIG, CHECKPOINT_PREFIX, TRAINER_STATE
 
-    assert CHECKPOINT_PREFIX == PREFIX_CHECKPOINT_DIR
+    assert (CHECKPOINT_PREFIX, TRAINER_STATE, ADAPTER_CONFIG) == (
+        PREFIX_CHECKPOINT_DIR,
+        TRAINER_STATE_NAME,
+        CONFIG_NAME,
+    )

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trainer.dotted import lookup
+
 REPORT_FILE = "report.json"
 
 
@@ -52,13 +54,6 @@ GENERATION_HEADLINE = tuple(key for key, entry in HEADLINES.items() if not entry
 HELDOUT_HEADLINE = ("tool_call.call_rate", "api_grounding.invented_rate")
 
 
-def metric(report: dict[str, Any], dotted: str) -> Any:
-    value: Any = report
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
 def cell(report: dict[str, Any], key: str, group: str | None = None) -> str:
     """A headline metric as shown in report.md and the model card: 4 decimals, or `—` with why nothing was there
     (with `group`, the metric of that symbol group; a bare `—` where the group is empty, which report.md says once)."""
@@ -66,7 +61,7 @@ def cell(report: dict[str, Any], key: str, group: str | None = None) -> str:
         report = report.get("groups", {}).get(group) or {"n_examples": 0}
         if not report["n_examples"] or not HEADLINES[key].per_group:
             return "—"
-    value = metric(report, key)
+    value = lookup(report, key)
     if value is None:
         return f"— ({HEADLINES[key].nothing_to_measure})"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -76,13 +71,13 @@ def summary_line(report: dict[str, Any]) -> str:
     """The headline metrics the report has, on one line, with the change against the base where measured."""
     parts = [f"{report['n_examples']} test conversations"]
     for key in HEADLINE:
-        value = metric(report, key)
+        value = lookup(report, key)
         if isinstance(value, int | float):
             delta = report.get("delta", {}).get(key)
             parts.append(f"{key} {value:.4g}" + (f" ({delta:+.3g} vs base)" if delta is not None else ""))
     heldout = report.get("groups", {}).get("heldout") or {}
     if heldout.get("n_examples"):
-        values = [f"{key} {value:.4g}" for key in HELDOUT_HEADLINE if isinstance(value := metric(heldout, key), float)]
+        values = [f"{key} {value:.4g}" for key in HELDOUT_HEADLINE if isinstance(value := lookup(heldout, key), float)]
         parts.append(f"held-out symbols ({heldout['n_examples']}): " + ", ".join(values or ["nothing to measure"]))
     return " · ".join(parts)
 
@@ -90,6 +85,6 @@ def summary_line(report: dict[str, Any]) -> str:
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The headline metrics as a flat mapping (dotted keys): what run.json and the model card record."""
     heldout = report.get("groups", {}).get("heldout") or {}
-    return {key: metric(report, key) for key in HEADLINE} | {
-        f"heldout.{key}": metric(heldout, key) for key in HELDOUT_HEADLINE
+    return {key: lookup(report, key) for key in HEADLINE} | {
+        f"heldout.{key}": lookup(heldout, key) for key in HELDOUT_HEADLINE
     }

@@ -14,8 +14,11 @@ from trainer.errors import TrainerError, first_line
 from trainer.storage import safe_destination, sha256_file
 
 MANIFEST = "MANIFEST.json"
-# transformers' PREFIX_CHECKPOINT_DIR, spelled here so reading checkpoints imports no torch (a test keeps them equal).
+# transformers' PREFIX_CHECKPOINT_DIR and TRAINER_STATE_NAME and PEFT's CONFIG_NAME, spelled here so reading
+# checkpoints imports no torch (a test keeps them equal).
 CHECKPOINT_PREFIX = "checkpoint"
+TRAINER_STATE = "trainer_state.json"  # the step, the log history, the step intervals
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder an adapter checkpoint; it names the base model
 
 
 def checkpoint_name(step: int) -> str:

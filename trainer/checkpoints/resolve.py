@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.checkpoints.folder import CHECKPOINT_PREFIX, MANIFEST, step_of
+from trainer.checkpoints.folder import ADAPTER_CONFIG, CHECKPOINT_PREFIX, MANIFEST, step_of
 from trainer.checkpoints.store import CheckpointStore, checkpoint_store
 from trainer.config import Config, TrainingConfig
 from trainer.errors import TrainerError, first_line
@@ -27,8 +27,8 @@ def resolve_checkpoint(config: Config, checkpoint: str | Path | None) -> Path:
             raise TrainerError(
                 f"{config.training.output_dir}: no checkpoint found; run `trainer train` or pass --checkpoint"
             )
-    if not (checkpoint / "adapter_config.json").is_file():
-        raise TrainerError(f"{checkpoint}: not an adapter checkpoint (no adapter_config.json)")
+    if not (checkpoint / ADAPTER_CONFIG).is_file():
+        raise TrainerError(f"{checkpoint}: not an adapter checkpoint (no {ADAPTER_CONFIG})")
     return checkpoint
 
 

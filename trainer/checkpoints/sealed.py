@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from trainer.config import Config
-from trainer.config_file import load_config, save_config
+from trainer.config_file import AUTO, auto_keys, load_config, save_config
 from trainer.dataset import load_manifest
+from trainer.dotted import assign, lookup
 from trainer.errors import TrainerError
 from trainer.model_card import CARD, checkpoint_card
 
@@ -42,23 +43,23 @@ def trained_data(checkpoint: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _get(tree: dict, dotted: str):
-    for part in dotted.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
-
-
-def _set(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        tree = tree[part]
-    tree[leaf] = value
+def _contradiction(given: dict, trained: dict, key: str) -> str | None:
+    """The first key at or under `key` whose given value asks for something other than what was trained: neither
+    the sealed value (resolved when training began) nor `auto` where the key's type admits it; None if there is
+    none."""
+    mine, theirs = lookup(given, key), lookup(trained, key)
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        inner = (_contradiction(given, trained, f"{key}.{part}") for part in sorted(mine.keys() | theirs.keys()))
+        return next((found for found in inner if found), None)
+    asks_for_nothing = mine == AUTO and key in auto_keys()
+    return None if mine == theirs or asks_for_nothing else key
 
 
 def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
     """`config` with every TRAINED_KEYS value taken from the config sealed in `checkpoint`: the one place evaluate,
     export and the vLLM backend learn what was trained. An explicit `--set` that contradicts it is an error. RUN_KEYS
-    come from the checkpoint too, unless a `--set` names them."""
+    come from the checkpoint too, unless a `--set` names them. A `--set` of `auto`, or of the sealed value, asks
+    for nothing else and is accepted."""
     sealed = checkpoint / TRAINED_CONFIG
     if not sealed.is_file():
         warn(f"note: {checkpoint} holds no {TRAINED_CONFIG} (made before checkpoints carried their config); "
@@ -69,16 +70,18 @@ def trained_config(config: Config, checkpoint: Path, warn=print) -> Config:
     for key, given_as in config.overrides.items():
         for trained_key in TRAINED_KEYS:
             inside = trained_key == key or trained_key.startswith(key + ".") or key.startswith(trained_key + ".")
-            if inside and _get(given, key) != _get(trained, key):
+            # Only the part of the override that the checkpoint decides: `--set training={…}` sets other keys too.
+            differs = _contradiction(given, trained, max(key, trained_key, key=len)) if inside else None
+            if differs:
                 raise TrainerError(
-                    f"{given_as}: {checkpoint} was trained with {key}={_get(trained, key)!r}; evaluate and export "
-                    "use what the checkpoint was trained with, so leave it out"
+                    f"{given_as}: {checkpoint} was trained with {differs}={lookup(trained, differs)!r}; evaluate "
+                    "and export use what the checkpoint was trained with, so leave it out"
                 )
     for key in TRAINED_KEYS:
-        _set(given, key, _get(trained, key))
+        assign(given, key, lookup(trained, key))
     for key in RUN_KEYS:
         if key not in config.overrides:
-            _set(given, key, _get(trained, key))
+            assign(given, key, lookup(trained, key))
     merged = Config.model_validate(given)
     merged._overrides = config.overrides
     return merged

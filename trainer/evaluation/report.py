@@ -10,11 +10,12 @@ from trainer.api_index import SymbolIndex
 from trainer.config import RESOLVED_CONFIG, Config
 from trainer.config_file import save_config
 from trainer.dataset import load_manifest
+from trainer.dotted import lookup
 from trainer.errors import problems_error
 from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.jsonl import read_jsonl, write_jsonl
 from trainer.metrics_log import read_metrics
-from trainer.report_format import HEADLINE, HEADLINES, REPORT_FILE, cell, metric
+from trainer.report_format import HEADLINE, HEADLINES, REPORT_FILE, cell
 
 if TYPE_CHECKING:
     from trainer.evaluation.compile import Compiler
@@ -83,7 +84,7 @@ def deltas(finetuned: dict[str, Any], baseline: dict[str, Any]) -> dict[str, flo
     """finetuned − baseline for every headline metric both have."""
     out = {}
     for key in HEADLINE:
-        ours, theirs = metric(finetuned, key), metric(baseline, key)
+        ours, theirs = lookup(finetuned, key), lookup(baseline, key)
         if isinstance(ours, int | float) and isinstance(theirs, int | float):
             out[key] = ours - theirs
     return out
@@ -110,12 +111,12 @@ def _plots(report: dict[str, Any], out_dir: Path, records: list[dict[str, Any]])
         plt.close(figure)
         written.append("loss.png")
     baseline = report.get("baseline")
-    rates = [k for k in HEADLINE if k not in ("loss", "perplexity") and isinstance(metric(report, k), float)]
+    rates = [k for k in HEADLINE if k not in ("loss", "perplexity") and isinstance(lookup(report, k), float)]
     if baseline and rates:
         figure, axes = plt.subplots(figsize=(7, 3.5))
         positions = range(len(rates))
-        axes.bar([p - 0.2 for p in positions], [metric(baseline, k) or 0 for k in rates], 0.4, label="base")
-        axes.bar([p + 0.2 for p in positions], [metric(report, k) for k in rates], 0.4, label="finetuned")
+        axes.bar([p - 0.2 for p in positions], [lookup(baseline, k) or 0 for k in rates], 0.4, label="base")
+        axes.bar([p + 0.2 for p in positions], [lookup(report, k) for k in rates], 0.4, label="finetuned")
         axes.set_xticks(list(positions), [k.split(".")[-1] for k in rates], rotation=35, ha="right")
         axes.set(ylim=(0, 1), title="Base vs finetuned")
         axes.legend()
@@ -156,7 +157,7 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
         lines.append(f"| {key}{arrow} | {' | '.join(cells)} |")
     empty = [name for name, n in groups.items() if not n]
     lines += [f"\nEvery {GROUP_TITLES[name]} column is empty: {EMPTY_GROUP[name]}." for name in empty]
-    invented = metric(report, "api_grounding.invented") or []
+    invented = lookup(report, "api_grounding.invented") or []
     if invented:
         lines += ["", f"Invented APIs ({len(invented)}): " + ", ".join(f"`{name}`" for name in invented[:50])]
     records = read_metrics(metrics_log) if metrics_log else []

@@ -251,7 +251,7 @@ def synthesize(config: Config) -> SynthesisResult:
         "skipped": _counted(loaded.errors),
         "skipped_files": _counted(sources.skipped_files),
         **{kind: _counted(records) for kind, records in built.dropped.items()},
-        "normalised": _counted(loaded.normalised),
+        "normalised": _counted(loaded.normalised + (sources.teacher.normalised if sources.teacher else [])),
         "control_tokens": _counted(sources.control_tokens),
         "content_hash": content_hash(by_split),
     }

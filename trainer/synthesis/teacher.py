@@ -4,6 +4,7 @@ Per Go source: one request per subject (a documented symbol or a doc section) an
 its provenance (teacher_prompts.py), answered through the cache and budget of teacher_client.py. Each conversation
 of a reply then passes, in order:
   1. the contract (`examples.normalise_record`, control tokens included)            else `malformed`
+     (the teacher's own system turn is left out for the pipeline's, counted in the manifest's `normalised`)
   2. every fenced Go block compiles (`go.check.check_snippets`, one batch); a failure goes back to the teacher in
      the same chat for one repair, which is checked the same way                       else `compile`
   3. API grounding: no name presented as the framework's that `symbols.jsonl` lacks   else `invented_api`
@@ -67,6 +68,8 @@ class Teacher:
     client: TeacherClient
     accepted: list[Generated] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    # "source:file:line: teacher KIND conversation N: what was changed", for the manifest's `normalised`
+    normalised: list[str] = field(default_factory=list)
 
     @classmethod
     def start(cls, data: DataConfig) -> Teacher:
@@ -124,11 +127,14 @@ class Teacher:
         found = []
         for position, record in enumerate(records, 1):
             try:
-                messages, tools = prompts.conversation(record, self.data.escape_control_tokens)
+                read = prompts.conversation(record, self.data.escape_control_tokens)
             except prompts.Malformed as exc:
                 self.reject("malformed", f"conversation {number or position}: {exc}", request.provenance, record)
                 continue
-            found.append(Candidate(request, reply.content, number or position, messages, tools))
+            origin = request.provenance
+            where = f"{origin['source']}:{origin['file']}:{origin['line']}: teacher {origin['teacher']['kind']}"
+            self.normalised.extend(f"{where} conversation {number or position}: {note}" for note in read.notes)
+            found.append(Candidate(request, reply.content, number or position, read.messages, read.tools))
         return found
 
     def _compiled(self, candidates: list[Candidate], index: RepoIndex, local: LocalSource) -> list[Candidate]:

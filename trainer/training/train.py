@@ -25,7 +25,15 @@ from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
 from trainer.api_index import load_symbols
-from trainer.checkpoints.folder import MANIFEST, SaveFailed, abandon, checkpoint_dirs, checkpoint_name, problem
+from trainer.checkpoints.folder import (
+    MANIFEST,
+    TRAINER_STATE,
+    SaveFailed,
+    abandon,
+    checkpoint_dirs,
+    checkpoint_name,
+    problem,
+)
 from trainer.checkpoints.store import CheckpointStore, checkpoint_store
 from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
@@ -39,6 +47,7 @@ from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
 from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
 from trainer.training.log_lines import show_progress
+from trainer.training.notice import notice_path
 from trainer.training.resume import ConfigStepIntervals, check_resume
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
@@ -61,31 +70,37 @@ def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | N
             shutil.rmtree(old)
         return None
     path = Path(training.resume)
-    if not (path / "trainer_state.json").is_file():
-        raise TrainerError(f"training.resume: {path} is not a checkpoint folder (no trainer_state.json)")
+    if not (path / TRAINER_STATE).is_file():
+        raise TrainerError(f"training.resume: {path} is not a checkpoint folder (no {TRAINER_STATE})")
     reason = problem(path) if (path / MANIFEST).is_file() else None
     if reason:
         raise TrainerError(f"training.resume: {path} is torn: {reason}")
     return path
 
 
-def _stop(received: signal.Signals | None, step: int, store: CheckpointStore, t: TrainingConfig) -> Preempted:
-    """What to raise after a stop on a signal: Ctrl-C is the user's (exit 130), anything else a preemption (75)."""
+def _stop(guard: PreemptionGuard, step: int, store: CheckpointStore, t: TrainingConfig) -> Preempted:
+    """What to raise after a stop on a signal or notice: Ctrl-C is the user's (exit 130), anything else a
+    preemption (75)."""
     saved = f"checkpoint {t.output_dir / checkpoint_name(step)} saved"
     if store.remote is not None:
         uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
         saved += " and uploaded" if uploaded else f" (upload not finished after {t.sigterm_upload_timeout_s:g} s)"
-    if received == signal.SIGINT:
-        return Interrupted(f"stopped by Ctrl-C at step {step}; {saved}; run the same command to resume")
-    why = received.name if received else "a signal to another process of the run"
-    return Preempted(f"stopped by {why} at step {step}; {saved}; restart to resume")
+    if guard.received == signal.SIGINT:
+        return Interrupted(f"stopped by Ctrl-C at step {step}; {saved}; run the same command to resume", step)
+    if guard.received:
+        why = guard.received.name
+    elif guard.noticed:
+        why = f"the preemption notice ({guard.notice})"
+    else:
+        why = "a signal or notice to another process of the run"
+    return Preempted(f"stopped by {why} at step {step}; {saved}; restart to resume", step)
 
 
 def finished(checkpoint: Path, training: TrainingConfig) -> bool:
     """Whether `checkpoint` is where this run ends: its step has reached training.max_steps, or, for a run by
     epochs, the total the run computed (when the number of epochs is unchanged). Training on from there would
     take the model past what it was asked for, one more step at every restart."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
     if training.max_steps > 0:
         return state["global_step"] >= training.max_steps
     return state.get("num_train_epochs") == training.num_train_epochs and state["global_step"] >= state["max_steps"]
@@ -311,7 +326,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     elif processes.is_local_main_process:
         metrics_log.unlink(missing_ok=True)
     trainer, data_report = build_trainer(config)
-    guard = PreemptionGuard(store, metrics_log, config)
+    guard = PreemptionGuard(store, metrics_log, config, notice_path())
     timed = (TimedSaves(t.save_every_minutes),) if t.save_every_minutes else ()
     for callback in (guard, ConfigStepIntervals(), *timed, *callbacks):
         trainer.add_callback(callback)
@@ -326,7 +341,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
         guard.uninstall()
     step = trainer.state.global_step
     if guard.stopped:
-        raise _stop(guard.received, step, store, t)
+        raise _stop(guard, step, store, t)
     # With a step save strategy transformers always saves at the last step too.
     final = t.output_dir / checkpoint_name(step)
     if not processes.is_main_process:
