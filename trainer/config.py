@@ -31,11 +31,15 @@ RESOLVED_CONFIG = "resolved_config.yaml"  # the config a stage ran with, beside 
 
 
 class TinyModelSpec(StrictModel):
-    """A Qwen2-architecture model with random weights and a locally trained byte-level BPE tokenizer.
+    """A model of a family's architecture with random weights and a locally trained byte-level BPE tokenizer with
+    the family's special tokens and chat template (`trainer/tiny_model.py`).
 
     Built once into `model.cache_dir` (keyed by these values) so runs need no download.
     """
 
+    family: Literal["qwen2.5", "qwen3", "llama3", "gemma3", "phi3", "mistral", "smollm2"] = Field(
+        "qwen2.5", description="Architecture, special tokens and chat template copied from this family"
+    )
     hidden_size: int = Field(64, gt=0)
     intermediate_size: int = Field(192, gt=0)
     num_hidden_layers: int = Field(2, gt=0)
@@ -98,6 +102,12 @@ class QuantizationSettings(StrictModel):
 class ModelConfig(StrictModel):
     name_or_path: str = Field("Qwen/Qwen2.5-7B-Instruct", description="Hub id or local folder of the base model")
     revision: str | None = None
+    chat_template: str = Field(
+        "own",
+        min_length=1,
+        description="own: the model's own chat template | a template shipped with trainer (chatml-tools) | "
+        "a .jinja file",
+    )
     tiny: TinyModelSpec | None = Field(None, description="Build this tiny model locally instead of loading one")
     cache_dir: Path = Path("data/cache/models")
     trust_remote_code: bool = Field(False, description="Run Python code shipped with the model (auto_map); off")

@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
+from trainer.chat_template import apply_template_choice
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError, first_line
 from trainer.precision import DTYPES
@@ -28,12 +29,17 @@ def _load_error(what: str, source: str, exc: Exception) -> TrainerError:
 
 
 def load_tokenizer(config: ModelConfig, source: str | Path | None = None):
+    """The base model's tokenizer with the template `model.chat_template` names; a `source` folder (a checkpoint, an
+    exported model) carries the template it was trained with."""
+    from_base = source is None
     source = str(source or base_model_path(config))
     try:
         revision = config.revision if source == config.name_or_path else None
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error("tokenizer", source, exc) from None
+    if from_base:
+        apply_template_choice(tokenizer, config.chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

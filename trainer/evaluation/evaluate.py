@@ -73,7 +73,7 @@ def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, di
     template = training_template(tokenizer)
     totals = {name: [0.0, 0, 0] for name in ("all", *GROUPS)}
     for row in track(rows, description="Scoring test split"):
-        ids, labels = tokenize_conversation(tokenizer, template, *conversation(row))
+        ids, labels = tokenize_conversation(tokenizer, template, *conversation(row), source=row["source"])
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1].float()
         target = torch.tensor(labels[1:], device=logits.device)
         keep = target != IGNORE_INDEX

@@ -116,7 +116,11 @@ def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else []
+    """The template's end-of-turn token (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, `<|end|>`, `</s>`) and eos."""
+    from trainer.tokenize import end_of_turn_id, training_template  # TRL: not on the endpoint path
+
+    stops = [end_of_turn_id(tokenizer, training_template(tokenizer)), tokenizer.eos_token_id]
+    return list(dict.fromkeys(t for t in stops if t is not None))
 
 
 def prediction_records(prompts: list[Prompt], answers: list[str | dict[str, Any]]) -> list[dict[str, Any]]:
@@ -163,6 +167,7 @@ def generate(model, tokenizer, prompts: list[Prompt], decoding: Decoding, batch_
 
     tokenizer.padding_side = "left"
     answers = []
+    stops = stop_token_ids(tokenizer)
     batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     for batch in track(batches, description="Generating answers"):
         encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
@@ -171,7 +176,7 @@ def generate(model, tokenizer, prompts: list[Prompt], decoding: Decoding, batch_
                 **encoded,
                 **decoding.transformers_kwargs(),
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
+                eos_token_id=stops,
             )
         width = encoded["input_ids"].shape[1]
         answers += [tokenizer.decode(ids[width:], skip_special_tokens=True) for ids in output]
