@@ -58,10 +58,11 @@ def write_ggufs(config: Config, checkpoint: Path, folder: Path) -> dict[str, str
         row = f"`{path.name}`, written in {time.monotonic() - start:.1f} s"
         if ex.verify:
             difference = verify_gguf(path, gguf_type, batch, expected)
+            bound = GGUF_TOLERANCE[gguf_type]
             row += (
                 f"; read back by transformers: the tokenizer encodes {len(ROUND_TRIP_TEXTS)} texts identically, max "
-                f"logit difference {difference:.1e} of the largest logit vs the merged model (bound "
-                f"{GGUF_TOLERANCE[gguf_type]:.0e})"
+                f"logit difference {difference:.1e} of the largest logit vs the merged model "
+                + (f"(bound {bound:.0e})" if bound is not None else "(4-bit: measured, not bounded)")
             )
         rows[f"gguf {gguf_type}"] = row
     return rows

@@ -36,9 +36,11 @@ from trainer.export.verify import (
     skeleton,
 )
 
-# max |Δlogit| / max |logit| against the merged safetensors, per GGUF type: measured on the tiny model (docs/export.md)
-# with headroom; f16 and bf16 are the rounding of the export dtype's weights, q8_0 and q4_* the quantization's.
-GGUF_TOLERANCE = {"f16": 2e-2, "bf16": 6e-2, "q8_0": 0.2, "q4_0": 1.0, "q4_1": 1.0}
+# max |Δlogit| / max |logit| against the merged safetensors, per GGUF type, with headroom over what was measured
+# (docs/export.md: tiny model / SmolLM2-135M, f16 3.7e-3 / 1.1e-3, bf16 2.0e-2, q8_0 7.4e-2 / 3.8e-2). 4-bit types
+# have no bound: on the tiny model's random weights they move logits by 0.73 of the largest, which says nothing of a
+# trained model; their difference is measured and written in the card, their quality is for `trainer evaluate`.
+GGUF_TOLERANCE: dict[str, float | None] = {"f16": 1e-2, "bf16": 6e-2, "q8_0": 0.2, "q4_0": None, "q4_1": None}
 
 
 class GgufWeights(Mapping[str, torch.Tensor]):
@@ -138,9 +140,10 @@ def verify_gguf(path: Path, gguf_type: str, batch: dict[str, torch.Tensor], expe
         )
     device = execution_device()
     difference = relative_difference(prompt_logits(gguf_model(path, device), batch, device), expected)
-    if difference > GGUF_TOLERANCE[gguf_type]:
+    bound = GGUF_TOLERANCE[gguf_type]
+    if bound is not None and difference > bound:
         raise TrainerError(
             f"GGUF verification failed: {path.name}'s logits differ from the merged model's by {difference:.2e} of "
-            f"the largest logit (bound for {gguf_type}: {GGUF_TOLERANCE[gguf_type]:.0e}); the folder was not published"
+            f"the largest logit (bound for {gguf_type}: {bound:.0e}); the folder was not published"
         )
     return difference
