@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from trainer.checkpoints import trained_data
+from trainer.checkpoints.sealed import trained_data
 from trainer.config import Config
 from trainer.dataset import load_manifest, load_processed
 from trainer.export.gguf_file import write_gguf

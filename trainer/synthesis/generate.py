@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.data_config import GenerationSettings
-from trainer.synthesis.go_parser import Symbol
-from trainer.synthesis.go_repo import RepoIndex
+from trainer.go.parser import Symbol
+from trainer.go.repo import RepoIndex
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
 LOOKUP_DOCS = {

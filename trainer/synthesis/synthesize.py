@@ -27,10 +27,10 @@ from trainer.config_file import save_config
 from trainer.data_config import DataConfig
 from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
+from trainer.go.repo import index_repo
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
-from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
@@ -243,7 +243,7 @@ def synthesize(config: Config) -> SynthesisResult:
         "skipped": _counted(loaded.errors),
         "skipped_files": _counted(sources.skipped_files),
         **{kind: _counted(records) for kind, records in built.dropped.items()},
-        "normalised": _counted(loaded.normalised),
+        "normalised": _counted(loaded.normalised + (sources.teacher.normalised if sources.teacher else [])),
         "control_tokens": _counted(sources.control_tokens),
         "content_hash": content_hash(by_split),
     }
