@@ -168,6 +168,17 @@ def test_what_cannot_be_written_is_refused_by_name():
         pre_tokenizer_name(metaspace)
 
 
+def test_modelfile_takes_the_system_prompt_every_training_conversation_opened_with(qwen2):
+    from trainer.export.ollama import trained_system_prompt
+
+    same = [[{"role": "system", "content": "You answer about chi."}]] * 3
+    assert trained_system_prompt(same) == "You answer about chi."
+    assert trained_system_prompt([*same, [{"role": "user", "content": "hi"}]]) is None
+    tokenizer = AutoTokenizer.from_pretrained(qwen2)
+    text = modelfile("model-q8_0.gguf", tokenizer, [tokenizer.eos_token_id], "You answer about chi.")
+    assert 'SYSTEM """You answer about chi."""' in text and "You are Qwen" not in text
+
+
 GO_RENDERER = """package main
 
 import (
