@@ -43,6 +43,7 @@ from trainer.synthesis.go_fragment import Prepared, prepare
 from trainer.synthesis.go_module import SCRATCH_MODULE, run_go
 
 BATCH_SIZE = 64
+GO_CHECK_FOLDER = "go-check"  # under data.cache_dir: the work_dir of synthesis' checks (modules, build cache)
 MAX_MESSAGE_LINES = 30
 SNIPPET_FILE = "snippet.go"
 PACKAGE_HEADER = re.compile(rf"^# {SCRATCH_MODULE}/(s\d{{4}})$")

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -61,6 +62,12 @@ class RepoIndex:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def short_names(self) -> dict[str, str]:
+        """How questions and answers name each package: its name, or its import path where two packages share the
+        name (v1 and v2 of one module; else `x.New` would get one answer per package, contradicting each other)."""
+        names = Counter(entry["name"] for entry in self.packages.values())
+        return {path: path if names[entry["name"]] > 1 else entry["name"] for path, entry in self.packages.items()}
 
     @classmethod
     def from_json(cls, data: dict) -> RepoIndex:

@@ -35,7 +35,6 @@ TEMPLATE = "teacher"  # provenance `template` of every teacher row
 REJECTS_FILE = "teacher_rejects.jsonl"  # beside the dataset: one line per dropped conversation or reply
 REASONS = ("malformed", "compile", "invented_api", "duplicate", "judge")
 FAILED = "request_failed"  # a rejects-file line, not a rejected conversation: counted as failed_requests
-GO_CHECK_FOLDER = "go-check"  # under data.cache_dir: the compile checker's scratch modules
 
 
 @dataclass
@@ -223,7 +222,7 @@ def _request(
 
 def _compile_failures(candidates: list[Candidate], index: RepoIndex, local: LocalSource, cache_dir: Path) -> list[str]:
     """Per candidate, '' when each of its Go blocks compiles, else the compiler's messages; one batch for all."""
-    from trainer.synthesis.go_check import CheckTarget, check_snippets
+    from trainer.synthesis.go_check import GO_CHECK_FOLDER, CheckTarget, check_snippets
 
     blocks = [
         [block for m in c.messages if m["role"] == "assistant" for block in go_blocks(m["content"])] for c in candidates
