@@ -116,6 +116,7 @@ def test_reciting_generated_test_rows_move_to_train_and_hand_written_ones_stay()
     assert recitation["by_group"]["seen"]["test_answers"] == len(test)
 
 
+@pytest.mark.slow  # the usage conversations' compile check builds net/http and chi in a fresh cache (~10-40 s)
 @pytest.mark.skipif(not CHI.is_dir(), reason="needs Debian's chi package: `make go-sources`")
 def test_demo_data_holds_out_symbols_in_test_keeps_a_seen_group_and_no_recitation(tmp_path, model_cache, sample_copy):
     config = load_config(DEBUG_CONFIG, debug_overrides(tmp_path, model_cache, sample_copy))
@@ -128,14 +129,18 @@ def test_demo_data_holds_out_symbols_in_test_keeps_a_seen_group_and_no_recitatio
     def marked(split):
         return [json.loads(r["provenance"]).get("heldout") is True for r in dataset[split]]
 
-    assert heldout["symbols"] == 10 and heldout["conversations"] == sum(marked("test")) == 46
+    assert heldout["symbols"] == 10 and heldout["conversations"] == sum(marked("test")) == 106
     assert not any(marked("train")) and not any(marked("validation"))
-    for split in ("train", "validation"):
+    for split in ("train", "validation"):  # usage code naming a held-out symbol went to test too
         assert not [r["source"] for r in dataset[split] if index.referenced(text(r))]
-    # Today (issue 20): 30 of the 44 test answers of the hash split repeat a 12-word span of a training answer.
-    assert recitation["before"] == {"test_answers": 44, "sharing_span": 30, "share": 0.6818}
-    assert recitation["by_group"]["seen"]["test_answers"] == 14 and recitation["sharing_span"] <= 2
-    assert manifest["counts"] == {"train": 341, "validation": 45, "test": 60}
+    # Each fact stated several ways: 76 of the 100 test answers of the hash split repeat a training answer's span.
+    assert recitation["before"] == {"test_answers": 100, "sharing_span": 76, "share": 0.76}
+    assert recitation["by_group"]["seen"]["test_answers"] == 23 and recitation["sharing_span"] == 0
+    assert manifest["counts"] == {"train": 654, "validation": 82, "test": 129}
+    usage = manifest["sources"][0]["usage"]  # chi's own tests and _examples/, compiled against chi
+    assert (usage["checked"], usage["passed"], usage["symbols"]) == (107, 67, 42)
+    assert manifest["generated"]["by_template"]["usage"] == 43
+    assert manifest["generated"]["facts"]["conversations_per_symbol"] == {"min": 0, "median": 8, "max": 12}
 
     hello = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
     (sample_copy / "more.jsonl").write_text(json.dumps({"messages": hello}) + "\n")

@@ -30,7 +30,7 @@ from trainer.files import walk
 from trainer.synthesis.facts import doc_code_blocks
 from trainer.synthesis.go_check import CheckTarget, check_snippets
 from trainer.synthesis.go_parser import Symbol, exported, parser
-from trainer.synthesis.go_repo import RepoIndex, _read_text, declared_module, package_path
+from trainer.synthesis.go_repo import RepoIndex, declared_module, package_path, read_source
 from trainer.synthesis.go_slice import Reference, slice_use
 
 MAX_DEPTH = 200  # nesting the resolver follows; deeper code (generated, hostile) is not read for usage
@@ -317,7 +317,7 @@ def read_usage(root: Path, index: RepoIndex, short: dict[str, str], settings: Ge
 
     walked = walk(root, folder, lambda relative: relative.endswith(".go"))
     for relative in walked.files:
-        data, problem = _read_text(root / relative, int(settings.max_file_bytes))
+        data, problem = read_source(root / relative, int(settings.max_file_bytes))
         if data is None:
             result.problems.append(f"{relative}: {problem}")
             continue
