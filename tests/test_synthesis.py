@@ -156,8 +156,8 @@ def test_inputs_that_yield_nothing_are_warnings_naming_the_path(tmp_path, sample
     assert result.returncode == 0, result.stderr
     assert "  held out: 10 symbols (data.heldout_symbols_fraction), 106 conversations, all in test" in result.stdout
     assert (
-        "  recitation: 0 of 129 test answers share a 12-word span with a training answer (76 of 100 on the hash split; "
-        "68 moved to train)\n" in result.stdout
+        "  recitation: 0 of 129 test answers share a 12-word span with a training answer (74 of 98 on the hash split; "
+        "67 moved to train)\n" in result.stdout
     )
     assert "usage: 67 of 107 uses compile (42 symbols)" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]

@@ -79,7 +79,8 @@ def inventions(symbol: Symbol, found: Job | None, taken: set[str]) -> list[str]:
     """Names a user might guess for this symbol that the framework does not have (`GetURLParam`, `URLParams`,
     `LoggerMiddleware`, a name built from the job: `GetUrlParameter`), in a fixed order."""
     receiver, _, name = symbol.name.rpartition(".")
-    guesses = [f"Get{name}", f"{name}s", f"{name}Handler", f"{name}Middleware", f"New{name}", f"{name}Func"]
+    plural = name if name.endswith("s") else f"{name}s"
+    guesses = [f"Get{name}", plural, f"{name}Handler", f"{name}Middleware", f"New{name}", f"{name}Func"]
     if name.startswith(("Get", "New", "Set")):
         guesses.insert(0, name[3:])
     if found is not None:
