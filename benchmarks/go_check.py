@@ -1,4 +1,4 @@
-"""Benchmark the compile check of teacher-written Go (synthesis/go_check.py) on Debian's chi: batched versus one go
+"""Benchmark the compile check of teacher-written Go (trainer/go/check.py) on Debian's chi: batched versus one go
 invocation set per snippet.
 
 40 snippets: whole programs, statement and declaration fragments, one in ten with a misspelt chi function (so the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchlib import append_section, report_path
 
-from trainer.synthesis.go_check import CheckTarget, check_snippets
+from trainer.go.check import CheckTarget, check_snippets
 
 CHI = Path("/usr/share/gocode/src/github.com/go-chi/chi")
 TARGET = CheckTarget("github.com/go-chi/chi/v5", CHI)

@@ -17,7 +17,7 @@ from pathlib import Path
 from benchlib import append_section, report_path
 
 from trainer.data_config import GenerationSettings, GoSource
-from trainer.synthesis.go_repo import index_repo
+from trainer.go.repo import index_repo
 
 GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
 REPEATS = 5

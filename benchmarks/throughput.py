@@ -101,7 +101,7 @@ class Clock(TrainerCallback):
 def child(kind: str, work: Path, out: Path, seed: int) -> None:
     import torch
 
-    from trainer.checkpoints import checkpoint_store
+    from trainer.checkpoints.store import checkpoint_store
     from trainer.dataset import load_processed
     from trainer.evaluation.evaluate import teacher_forced
     from trainer.metrics_log import METRICS_FILE

@@ -78,13 +78,35 @@ def test_parts_form_no_cycle_and_shared_modules_import_no_stage():
     assert all("trainer.cli" not in targets for targets in graph.values())
     # Training may use evaluation's generation for its in-training metrics because evaluation needs no training.
     assert "evaluation" in graph["training"] and "training" not in graph["evaluation"]
+    # Reading and compiling Go is shared (trainer/go/): evaluation needs nothing of synthesis.
+    assert "synthesis" not in graph["evaluation"]
 
 
 def test_architecture_md_names_every_shared_module():
     diagram = (REPO / "docs/architecture.md").read_text(encoding="utf-8").split("```")[1]
     listed = set(diagram.split("shared:")[1].replace("·", " ").replace("(never import a stage or the CLI)", "").split())
     shared = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__", "cli"}
+    shared |= {f"{path.parent.name}/" for path in PACKAGE.glob("*/__init__.py")} - {f"{stage}/" for stage in STAGES}
     assert shared == listed, "docs/architecture.md's shared list differs from trainer/*.py"
+
+
+def test_every_headline_metric_is_one_entry_with_its_direction_and_why_it_can_be_null():
+    """report.md, the model card, the summary line and eval_gen_* take their headline from one entry per metric: a
+    null value is shown with its reason (a missing one raised KeyError there), and a generation headline names a
+    path that scoring predictions really writes."""
+    from trainer.evaluation.metrics import score_groups
+    from trainer.report_format import GENERATION_HEADLINE, HEADLINE, HEADLINES, HELDOUT_HEADLINE, Headline, cell
+
+    answer = {"role": "assistant", "content": "Use `chi.NewRouter()`."}
+    scored = score_groups([{"reference": answer, "prediction": answer}], None)
+    for key in HEADLINE:
+        entry = HEADLINES[key]
+        assert isinstance(entry, Headline) and isinstance(entry.lower_is_better, bool), key
+        assert entry.nothing_to_measure.strip() and cell({}, key) == f"— ({entry.nothing_to_measure})", key
+    for key in GENERATION_HEADLINE:
+        parent, _, leaf = key.rpartition(".")
+        assert leaf in (scored[parent] if parent else scored), f"{key} is no path of a scored report"
+    assert set(HELDOUT_HEADLINE) <= set(GENERATION_HEADLINE)
 
 
 def test_the_cycle_check_finds_a_cycle_through_a_lazy_import(tmp_path):
@@ -133,8 +155,14 @@ def test_scoring_an_endpoint_imports_no_model_library(tmp_path, model_cache):
 
 
 def test_checkpoint_folder_prefix_is_the_one_transformers_writes():
+    from peft.utils import CONFIG_NAME
+    from transformers.trainer import TRAINER_STATE_NAME
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    from trainer.checkpoints import CHECKPOINT_PREFIX
+    from trainer.checkpoints.folder import ADAPTER_CONFIG, CHECKPOINT_PREFIX, TRAINER_STATE
 
-    assert CHECKPOINT_PREFIX == PREFIX_CHECKPOINT_DIR
+    assert (CHECKPOINT_PREFIX, TRAINER_STATE, ADAPTER_CONFIG) == (
+        PREFIX_CHECKPOINT_DIR,
+        TRAINER_STATE_NAME,
+        CONFIG_NAME,
+    )

@@ -301,7 +301,7 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
 
     recovered = run_task(train, env, tmp_path / "spot-2", outputs)  # a fresh machine: nothing local
     assert recovered.returncode == 0, recovered.stderr[-3000:]
-    train_run = json.loads((tmp_path / "spot-2/outputs/logs/train_run.json").read_text())
+    train_run = json.loads((tmp_path / "spot-2/outputs/checkpoints/logs/train_run.json").read_text())
     # W&B ran on both machines, as one run: its id comes from SKYPILOT_TASK_ID, which survives the recovery.
     wandb_runs = [[p.name for p in (tmp_path / node / "wandb").glob("offline-run-*")] for node in ("spot-1", "spot-2")]
     assert [[name.endswith("-sky-managed-1_train") for name in names] for names in wandb_runs] == [[True], [True]]

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from tests.helpers import DEBUG_CONFIG
 from trainer.config import Config
 from trainer.config_file import load_config
 from trainer.errors import TrainerError
@@ -114,3 +115,66 @@ def test_every_key_in_the_readme_table_is_a_config_key():
     assert len(keys) > 30, keys
     assert [key for key in keys if not is_config_key(key)] == []
     assert not is_config_key("training.packing_mode") and not is_config_key("model.lora.r.x")  # the check can fail
+
+
+def test_a_runs_log_lies_under_its_checkpoint_folder_unless_given(tmp_path):
+    """`trainer train --out DIR` put the checkpoints in DIR but metrics.jsonl in ./outputs/logs: two runs with
+    different --out in one folder wrote one log."""
+    from trainer.stage_config import stage_config
+
+    runs = [stage_config(DEBUG_CONFIG, [], None, {"--out": tmp_path / n}, "training.output_dir") for n in ("a", "b")]
+    assert [run.training.logging_dir for run in runs] == [tmp_path / "a" / "logs", tmp_path / "b" / "logs"]
+    given = [f"training.logging_dir={tmp_path / 'logs'}"]
+    given_log = stage_config(DEBUG_CONFIG, given, None, {"--out": tmp_path / "a"}, "training.output_dir").training
+    assert given_log.logging_dir == tmp_path / "logs"
+
+
+def sealed_checkpoint(tmp_path: Path, *trained_with: str) -> Path:
+    """A checkpoint folder holding only the config training sealed in it (what `trained_config` reads)."""
+    from trainer.checkpoints.sealed import TRAINED_CONFIG
+    from trainer.config_file import save_config
+
+    folder = tmp_path / "checkpoint-2"
+    save_config(load_config(REPO / "configs/training/debug.yaml", list(trained_with)), folder / TRAINED_CONFIG)
+    return folder
+
+
+def test_a_set_asking_for_nothing_or_for_the_sealed_value_is_accepted_by_evaluate_and_export(tmp_path):
+    """`auto` asks for nothing in particular, and the sealed (resolved) value asks for what was trained: neither
+    contradicts the checkpoint, whichever config file is given, and the checkpoint's value is used."""
+    from trainer.checkpoints.sealed import trained_config
+
+    checkpoint = sealed_checkpoint(tmp_path, "training.precision=fp32")
+    default = REPO / "configs/training/default.yaml"
+    for given in ("training.precision=auto", "training.precision=fp32", "training={precision: auto}"):
+        config = trained_config(load_config(default, [given]), checkpoint)
+        assert config.training.precision == "fp32", given
+        assert config.model.tiny is not None  # the checkpoint's model, not default.yaml's 7B
+
+
+def test_a_concrete_different_value_contradicts_the_checkpoint_and_auto_only_passes_where_the_type_has_it(
+    tmp_path, monkeypatch
+):
+    from trainer.checkpoints import sealed
+    from trainer.config_file import auto_keys
+
+    checkpoint = sealed_checkpoint(tmp_path, "training.precision=fp32", "training.packing=false")
+    debug = REPO / "configs/training/debug.yaml"
+    with pytest.raises(TrainerError) as err:
+        sealed.trained_config(load_config(debug, ["training.precision=bf16"]), checkpoint)
+    assert str(err.value).startswith(
+        f"--set training.precision=bf16: {checkpoint} was trained with training.precision='fp32'; "
+    )
+    # `model.revision` is a string: there `auto` names a revision, which the checkpoint was not trained on.
+    with pytest.raises(TrainerError, match=r"was trained with model\.revision=None"):
+        sealed.trained_config(load_config(debug, ["model.revision=auto"]), checkpoint)
+    # The rule comes from the config's types, not from a list of keys: every key whose type admits `auto`.
+    assert set(auto_keys()) == {
+        "model.attn_implementation", "training.packing", "training.precision", "training.liger_kernel",
+        "training.wandb", "evaluation.backend", "export.merge_base",
+    }  # fmt: skip
+    monkeypatch.setattr(sealed, "TRAINED_KEYS", (*sealed.TRAINED_KEYS, "training.packing"))
+    accepted = sealed.trained_config(load_config(debug, ["training.packing=auto"]), checkpoint)
+    assert accepted.training.packing is False
+    with pytest.raises(TrainerError, match=r"--set training\.packing=true: .* training\.packing=False;"):
+        sealed.trained_config(load_config(debug, ["training.packing=true"]), checkpoint)

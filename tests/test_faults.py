@@ -17,7 +17,7 @@ import pytest
 from transformers import TrainerCallback
 
 from tests.helpers import train_process, training_in_background
-from trainer.checkpoints import MANIFEST, problem
+from trainer.checkpoints.folder import MANIFEST, problem
 from trainer.errors import TrainerError
 from trainer.synthesis.synthesize import synthesize
 from trainer.training.run_lock import run_lock

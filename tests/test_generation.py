@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from trainer.data_config import GenerationSettings, GoSource
+from trainer.go.repo import index_repo
 from trainer.synthesis.examples import load_examples
 from trainer.synthesis.generate import LOOKUP_DOCS, Generated, cap_package_share, cap_per_key, generate
-from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.synthesize import synthesize
 
 GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")

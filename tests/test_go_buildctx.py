@@ -13,14 +13,14 @@ import pytest
 
 from trainer.api_index import SymbolIndex
 from trainer.data_config import GenerationSettings, GoSource
-from trainer.go_build import (
+from trainer.go.build import (
     BuildConstraintError,
     BuildContext,
     evaluate,
     file_name_tags,
     header_constraint,
 )
-from trainer.synthesis.go_repo import index_repo
+from trainer.go.repo import index_repo
 
 GOCODE = Path("/usr/share/gocode/src")
 APIDUMP = Path(__file__).parent / "go" / "apidump.go"

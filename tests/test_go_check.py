@@ -1,4 +1,4 @@
-"""The compile check of teacher-written Go (synthesis/go_check.py) with the real toolchain on Debian's chi and gin."""
+"""The compile check of teacher-written Go (trainer/go/check.py) with the real toolchain on Debian's chi and gin."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from tests.helpers import CHI
 from trainer.errors import TrainerError
-from trainer.synthesis import go_module
-from trainer.synthesis.go_check import CheckTarget, check_snippets
-from trainer.synthesis.go_fragment import prepare
+from trainer.go import modules
+from trainer.go.check import CheckTarget, check_snippets
+from trainer.go.fragments import prepare
 
 GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
 CHI_TARGET = CheckTarget("github.com/go-chi/chi/v5", CHI)
@@ -168,12 +168,12 @@ def test_a_framework_that_does_not_build_is_an_error_not_a_failed_snippet(tmp_pa
 
 def test_a_missing_go_is_one_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    go_module.toolchain.cache_clear()
+    modules.toolchain.cache_clear()
     try:
         with pytest.raises(TrainerError, match="`go` is not on PATH"):
             check_snippets(["x := 1\n"], CHI_TARGET, tmp_path / "work")
     finally:
-        go_module.toolchain.cache_clear()
+        modules.toolchain.cache_clear()
 
 
 NAMES = {"chi": ["github.com/go-chi/chi/v5"], "fmt": ["fmt"], "http": ["net/http"]}
@@ -217,12 +217,12 @@ def test_go_mod_requirements_and_placeholder_versions():
         "module x\n\ngo 1.21.0\n\nrequire a.com/one v1.2.3 // indirect\n\nrequire (\n"
         "\tb.com/two/v5 v5.0.1\n\t// c.com/commented v1.0.0\n\tgopkg.in/yaml.v3 v3.0.1 // indirect\n)\n"
     )
-    assert go_module.requirements(go_mod) == [
+    assert modules.requirements(go_mod) == [
         ("a.com/one", "v1.2.3"),
         ("b.com/two/v5", "v5.0.1"),
         ("gopkg.in/yaml.v3", "v3.0.1"),
     ]
-    assert [go_module.placeholder_version(p) for p in ("a.com/one", "b.com/two/v5", "gopkg.in/yaml.v3")] == [
+    assert [modules.placeholder_version(p) for p in ("a.com/one", "b.com/two/v5", "gopkg.in/yaml.v3")] == [
         "v0.0.0",
         "v5.0.0",
         "v3.0.0",
@@ -235,16 +235,16 @@ def test_a_mirror_leaves_out_a_subfolder_that_is_another_module_of_the_build(tmp
     (outer / "go.mod").write_text("module example.com/outer\n\ngo 1.11\n")
     (outer / "outer.go").write_text("package outer\n")
     (outer / "codec" / "codec.go").write_text("package codec\n")
-    module = go_module.Module("example.com/outer", outer, "1.11")
-    mirror = go_module.mirror(module, tmp_path / "work", {outer / "codec"})
+    module = modules.Module("example.com/outer", outer, "1.11")
+    mirror = modules.mirror(module, tmp_path / "work", {outer / "codec"})
     assert sorted(p.name for p in mirror.iterdir()) == ["go.mod", "outer.go"]
     assert (mirror / "go.mod").read_text() == "module example.com/outer\n\ngo 1.11\n"
     assert (mirror / "outer.go").resolve() == outer / "outer.go"
-    assert go_module.mirror(module, tmp_path / "work", {outer / "codec"}) == mirror
+    assert modules.mirror(module, tmp_path / "work", {outer / "codec"}) == mirror
 
 
 @needs_go
 def test_a_major_version_module_is_found_where_debian_keeps_it_without_the_suffix():
-    tools = go_module.toolchain()
-    assert go_module.find_module("github.com/go-chi/chi/v5", "v5.0.8", tools) == CHI
-    assert go_module.find_module("github.com/go-chi/chi/v7", "v7.0.0", tools) is None
+    tools = modules.toolchain()
+    assert modules.find_module("github.com/go-chi/chi/v5", "v5.0.8", tools) == CHI
+    assert modules.find_module("github.com/go-chi/chi/v7", "v7.0.0", tools) is None

@@ -11,8 +11,8 @@ import pytest
 
 from tests.helpers import set_args
 from trainer.data_config import GenerationSettings, GoSource
-from trainer.synthesis.go_parser import GoSyntaxError, parse_go_file
-from trainer.synthesis.go_repo import index_repo, matches
+from trainer.go.parser import GoSyntaxError, parse_go_file
+from trainer.go.repo import index_repo, matches
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from synthesis_memory import REPORT_PEAK_RSS

@@ -16,8 +16,8 @@ from trainer.api_index import SymbolIndex
 from trainer.data_config import GenerationSettings, GoSource
 from trainer.dataset import SYMBOLS_FILE, conversation
 from trainer.evaluation.metrics import grounding_metrics
-from trainer.synthesis.go_parser import parse_go_file
-from trainer.synthesis.go_repo import index_repo, module_directive
+from trainer.go.parser import parse_go_file
+from trainer.go.repo import index_repo, module_directive
 from trainer.synthesis.synthesize import synthesize
 
 FUNC = "package {name}\n\n// {func} does it.\nfunc {func}() {{}}\n"

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from trainer.data_config import GenerationSettings, GoSource
-from trainer.synthesis.go_parser import parse_go_file
-from trainer.synthesis.go_repo import index_repo
+from trainer.go.parser import parse_go_file
+from trainer.go.repo import index_repo
 
 needs_go = pytest.mark.skipif(shutil.which("gofmt") is None, reason="no Go toolchain: run `make go-sources`")
 

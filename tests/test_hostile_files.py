@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from trainer.data_config import GenerationSettings, GoSource
-from trainer.synthesis.go_repo import index_repo
+from trainer.go.repo import index_repo
 
 DEPTH = 1000
 GOOD_EXAMPLE = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})

@@ -17,7 +17,8 @@ from trainer.evaluation.metrics import (
     score_groups,
     tool_call_metrics,
 )
-from trainer.evaluation.report import headline, summary_line, write_report
+from trainer.evaluation.report import write_report
+from trainer.report_format import headline, summary_line
 
 SYMBOLS = [
     {"package": "github.com/go-chi/chi/v5", "name": "NewRouter", "kind": "func"},
@@ -207,7 +208,7 @@ def test_text_metrics_are_one_for_identical_answers_and_lower_otherwise():
 
 
 def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
-    from trainer.evaluation.report import HEADLINE
+    from trainer.report_format import HEADLINE
 
     symbols = tmp_path / "symbols.jsonl"
     symbols.write_text("".join(json.dumps(s) + "\n" for s in SYMBOLS))

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tests.helpers import DEBUG_CONFIG, PRODUCTION_TINY, REPO, set_args
-from trainer.checkpoints import MANIFEST, TRAINED_CONFIG, checkpoint_dirs
+from trainer.checkpoints.folder import MANIFEST, checkpoint_dirs
+from trainer.checkpoints.sealed import TRAINED_CONFIG
 from trainer.cli import main
 from trainer.config_file import load_config
 
@@ -87,7 +88,7 @@ def test_every_checkpoint_seals_its_fully_resolved_config_and_a_finished_run_tra
 def test_evaluate_and_export_follow_the_checkpoint_not_the_config_file(make_config, model_cache, tmp_path, capfd):
     """The sketch's `scripts/evaluate.py --checkpoint …` after a debug run (default.yaml: Qwen 7B, 4-bit) and
     sky/export.yaml (default.yaml) on a plain-LoRA run: both use what the checkpoint was trained with."""
-    from trainer.checkpoints import trained_config
+    from trainer.checkpoints.sealed import trained_config
     from trainer.config_file import load_config
     from trainer.synthesis.synthesize import synthesize
     from trainer.training.train import train

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from tests.helpers import PRODUCTION_TINY, train_process, training_in_background
-from trainer.checkpoints import MANIFEST, CheckpointStore, problem
+from trainer.checkpoints.folder import MANIFEST, problem
+from trainer.checkpoints.store import CheckpointStore
 from trainer.errors import TrainerError
 from trainer.synthesis.synthesize import synthesize
 from trainer.training.train import train

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.helpers import DEBUG_CONFIG, set_args
-from trainer.checkpoints import checkpoint_dirs, problem
+from trainer.checkpoints.folder import checkpoint_dirs, problem
 from trainer.errors import Interrupted, Preempted
 
 STEPS = 6

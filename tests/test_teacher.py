@@ -16,8 +16,8 @@ from datasets import DatasetDict
 from tests.helpers import CHI, openai_server
 from tests.scripted_chat import SLOW, ScriptedTeacher, chat, reply
 from trainer.errors import TrainerError
-from trainer.synthesis import go_module
-from trainer.synthesis.generate import LOOKUP_DOCS
+from trainer.go import modules
+from trainer.synthesis.generate import LOOKUP_DOCS, SYSTEM
 from trainer.synthesis.synthesize import synthesize
 from trainer.synthesis.teacher import REJECTS_FILE
 
@@ -183,6 +183,35 @@ def test_a_conversation_presenting_an_api_the_index_lacks_is_dropped(teacher_con
     assert dropped["conversation"]["messages"][0]["content"] == QUESTION
 
 
+def test_a_conversation_opening_with_a_system_turn_gets_the_pipelines_and_faces_the_other_checks(teacher_config):
+    """The training data's format allows a leading system turn, and chat models write one: it is replaced by the
+    pipeline's (whose name-dropping is not the teacher's to write), counted as a normalisation, and the rest of the
+    conversation is judged as any other."""
+    own = {"role": "system", "content": "You are a chi expert who knows chi.SuperRouter."}  # not in the index
+    compiles = with_code(GOOD_CODE)
+    invented = chat("How do I time a router out?", "Call `chi.NewRouterWithTimeout(5)`.")
+    conversations = [json.loads(compiles)["conversations"][0], invented]
+    for conversation in conversations:
+        conversation["messages"].insert(0, own)
+    teacher = ScriptedTeacher({NEW_ROUTER: [reply(*conversations)]})
+    with teacher.serving() as url:
+        config = teacher_config(url)
+        manifest = synthesize(config).manifest
+    section = manifest["teacher"]
+    assert (section["accepted"], section["rejected"]["malformed"], section["rejected"]["invented_api"]) == (4, 0, 1)
+    (row,) = [r for r in teacher_rows(config.data.output_dir) if QUESTION in r["messages"]]
+    messages = json.loads(row["messages"])
+    assert messages[0] == {"role": "system", "content": SYSTEM.format(framework="chi")}
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert "SuperRouter" not in row["messages"]
+    (dropped,) = rejects(config.data.output_dir)
+    assert (dropped["reason"], dropped["message"]) == ("invented_api", "not in the API index: chi.NewRouterWithTimeout")
+    assert manifest["normalised"]["count"] == 2
+    assert manifest["normalised"]["records"] == [
+        f"chi:chi.go:61: teacher howto conversation {n}: its own system turn replaced by the pipeline's" for n in (1, 2)
+    ]
+
+
 def test_malformed_replies_are_counted_never_guessed_at_and_json_mode_is_dropped_once_refused(teacher_config):
     fenced = "```json\n" + with_code(GOOD_CODE) + "\n```"
     two = reply(
@@ -324,7 +353,7 @@ def test_without_go_the_run_stops_before_any_request(teacher_config, monkeypatch
     with teacher.serving() as url:
         config = teacher_config(url)
         monkeypatch.setenv("PATH", str(tmp_path))  # git, go: nothing
-        go_module.toolchain.cache_clear()  # found once per process; a failed look-up is not kept
+        modules.toolchain.cache_clear()  # found once per process; a failed look-up is not kept
         with pytest.raises(TrainerError, match="`go` is not on PATH"):
             synthesize(config)
     assert teacher.requests == []

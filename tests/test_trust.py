@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import train_process
-from trainer.checkpoints import write_manifest
+from trainer.checkpoints.folder import write_manifest
 from trainer.errors import TrainerError
 from trainer.model import base_model_path, load_base_model, load_peft_model
 from trainer.synthesis.synthesize import synthesize

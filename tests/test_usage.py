@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from trainer.data_config import GenerationMix, GenerationSettings, GoSource
+from trainer.go.parser import Symbol
+from trainer.go.repo import index_repo
+from trainer.go.usage import read_usage
 from trainer.synthesis.facts import inventions, job, neighbours
 from trainer.synthesis.generate import generate
-from trainer.synthesis.go_parser import Symbol
-from trainer.synthesis.go_repo import index_repo
-from trainer.synthesis.usage import read_usage
 
 ROUTE = """// Package route matches paths.
 package route

@@ -19,7 +19,7 @@ from trainer.config_file import DEFAULT_CONFIG
 from trainer.data_config import GoSource
 from trainer.errors import TrainerError
 from trainer.exits import INTERRUPTED, exit_code_of, interrupted, noticing_ctrl_c
-from trainer.stage_config import endpoint_override, from_config, stage_config
+from trainer.stage_config import config_flag, endpoint_override, given_flags, stage_config
 from trainer.supervisor import run_uri_of, supervise
 from trainer.usage import version_text
 
@@ -50,7 +50,7 @@ def _synthesize(config: Config, run_uri: str | None = None) -> None:
 def _train(config: Config, run_uri: str | None = None, pull: bool = True) -> Path:
     """`pull`: read the run's data first (a single-stage command on a fresh machine); off where it is local."""
     from trainer.artifacts import pull_part, update_run
-    from trainer.checkpoints import step_of
+    from trainer.checkpoints.folder import step_of
     from trainer.training.train import train
 
     if run_uri and pull:
@@ -75,7 +75,8 @@ def _evaluate(
     pull: bool = True,
 ) -> dict:
     """Evaluate the model (or, with `predictions`, score that file without one) and print the headline."""
-    from trainer.evaluation.report import REPORT_FILE, headline, score_predictions, summary_line
+    from trainer.evaluation.report import score_predictions
+    from trainer.report_format import REPORT_FILE, headline, summary_line
 
     if predictions is not None:
         report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)
@@ -169,32 +170,40 @@ def train(
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = [],  # noqa: B006
     checkpoint: CheckpointOption = None,
     limit: Annotated[
-        int | None,
-        typer.Option(help="Only the first N test conversations", show_default=from_config("evaluation.limit")),
+        int | None, config_flag("evaluation.limit", "--limit", "Only the first N test conversations", True)
     ] = None,
     max_new_tokens: Annotated[
-        int | None,
-        typer.Option(help="Generation length limit", show_default=from_config("evaluation.max_new_tokens")),
+        int | None, config_flag("evaluation.max_new_tokens", "--max-new-tokens", "Generation length limit", True)
     ] = None,
-    baseline: Annotated[bool, typer.Option("--baseline", help="Also score the base model; report the deltas")] = False,
+    baseline: Annotated[
+        bool, config_flag("evaluation.baseline", "--baseline", "Also score the base model; report the deltas")
+    ] = False,
     predictions: Annotated[
         Path | None, typer.Option(help="Score this predictions.jsonl instead of generating (no model loaded)")
     ] = None,
-    symbols: Annotated[Path | None, typer.Option(help="symbols.jsonl for API grounding")] = None,
+    symbols: Annotated[
+        Path | None, config_flag("evaluation.symbols", "--symbols", "symbols.jsonl for API grounding")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: evaluation.output_dir)")] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="An exported model folder, or `base`; with --endpoint, the served model's name"),
+        config_flag(
+            "evaluation.model",
+            "--model",
+            "An exported model folder, or `base`; with --endpoint, the served model's name",
+        ),
     ] = None,
     endpoint: Annotated[
         list[str],
-        typer.Option(
+        config_flag(
+            "evaluation.endpoints",
             "--endpoint",
-            help="Score this OpenAI-compatible server (base URL, e.g. http://host:8000/v1) instead of a local "
+            "Score this OpenAI-compatible server (base URL, e.g. http://host:8000/v1) instead of a local "
             "model: URL=MODEL, or URL with --model MODEL; repeat to compare several in one report",
         ),
     ] = [],  # noqa: B006
@@ -203,18 +212,18 @@ def evaluate(
     ] = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="What generates: transformers | vllm | auto", show_default=from_config("evaluation.backend")),
+        config_flag("evaluation.backend", "--backend", "What generates: transformers | vllm | auto", True),
     ] = None,
     run_uri: RunUriOption = None,
 ) -> None:
     """Score an adapter on the test split (or a predictions file): loss, text, tool use, Go code, API grounding."""
     from trainer.artifacts import recorded_stage
 
-    flags = {"--limit": limit, "--max-new-tokens": max_new_tokens, "--symbols": symbols, "--out": out}
-    flags |= {"--baseline": baseline or None, "--backend": backend}
+    flags = given_flags(ctx) | {"--out": out}
     if api_key_env and not endpoint:
         raise TrainerError("--api-key-env: only with --endpoint")
-    flags |= {"--endpoint": endpoint_override(endpoint, model, api_key_env)} if endpoint else {"--model": model}
+    if endpoint:  # --model names the served model there, not evaluation.model
+        flags |= {"--endpoint": endpoint_override(endpoint, model, api_key_env), "--model": None}
     cfg = stage_config(config, set_, run_uri, flags, "evaluation.output_dir")
     if cfg.evaluation.endpoints and run_uri:  # the run's report and run.json describe the model it trained
         raise TrainerError("--endpoint with --run-uri: pull the run's data and score the servers into --out")
@@ -227,22 +236,22 @@ def evaluate(
 
 @app.command()
 def export(
+    ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = [],  # noqa: B006
     checkpoint: CheckpointOption = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="bf16 | fp16 | fp32", show_default=from_config("export.dtype"))
+    dtype: Annotated[str | None, config_flag("export.dtype", "--dtype", "bf16 | fp16 | fp32", True)] = None,
+    adapter_only: Annotated[
+        bool, config_flag("export.adapter_only", "--adapter-only", "Write the PEFT adapter folder only")
+    ] = False,
+    upload: Annotated[
+        str | None, config_flag("export.upload", "--upload", "s3://bucket/prefix to upload the folder to")
     ] = None,
-    adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Write the PEFT adapter folder only")] = False,
-    upload: Annotated[str | None, typer.Option(help="s3://bucket/prefix to upload the folder to")] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Overwrite a finished upload at --upload (or the run's model/)")
+        bool, config_flag("export.force", "--force", "Overwrite a finished upload at --upload (or the run's model/)")
     ] = False,
     verify: Annotated[
-        bool | None,
-        typer.Option(
-            "--verify/--no-verify", help="Check logits after writing", show_default=from_config("export.verify")
-        ),
+        bool | None, config_flag("export.verify", "--verify/--no-verify", "Check logits after writing", True)
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="The model folder (default: export.output_dir/RUN_NAME)")
@@ -252,9 +261,7 @@ def export(
     """Merge the adapter into the base model, shard by shard, into a safetensors folder transformers and vLLM load."""
     from trainer.artifacts import recorded_stage
 
-    flags = {"--dtype": dtype, "--upload": upload, "--verify": verify}
-    flags |= {"--adapter-only": adapter_only or None, "--force": force or None}
-    cfg = stage_config(config, set_, run_uri, flags)
+    cfg = stage_config(config, set_, run_uri, given_flags(ctx))
     with recorded_stage(run_uri, "export", cfg.training.run_name):
         _export(cfg, checkpoint, out, run_uri)
 

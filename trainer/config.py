@@ -116,7 +116,12 @@ class ModelConfig(StrictModel):
 class TrainingConfig(StrictModel):
     run_name: str = Field("trainer", pattern=r"^[A-Za-z0-9._-]+$")
     output_dir: Path = Path("outputs/checkpoints")
-    logging_dir: Path = Path("outputs/logs")
+    # Under output_dir unless given: `trainer train --out DIR` keeps the run's log with its checkpoints, and two runs
+    # with different --out in one folder do not write one log.
+    logging_dir: Path = Field(
+        default_factory=lambda fields: fields["output_dir"] / "logs",
+        description="metrics.jsonl and train_run.json; default: training.output_dir/logs",
+    )
     resume: str = Field("auto", description="auto | never | path to a checkpoint folder")
     max_steps: int = Field(-1, description="-1: train for num_train_epochs")
     num_train_epochs: float = Field(3.0, gt=0)

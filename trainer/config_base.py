@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-# The one spelling of a floating-point width in every key; trainer/model.py maps it to torch dtypes.
+# The one spelling of a floating-point width in every key; trainer/precision.py maps it to torch dtypes (DTYPES).
 DtypeName = Literal["bf16", "fp16", "fp32"]
 TORCH_DTYPE_SPELLINGS = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 # The NAME of an environment variable (an API key's: `trainer/redact.py` reads it); never a value.

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from trainer.config import SECTIONS, Config
+from trainer.dotted import NotASection, assign
 from trainer.errors import TrainerError, did_you_mean, problems_error
 
 DEFAULT_CONFIG = Path("configs/training/default.yaml")
+AUTO = "auto"  # the value of a key that asks for nothing in particular (`auto_keys`)
 MAX_CONFIG_NODES = 100_000  # values after expanding YAML aliases: a real config has a few hundred
 
 
@@ -119,14 +123,10 @@ def _apply_override(tree: dict[str, Any], override: Override) -> str:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    *parents, leaf = key.split(".")
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise TrainerError(f"{override.given_as}: {part!r} is not a section")
-        node = child
-    node[leaf] = value
+    try:
+        assign(tree, key, value)
+    except NotASection as exc:
+        raise TrainerError(f"{override.given_as}: {exc}") from None
     return key
 
 
@@ -148,13 +148,33 @@ def _keys_under(loc: Sequence[str | int]) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def dotted_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Every key of the config as `section.key` (sections inside sections spelled out)."""
-    keys = []
+def _leaf_fields(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, FieldInfo]:
+    """Every key of the config as `section.key` (sections inside sections spelled out), with its field."""
+    fields: dict[str, FieldInfo] = {}
     for name, field in model.model_fields.items():
         inner = _model_in(field.annotation)
-        keys += dotted_keys(inner, f"{prefix}{name}.") if inner else [f"{prefix}{name}"]
-    return keys
+        fields |= _leaf_fields(inner, f"{prefix}{name}.") if inner else {f"{prefix}{name}": field}
+    return fields
+
+
+def dotted_keys() -> list[str]:
+    """Every key of the config as `section.key` (sections inside sections spelled out)."""
+    return list(_leaf_fields())
+
+
+def _admits(annotation: Any, value: str) -> bool:
+    """Whether `value` is one of the literals of a field's type (`Literal["auto"] | DtypeName`, `bool | Literal`)."""
+    if typing.get_origin(annotation) is Literal:
+        return value in typing.get_args(annotation)
+    return any(_admits(arg, value) for arg in typing.get_args(annotation))
+
+
+@cache
+def auto_keys() -> tuple[str, ...]:
+    """The keys whose type admits `auto` (AUTO): a value that asks for nothing in particular, each stage choosing
+    for its machine. A `str` key (`model.revision`, `training.resume`) is not one: there `auto` is a name or a path
+    its stage reads."""
+    return tuple(key for key, field in _leaf_fields().items() if _admits(field.annotation, AUTO))
 
 
 def load_config(path: Path | None = None, overrides: Sequence[str | Override] = ()) -> Config:
@@ -179,7 +199,8 @@ def load_config(path: Path | None = None, overrides: Sequence[str | Override] = 
         return config
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
+        # A default made from another key is not made once that key is wrong: its error is the one to show.
+        for err in (e for e in exc.errors() if e["type"] != "default_factory_not_called"):
             key = ".".join(str(part) for part in err["loc"])
             source = next(
                 (given_as[k] for k in given_as if key == k or key.startswith(k + ".") or k.startswith(key + ".")),

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import ByteSize, Field, field_validator
 
 from trainer.config_base import EnvVarName, StrictModel
-from trainer.go_build import KNOWN_ARCH, KNOWN_OS, BuildContext
+from trainer.go.build import KNOWN_ARCH, KNOWN_OS, BuildContext
 
 
 class GoSource(StrictModel):

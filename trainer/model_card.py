@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.checkpoints.folder import ADAPTER_CONFIG, TRAINER_STATE
 from trainer.config import Config
 
 CARD = "README.md"  # where the Hugging Face Hub and readers look
@@ -35,7 +36,7 @@ def loading_snippet(folder: str, adapter: bool) -> list[str]:
             "from peft import AutoPeftModelForCausalLM",
             "from transformers import AutoTokenizer",
             "",
-            "# the base model is the one adapter_config.json names",
+            f"# the base model is the one {ADAPTER_CONFIG} names",
             f'model = AutoPeftModelForCausalLM.from_pretrained("{folder}")',
             f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
         ]
@@ -60,7 +61,7 @@ def loading_snippet(folder: str, adapter: bool) -> list[str]:
 
 def checkpoint_card(config: Config, folder: Path, data: dict[str, Any]) -> str:
     """The card of one training checkpoint: base, dataset hash and sizes, step, the latest logged metrics."""
-    state_file = folder / "trainer_state.json"
+    state_file = folder / TRAINER_STATE
     state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
     latest: dict[str, Any] = {}
     for record in state.get("log_history", []):

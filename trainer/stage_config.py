@@ -8,27 +8,35 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
+
+import typer
 
 from trainer.config import Config
 from trainer.config_file import Override, load_config
+from trainer.dotted import lookup
 from trainer.errors import TrainerError
 from trainer.progress import on_terminal
 
-# The config key each stage flag sets: the flag is applied as that override and errors name the flag, not the key.
-FLAG_KEYS = {
-    "--limit": "evaluation.limit",
-    "--max-new-tokens": "evaluation.max_new_tokens",
-    "--symbols": "evaluation.symbols",
-    "--baseline": "evaluation.baseline",
-    "--model": "evaluation.model",
-    "--endpoint": "evaluation.endpoints",
-    "--backend": "evaluation.backend",
-    "--dtype": "export.dtype",
-    "--upload": "export.upload",
-    "--verify": "export.verify",
-    "--adapter-only": "export.adapter_only",
-    "--force": "export.force",
-}
+# The config key each stage flag sets, filled by `config_flag` as the commands are declared: the flag is applied as
+# that override and errors name the flag, not the key.
+FLAG_KEYS: dict[str, str] = {}
+
+
+def config_flag(key: str, flag: str, help: str, config_default: bool = False) -> Any:
+    """The typer option of a stage flag that sets config `key`, the one place the flag is declared: `given_flags`
+    finds its value. `config_default`: the help shows the config's value as the default."""
+    FLAG_KEYS[flag.split("/")[0]] = key
+    return typer.Option(flag, help=help, show_default=from_config(key) if config_default else True)
+
+
+def given_flags(context: typer.Context) -> dict[str, object]:
+    """The running command's config flags, as typed: one left at its default (not given) is None."""
+    return {
+        param.opts[0]: None if context.params[param.name] == param.default else context.params[param.name]
+        for param in context.command.params
+        if param.name and param.opts and param.opts[0] in FLAG_KEYS
+    }
 
 
 def _quiet_libraries() -> None:
@@ -74,9 +82,7 @@ def stage_config(
 
 def from_config(key: str) -> str:
     """The `[default: …]` of a flag that overrides `key`: the config's value, built in as shown unless set."""
-    value: object = Config().model_dump(mode="json")
-    for part in key.split("."):
-        value = value[part]  # type: ignore[index]
+    value = lookup(Config().model_dump(mode="json"), key)
     return f"from {key}: {'none' if value is None else value}"
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from trainer.checkpoints import resolve_checkpoint, trained_config
+from trainer.checkpoints.resolve import resolve_checkpoint
+from trainer.checkpoints.sealed import trained_config
 from trainer.config import Config
 from trainer.dataset import conversation
 from trainer.errors import TrainerError
@@ -29,12 +30,13 @@ from trainer.evaluation.generation import (
     symbol_group,
 )
 from trainer.evaluation.metrics import GROUPS, score_groups
-from trainer.evaluation.report import PREDICTIONS_FILE, TEACHER_FORCED, deltas, finish_report, write_predictions
+from trainer.evaluation.report import PREDICTIONS_FILE, deltas, finish_report, write_predictions
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import load_base_model, load_peft_model, load_tokenizer
 from trainer.precision import DTYPES, resolve_precision
 from trainer.progress import track
+from trainer.report_format import TEACHER_FORCED
 from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.api_index import SymbolIndex, go_blocks
-from trainer.synthesis.go_parser import parser
+from trainer.go.parser import parser
 
 TOOL_CALL_TEXT = "<tool_call>"
 # Test conversations by the symbol they ask about: trained on (seen), or held out of training (heldout), where the

@@ -10,45 +10,17 @@ from trainer.api_index import SymbolIndex
 from trainer.config import RESOLVED_CONFIG, Config
 from trainer.config_file import save_config
 from trainer.dataset import load_manifest
+from trainer.dotted import lookup
 from trainer.errors import problems_error
 from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.jsonl import read_jsonl, write_jsonl
 from trainer.metrics_log import read_metrics
+from trainer.report_format import HEADLINE, HEADLINES, REPORT_FILE, cell
 
 PREDICTIONS_FILE = "predictions.jsonl"
-REPORT_FILE = "report.json"
 # baseline: the base model's answer; group: `seen` (default) or `heldout`, the symbol group the question belongs to
 RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline", "group"}
-# The one list of headline metrics, in the report's order; dotted paths into report.json. The summary line, the run
-# record, the model card and training's eval_gen_* metrics all take theirs from here.
-TEACHER_FORCED = ("loss", "perplexity", "token_accuracy")
-GENERATION_HEADLINE = (
-    "exact_match", "rougeL", "chrf", "tool_call.call_rate", "tool_call.wellformed_rate", "tool_call.name_accuracy",
-    "tool_call.args_exact", "tool_call.false_call_rate", "go_code.parse_rate", "api_grounding.grounded_rate",
-    "api_grounding.invented_rate",
-)  # fmt: skip
-HEADLINE = TEACHER_FORCED + GENERATION_HEADLINE
-LOWER_IS_BETTER = {"loss", "perplexity", "tool_call.false_call_rate", "api_grounding.invented_rate"}
 GROUP_TITLES = {"seen": "seen", "heldout": "held-out"}
-# On held-out symbols the model should look the name up or say it does not know: these two are the headline there
-# (the summary line and run.json add them as `heldout.<key>`).
-HELDOUT_HEADLINE = ("tool_call.call_rate", "api_grounding.invented_rate")
-# Why a headline metric is null (metrics.py never makes up a 0 or a 1): report.md and the model card say so on its
-# row instead of leaving the row out, where a lone "false-call rate 0.0000" read as good.
-NOTHING_TO_MEASURE = {
-    **dict.fromkeys(TEACHER_FORCED, "predictions scored without a model"),
-    "exact_match": "no test conversations",
-    "rougeL": "no reference answer has text",
-    "chrf": "no reference answer has text",
-    "tool_call.call_rate": "no test conversations",
-    "tool_call.wellformed_rate": "no answer attempted a tool call",
-    "tool_call.name_accuracy": "no reference answer calls a tool",
-    "tool_call.args_exact": "no reference answer calls a tool",
-    "tool_call.false_call_rate": "every reference answer calls a tool",
-    "go_code.parse_rate": "no Go code block in the answers",
-    "api_grounding.grounded_rate": "no API symbol named in the answers, or no symbols.jsonl",
-    "api_grounding.invented_rate": "no symbols.jsonl, or no test conversations",
-}
 # Why a whole group column is empty.
 EMPTY_GROUP = {
     "seen": "no test conversation about a trained symbol",
@@ -102,34 +74,14 @@ def write_predictions(records: list[dict[str, Any]], path: Path) -> None:
     write_jsonl(path, records)
 
 
-def metric(report: dict[str, Any], dotted: str) -> Any:
-    value: Any = report
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
 def deltas(finetuned: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
     """finetuned − baseline for every headline metric both have."""
     out = {}
     for key in HEADLINE:
-        ours, theirs = metric(finetuned, key), metric(baseline, key)
+        ours, theirs = lookup(finetuned, key), lookup(baseline, key)
         if isinstance(ours, int | float) and isinstance(theirs, int | float):
             out[key] = ours - theirs
     return out
-
-
-def cell(report: dict[str, Any], key: str, group: str | None = None) -> str:
-    """A headline metric as shown in report.md and the model card: 4 decimals, or `—` with why nothing was there
-    (with `group`, the metric of that symbol group; a bare `—` where the group is empty, which report.md says once)."""
-    if group is not None:
-        report = report.get("groups", {}).get(group) or {"n_examples": 0}
-        if not report["n_examples"]:
-            return "—"
-    value = metric(report, key)
-    if value is None:
-        return f"— ({NOTHING_TO_MEASURE[key]})"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _plots(report: dict[str, Any], out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
@@ -153,12 +105,12 @@ def _plots(report: dict[str, Any], out_dir: Path, records: list[dict[str, Any]])
         plt.close(figure)
         written.append("loss.png")
     baseline = report.get("baseline")
-    rates = [k for k in HEADLINE if k not in ("loss", "perplexity") and isinstance(metric(report, k), float)]
+    rates = [k for k in HEADLINE if k not in ("loss", "perplexity") and isinstance(lookup(report, k), float)]
     if baseline and rates:
         figure, axes = plt.subplots(figsize=(7, 3.5))
         positions = range(len(rates))
-        axes.bar([p - 0.2 for p in positions], [metric(baseline, k) or 0 for k in rates], 0.4, label="base")
-        axes.bar([p + 0.2 for p in positions], [metric(report, k) for k in rates], 0.4, label="finetuned")
+        axes.bar([p - 0.2 for p in positions], [lookup(baseline, k) or 0 for k in rates], 0.4, label="base")
+        axes.bar([p + 0.2 for p in positions], [lookup(report, k) for k in rates], 0.4, label="finetuned")
         axes.set_xticks(list(positions), [k.split(".")[-1] for k in rates], rotation=35, ha="right")
         axes.set(ylim=(0, 1), title="Base vs finetuned")
         axes.legend()
@@ -191,7 +143,7 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
     headers += ["delta"] if baseline else []
     lines += ["", f"| metric | {' | '.join(headers)} |", "| --- |" + " ---: |" * len(headers)]
     for key in HEADLINE:
-        arrow = " (lower is better)" if key in LOWER_IS_BETTER else ""
+        arrow = " (lower is better)" if HEADLINES[key].lower_is_better else ""
         cells = [cell(scores, key, group) for scores in models.values() for group in (None, *GROUPS)]
         if baseline:
             delta = report.get("delta", {}).get(key)
@@ -199,7 +151,7 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
         lines.append(f"| {key}{arrow} | {' | '.join(cells)} |")
     empty = [name for name, n in groups.items() if not n]
     lines += [f"\nEvery {GROUP_TITLES[name]} column is empty: {EMPTY_GROUP[name]}." for name in empty]
-    invented = metric(report, "api_grounding.invented") or []
+    invented = lookup(report, "api_grounding.invented") or []
     if invented:
         lines += ["", f"Invented APIs ({len(invented)}): " + ", ".join(f"`{name}`" for name in invented[:50])]
     records = read_metrics(metrics_log) if metrics_log else []
@@ -239,26 +191,3 @@ def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[s
     report = {"predictions": str(path), **score_groups(load_predictions(path), index)}
     write_report(report, out_dir)
     return report
-
-
-def summary_line(report: dict[str, Any]) -> str:
-    """The headline metrics the report has, on one line, with the change against the base where measured."""
-    parts = [f"{report['n_examples']} test conversations"]
-    for key in HEADLINE:
-        value = metric(report, key)
-        if isinstance(value, int | float):
-            delta = report.get("delta", {}).get(key)
-            parts.append(f"{key} {value:.4g}" + (f" ({delta:+.3g} vs base)" if delta is not None else ""))
-    heldout = report.get("groups", {}).get("heldout") or {}
-    if heldout.get("n_examples"):
-        values = [f"{key} {value:.4g}" for key in HELDOUT_HEADLINE if isinstance(value := metric(heldout, key), float)]
-        parts.append(f"held-out symbols ({heldout['n_examples']}): " + ", ".join(values or ["nothing to measure"]))
-    return " · ".join(parts)
-
-
-def headline(report: dict[str, Any]) -> dict[str, Any]:
-    """The headline metrics as a flat mapping (dotted keys): what run.json and the model card record."""
-    heldout = report.get("groups", {}).get("heldout") or {}
-    return {key: metric(report, key) for key in HEADLINE} | {
-        f"heldout.{key}": metric(heldout, key) for key in HELDOUT_HEADLINE
-    }

@@ -8,17 +8,19 @@ from typing import Any
 
 import yaml
 
-from trainer.checkpoints import trained_data
+from trainer.checkpoints.folder import TRAINER_STATE
+from trainer.checkpoints.sealed import trained_data
 from trainer.config import Config
 from trainer.dataset import load_manifest
-from trainer.evaluation.report import HEADLINE, REPORT_FILE, cell, metric
-from trainer.model_card import format_counts, loading_snippet
+from trainer.dotted import lookup
+from trainer.model_card import CARD, format_counts, loading_snippet
+from trainer.report_format import HEADLINE, REPORT_FILE, cell
 from trainer.storage import COMPLETE_MARKER, sha256_file
 
 
 def base_licence(base_dir: Path) -> str:
     """The `license` in the base model card's front matter, or "unknown"."""
-    card = base_dir / "README.md"
+    card = base_dir / CARD
     if card.is_file():
         text = card.read_text(encoding="utf-8", errors="replace")
         if text.startswith("---"):
@@ -36,7 +38,7 @@ def _evaluation(report: dict[str, Any] | None, checkpoint: Path) -> str:
     if report is None:
         return f"— (no evaluation of {checkpoint.name}: `trainer evaluate --checkpoint {checkpoint}`)"
     return ", ".join(
-        f"{key} {value:.4g}" if isinstance(value := metric(report, key), int | float) else f"{key} {cell(report, key)}"
+        f"{key} {value:.4g}" if isinstance(value := lookup(report, key), int | float) else f"{key} {cell(report, key)}"
         for key in HEADLINE
     )
 
@@ -48,7 +50,7 @@ def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, 
     report = _json_or_none(config.evaluation.output_dir / REPORT_FILE)
     if report and Path(report.get("checkpoint", "")).name != checkpoint.name:
         report = None  # an evaluation of another checkpoint says nothing about this one
-    state = _json_or_none(checkpoint / "trainer_state.json") or {}
+    state = _json_or_none(checkpoint / TRAINER_STATE) or {}
     front = {
         "base_model": config.model.name_or_path,
         "library_name": "transformers",

@@ -13,7 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainer.checkpoints import resolve_checkpoint, trained_config
+from trainer.checkpoints.folder import ADAPTER_CONFIG
+from trainer.checkpoints.resolve import resolve_checkpoint
+from trainer.checkpoints.sealed import TRAINED_CONFIG, trained_config
 from trainer.config import Config
 from trainer.config_file import save_config
 from trainer.errors import TrainerError, first_line
@@ -27,11 +29,11 @@ from trainer.export.merge import (
 )
 from trainer.export.verify import reference_model, verify_export
 from trainer.model import base_model_path, load_tokenizer
+from trainer.model_card import CARD
 from trainer.precision import DTYPES, torch_dtype_name
 from trainer.storage import upload_folder
 
-ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS)
-EXPORTED_CONFIG = "trainer_config.yaml"  # the config the model was trained and exported with
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
 def local_base(config: Config) -> Path:
@@ -41,7 +43,7 @@ def local_base(config: Config) -> Path:
         return Path(source)
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.safetensors", "*.json", "*.txt", "*.jinja", "README.md", "LICENSE*"]
+    patterns = ["*.safetensors", "*.json", "*.txt", "*.jinja", CARD, "LICENSE*"]
     try:
         return Path(snapshot_download(source, revision=config.model.revision, allow_patterns=patterns))
     except Exception as exc:  # the hub client raises many types for one cause: the files could not be had
@@ -87,9 +89,7 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     if ex.verify:
         difference = verify_export(staging, lambda: reference_model(base_dir, checkpoint, round_trip, keys), ex.dtype)
         summary["verified"] = f"max logit difference {difference:.1e} of the largest logit vs base+adapter"
-    (staging / "README.md").write_text(
-        model_card(config, checkpoint, base_licence(base_dir), summary), encoding="utf-8"
-    )
+    (staging / CARD).write_text(model_card(config, checkpoint, base_licence(base_dir), summary), encoding="utf-8")
     return summary
 
 
@@ -111,10 +111,10 @@ def export_model(config: Config, checkpoint: str | Path | None = None, target: P
             summary = {"merge": "none: PEFT adapter folder"}
             base = Path(base_model_path(config.model))  # a Hub base is not downloaded just for its licence
             licence = base_licence(base) if base.is_dir() else "unknown"
-            (staging / "README.md").write_text(model_card(config, checkpoint, licence, summary), encoding="utf-8")
+            (staging / CARD).write_text(model_card(config, checkpoint, licence, summary), encoding="utf-8")
         else:
             _write_merged(config, checkpoint, staging)
-        save_config(config, staging / EXPORTED_CONFIG)
+        save_config(config, staging / TRAINED_CONFIG)  # the config it was trained and exported with
         write_checksums(staging)
         _publishable(staging)
         if target.exists():

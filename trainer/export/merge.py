@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from trainer.checkpoints.folder import ADAPTER_CONFIG
 from trainer.config import QuantizationSettings
 from trainer.errors import TrainerError
 from trainer.failpoints import maybe_pause
@@ -42,7 +43,7 @@ class Adapter:
 
 def read_adapter_layout(checkpoint: Path) -> Adapter:
     """Read a PEFT LoRA checkpoint; refuse what this merge does not implement rather than merge it wrong."""
-    settings = json.loads((checkpoint / "adapter_config.json").read_text(encoding="utf-8"))
+    settings = json.loads((checkpoint / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     unsupported = [
         name
         for name in ("use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern", "lora_bias")

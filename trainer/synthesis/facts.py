@@ -10,10 +10,9 @@ and end of each request".
 from __future__ import annotations
 
 import re
-import textwrap
 from dataclasses import dataclass
 
-from trainer.synthesis.go_parser import Symbol
+from trainer.go.parser import Symbol
 
 FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)", re.DOTALL)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")  # not the dot of `http.Handler`
@@ -21,7 +20,6 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")  # not the dot of `http
 IS_A_THAT = re.compile(r"^(?:is|are) (?:a|an|the) [\w.\- ]{1,40}? (?:that|which) (.+)$")
 IRREGULAR = {"does": "do", "has": "have", "returns": "get"}
 MIN_JOB_WORDS = 3
-CODE_LINE = re.compile(r"^(\s+\S.*|\s*)$")
 ARTICLES = {"a", "an", "the", "of", "to", "for", "from", "with", "and", "or", "in", "on", "given", "each", "its"}
 
 
@@ -114,16 +112,3 @@ def neighbours(symbol: Symbol, package_symbols: dict[str, Symbol]) -> list[tuple
         if named is not None and len(shown) > 2:
             found.append((other, named))
     return found
-
-
-def doc_code_blocks(doc: str) -> list[str]:
-    """The code blocks of a Go doc comment: runs of indented lines (go/doc's rule), dedented."""
-    blocks, run = [], []
-    for line in [*doc.splitlines(), "end"]:
-        if CODE_LINE.match(line) and (line.strip() or run):
-            run.append(line)
-            continue
-        if sum(1 for item in run if item.strip()) >= 2:
-            blocks.append(textwrap.dedent("\n".join(run)).strip("\n"))
-        run = []
-    return blocks

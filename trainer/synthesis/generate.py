@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.data_config import GenerationSettings
+from trainer.go.parser import Symbol
+from trainer.go.repo import RepoIndex
+from trainer.go.usage import UsageSnippet
 from trainer.synthesis.facts import Job, first_sentence, inventions, job, neighbours
-from trainer.synthesis.go_parser import Symbol
-from trainer.synthesis.go_repo import RepoIndex
-from trainer.synthesis.usage import UsageSnippet
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
 LOOKUP_DOCS = {

@@ -27,15 +27,15 @@ from trainer.config_file import save_config
 from trainer.data_config import DataConfig
 from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
+from trainer.go.check import CACHE_FOLDER, CheckTarget
+from trainer.go.repo import index_repo
+from trainer.go.usage import CheckedUses, checked_uses
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
-from trainer.synthesis.go_check import GO_CHECK_FOLDER, CheckTarget
-from trainer.synthesis.go_repo import index_repo
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
-from trainer.synthesis.usage import CheckedUses, checked_uses
 
 
 @dataclass
@@ -85,7 +85,7 @@ def collect_sources(config: Config) -> SourceReport:
         uses = CheckedUses()
         if (mix.usage or mix.call_in_context) and data.generation.usage_candidates:
             target = CheckTarget(index.import_path, local.root)
-            uses = checked_uses(local.root, index, data.generation, target, data.cache_dir / GO_CHECK_FOLDER)
+            uses = checked_uses(local.root, index, data.generation, target, data.cache_dir / CACHE_FOLDER)
             if "not_checked" in uses.figures:
                 warn(
                     f"{local.name}: no usage conversations, the compile check could not run: "
@@ -277,7 +277,7 @@ def synthesize(config: Config) -> SynthesisResult:
         "skipped": _counted(loaded.errors),
         "skipped_files": _counted(sources.skipped_files),
         **{kind: _counted(records) for kind, records in built.dropped.items()},
-        "normalised": _counted(loaded.normalised),
+        "normalised": _counted(loaded.normalised + (sources.teacher.normalised if sources.teacher else [])),
         "control_tokens": _counted(sources.control_tokens),
         "content_hash": content_hash(by_split),
     }

@@ -4,7 +4,8 @@ Per Go source: one request per subject (a documented symbol or a doc section) an
 its provenance (teacher_prompts.py), answered through the cache and budget of teacher_client.py. Each conversation
 of a reply then passes, in order:
   1. the contract (`examples.normalise_record`, control tokens included)            else `malformed`
-  2. every fenced Go block compiles (`go_check.check_snippets`, one batch); a failure goes back to the teacher in
+     (the teacher's own system turn is left out for the pipeline's, counted in the manifest's `normalised`)
+  2. every fenced Go block compiles (`go.check.check_snippets`, one batch); a failure goes back to the teacher in
      the same chat for one repair, which is checked the same way                       else `compile`
   3. API grounding: no name presented as the framework's that `symbols.jsonl` lacks   else `invented_api`
   4. the judge's score, when `data.teacher.judge` is set                               else `judge`
@@ -21,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex, go_blocks
 from trainer.data_config import DataConfig
+from trainer.go import modules
+from trainer.go.repo import RepoIndex
 from trainer.jsonl import write_jsonl
-from trainer.synthesis import go_module
 from trainer.synthesis import teacher_prompts as prompts
 from trainer.synthesis.generate import SYSTEM, Generated, row_provenance
-from trainer.synthesis.go_repo import RepoIndex
 from trainer.synthesis.sources import LocalSource, pinned
 
 if TYPE_CHECKING:  # the openai client is imported when a teacher is configured, not by every synthesis run
@@ -67,13 +68,15 @@ class Teacher:
     client: TeacherClient
     accepted: list[Generated] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    # "source:file:line: teacher KIND conversation N: what was changed", for the manifest's `normalised`
+    normalised: list[str] = field(default_factory=list)
 
     @classmethod
     def start(cls, data: DataConfig) -> Teacher:
         assert data.teacher is not None
         from trainer.synthesis.teacher_client import TeacherClient
 
-        go_module.toolchain()  # no Go toolchain: one error line before any request is paid for, not after all
+        modules.toolchain()  # no Go toolchain: one error line before any request is paid for, not after all
         return cls(data, TeacherClient(data.teacher, data.cache_dir))
 
     def reject(self, reason: str, message: str, provenance: dict[str, Any], conversation: Any = None) -> None:
@@ -124,11 +127,14 @@ class Teacher:
         found = []
         for position, record in enumerate(records, 1):
             try:
-                messages, tools = prompts.conversation(record, self.data.escape_control_tokens)
+                read = prompts.conversation(record, self.data.escape_control_tokens)
             except prompts.Malformed as exc:
                 self.reject("malformed", f"conversation {number or position}: {exc}", request.provenance, record)
                 continue
-            found.append(Candidate(request, reply.content, number or position, messages, tools))
+            origin = request.provenance
+            where = f"{origin['source']}:{origin['file']}:{origin['line']}: teacher {origin['teacher']['kind']}"
+            self.normalised.extend(f"{where} conversation {number or position}: {note}" for note in read.notes)
+            found.append(Candidate(request, reply.content, number or position, read.messages, read.tools))
         return found
 
     def _compiled(self, candidates: list[Candidate], index: RepoIndex, local: LocalSource) -> list[Candidate]:
@@ -222,14 +228,14 @@ def _request(
 
 def _compile_failures(candidates: list[Candidate], index: RepoIndex, local: LocalSource, cache_dir: Path) -> list[str]:
     """Per candidate, '' when each of its Go blocks compiles, else the compiler's messages; one batch for all."""
-    from trainer.synthesis.go_check import GO_CHECK_FOLDER, CheckTarget, check_snippets
+    from trainer.go.check import CACHE_FOLDER, CheckTarget, check_snippets
 
     blocks = [
         [block for m in c.messages if m["role"] == "assistant" for block in go_blocks(m["content"])] for c in candidates
     ]
     flat = [block for per_candidate in blocks for block in per_candidate]
     target = CheckTarget(index.import_path, local.root)
-    results = iter(check_snippets(flat, target, cache_dir / GO_CHECK_FOLDER))
+    results = iter(check_snippets(flat, target, cache_dir / CACHE_FOLDER))
     failures = []
     for per_candidate in blocks:
         mine = [next(results) for _ in per_candidate]

@@ -16,11 +16,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from trainer.go.parser import GoExample, Symbol
+from trainer.go.repo import RepoIndex
 from trainer.jsonl import json_problem, strict_loads
 from trainer.synthesis.examples import InvalidRecord, normalise_record
 from trainer.synthesis.generate import LOOKUP_DOCS, MIN_SECTION_WORDS, go_fence, lookup_result
-from trainer.synthesis.go_parser import GoExample, Symbol
-from trainer.synthesis.go_repo import RepoIndex
 
 MAX_SECTION_CHARS = 6000  # a long README section is cut: the request must leave the teacher room to write
 MAX_METHODS = 12
@@ -28,6 +28,9 @@ MAX_EXAMPLES = 2
 MAX_RELATED = 4
 RETURNED_TYPE = re.compile(r"\)\s*\(?\*?(\w+)\b[^()]*\)?\s*$")  # `func New() *Mux`, `func F() (Mux, error)` → Mux
 TOOL_KIND = "tool_use"
+# A teacher's system turn is its own role-play, different in every reply and never checked against the API index;
+# the model is trained (and evaluated) with the pipeline's one system turn instead.
+OWN_SYSTEM_TURN = "its own system turn replaced by the pipeline's"
 
 CONTRACT = """Reply with exactly one JSON object and nothing before or after it:
 {"conversations": [{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}]}
@@ -194,15 +197,24 @@ def read_reply(content: str, finish_reason: str = "") -> list[Any]:
     return conversations
 
 
-def conversation(record: Any, escape_control_tokens: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """One record checked as a hand-written example is, plus what a teacher must not do: its own system turn, or a
-    tool other than lookup_docs as the pipeline defines it."""
+class Conversation(NamedTuple):
+    messages: list[dict[str, Any]]  # without a system turn: the pipeline adds its own to every kept conversation
+    tools: list[dict[str, Any]] | None
+    notes: list[str]  # what was normalised, as `normalise_record` notes it for a hand-written example
+
+
+def conversation(record: Any, escape_control_tokens: bool) -> Conversation:
+    """One record checked as a hand-written example is, its own system turn (which the format allows and chat models
+    write) left out with a note, and refused for what a teacher must not do: a tool other than lookup_docs as the
+    pipeline defines it."""
+    notes: list[str] = []
     try:
-        messages, tools = normalise_record(record, None, escape_control_tokens)
+        messages, tools = normalise_record(record, notes, escape_control_tokens)
     except InvalidRecord as exc:
         raise Malformed(str(exc)) from None
     if messages[0]["role"] == "system":
-        raise Malformed("messages[0]: a system turn (the pipeline sets its own)")
+        messages = messages[1:]
+        notes.append(OWN_SYSTEM_TURN)
     calls = [call for message in messages for call in message.get("tool_calls", [])]
     if tools is not None and tools != [LOOKUP_DOCS]:
         raise Malformed("'tools' must be exactly the lookup_docs definition the request gave")
@@ -210,7 +222,7 @@ def conversation(record: Any, escape_control_tokens: bool) -> tuple[list[dict[st
         raise Malformed("tool calls without 'tools'")
     if any(call["name"] != "lookup_docs" for call in calls):
         raise Malformed("a tool call to a tool other than lookup_docs")
-    return messages, tools
+    return Conversation(messages, tools, notes)
 
 
 def verdict(content: str) -> tuple[int, str]:

@@ -10,13 +10,16 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from trainer.checkpoints import CheckpointStore, SaveFailed, checkpoint_name, seal_config
+from trainer.checkpoints.folder import SaveFailed, checkpoint_name
+from trainer.checkpoints.sealed import seal_config
+from trainer.checkpoints.store import CheckpointStore
 from trainer.config import Config
+from trainer.dotted import lookup
 from trainer.evaluation.generation import Decoding, build_prompts, generate, prediction_records
 from trainer.evaluation.metrics import score
-from trainer.evaluation.report import GENERATION_HEADLINE, metric
 from trainer.failpoints import maybe_kill, maybe_terminate
 from trainer.metrics_log import METRICS_FILE, append_metrics
+from trainer.report_format import GENERATION_HEADLINE
 
 
 class JsonlMetrics(TrainerCallback):
@@ -50,7 +53,7 @@ class GenerationEval(TrainerCallback):
         answers = generate(model, self.tokenizer, self.prompts, self.decoding, self.batch_size)
         model.train(was_training)
         report = score(prediction_records(self.prompts, answers), self.symbols)
-        values = {f"eval_gen_{key.split('.')[-1]}": metric(report, key) for key in GENERATION_HEADLINE}
+        values = {f"eval_gen_{key.split('.')[-1]}": lookup(report, key) for key in GENERATION_HEADLINE}
         append_metrics(self.log, state.global_step, state.epoch, values)
 
 

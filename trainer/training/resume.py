@@ -13,19 +13,19 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainer.checkpoints import TRAINED_CONFIG, trained_data
+from trainer.checkpoints.sealed import TRAINED_CONFIG, TRAINED_KEYS, trained_data
 from trainer.config import Config
 from trainer.config_file import load_config
 from trainer.dataset import load_manifest
+from trainer.dotted import flatten
 from trainer.errors import TrainerError
 
-# What a run cannot change mid-way: the model and its adapter's shape, the precision it trains in, the batch
-# geometry and order, and the optimizer and schedule transformers restores from the checkpoint.
+# What a run cannot change mid-way: what the checkpoint trained (the model and its adapter's shape, the precision it
+# trains in), the batch geometry and order, and the optimizer and schedule transformers restores from the checkpoint.
 FIXED = (
-    "model.name_or_path", "model.revision", "model.tiny", "model.lora", "model.quantization", "training.precision",
-    "training.per_device_train_batch_size", "training.gradient_accumulation_steps", "training.max_length",
-    "training.packing", "training.group_by_length", "training.seed", "training.optim", "training.learning_rate",
-    "training.lr_scheduler_type", "training.warmup_steps", "training.weight_decay",
+    *TRAINED_KEYS, "training.per_device_train_batch_size", "training.gradient_accumulation_steps",
+    "training.max_length", "training.packing", "training.group_by_length", "training.seed", "training.optim",
+    "training.learning_rate", "training.lr_scheduler_type", "training.warmup_steps", "training.weight_decay",
 )  # fmt: skip
 # Where things are and how they are reported, not what is trained: never compared.
 PLACES = (
@@ -33,17 +33,6 @@ PLACES = (
     "training.checkpoint_endpoint_url", "training.run_name", "training.wandb", "training.wandb_project",
 )  # fmt: skip
 DATASET_KEY = "dataset content hash"
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flat(value, dotted + ".")
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -56,9 +45,9 @@ def changes_since(checkpoint: Path, config: Config) -> dict[str, tuple[Any, Any]
     if not (checkpoint / TRAINED_CONFIG).is_file():
         return {}
     sections = ("model", "training")
-    before = _flat({s: v for s, v in load_config(checkpoint / TRAINED_CONFIG).model_dump(mode="json").items()
+    before = flatten({s: v for s, v in load_config(checkpoint / TRAINED_CONFIG).model_dump(mode="json").items()
                     if s in sections})  # fmt: skip
-    now = _flat({s: v for s, v in config.model_dump(mode="json").items() if s in sections})
+    now = flatten({s: v for s, v in config.model_dump(mode="json").items() if s in sections})
     changed = {
         key: (before.get(key), now.get(key))
         for key in sorted(before.keys() | now.keys())

@@ -25,16 +25,16 @@ from accelerate import PartialState
 from trl import SFTConfig, SFTTrainer
 
 from trainer.api_index import load_symbols
-from trainer.checkpoints import (
+from trainer.checkpoints.folder import (
     MANIFEST,
-    CheckpointStore,
+    TRAINER_STATE,
     SaveFailed,
     abandon,
     checkpoint_dirs,
     checkpoint_name,
-    checkpoint_store,
     problem,
 )
+from trainer.checkpoints.store import CheckpointStore, checkpoint_store
 from trainer.config import Config, TrainingConfig
 from trainer.dataset import load_processed
 from trainer.errors import Interrupted, Preempted, TrainerError, first_line
@@ -69,8 +69,8 @@ def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | N
             shutil.rmtree(old)
         return None
     path = Path(training.resume)
-    if not (path / "trainer_state.json").is_file():
-        raise TrainerError(f"training.resume: {path} is not a checkpoint folder (no trainer_state.json)")
+    if not (path / TRAINER_STATE).is_file():
+        raise TrainerError(f"training.resume: {path} is not a checkpoint folder (no {TRAINER_STATE})")
     reason = problem(path) if (path / MANIFEST).is_file() else None
     if reason:
         raise TrainerError(f"training.resume: {path} is torn: {reason}")
@@ -93,7 +93,7 @@ def finished(checkpoint: Path, training: TrainingConfig) -> bool:
     """Whether `checkpoint` is where this run ends: its step has reached training.max_steps, or, for a run by
     epochs, the total the run computed (when the number of epochs is unchanged). Training on from there would
     take the model past what it was asked for, one more step at every restart."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
     if training.max_steps > 0:
         return state["global_step"] >= training.max_steps
     return state.get("num_train_epochs") == training.num_train_epochs and state["global_step"] >= state["max_steps"]

@@ -17,6 +17,7 @@ compile check (go_check.py) become conversations.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,13 +28,13 @@ import tree_sitter
 from trainer.data_config import GenerationSettings
 from trainer.errors import TrainerError
 from trainer.files import walk
-from trainer.synthesis.facts import doc_code_blocks
-from trainer.synthesis.go_check import CheckTarget, check_snippets
-from trainer.synthesis.go_parser import Symbol, exported, parser
-from trainer.synthesis.go_repo import RepoIndex, declared_module, package_path, read_source
-from trainer.synthesis.go_slice import Reference, slice_use
+from trainer.go.check import CheckTarget, check_snippets
+from trainer.go.parser import Symbol, exported, parser
+from trainer.go.repo import RepoIndex, declared_module, package_path, read_source
+from trainer.go.slice import Reference, slice_use
 
 MAX_DEPTH = 200  # nesting the resolver follows; deeper code (generated, hostile) is not read for usage
+CODE_LINE = re.compile(r"^(\s+\S.*|\s*)$")  # a go/doc code block's line (indented) or a blank one
 TARGET_KINDS = ("func", "method", "var", "const")  # what a usage conversation is about (types are named in passing)
 
 
@@ -296,6 +297,19 @@ def _fragment(text: str, api: Api, file: str, line: int, origin: str) -> list[Us
         UsageSnippet(s.key, s.code, file, line + max(0, s.line - 1), origin)
         for s in _uses(source.encode(), code, file, offset, origin)
     ]
+
+
+def doc_code_blocks(doc: str) -> list[str]:
+    """The code blocks of a Go doc comment: runs of indented lines (go/doc's rule), dedented."""
+    blocks, run = [], []
+    for line in [*doc.splitlines(), "end"]:
+        if CODE_LINE.match(line) and (line.strip() or run):
+            run.append(line)
+            continue
+        if sum(1 for item in run if item.strip()) >= 2:
+            blocks.append(textwrap.dedent("\n".join(run)).strip("\n"))
+        run = []
+    return blocks
 
 
 def _usage_folder(relative: str, name: str, settings: GenerationSettings) -> str | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from trainer.synthesis.go_parser import parser, walk
+from trainer.go.parser import parser, walk
 
 WRAPPED_PACKAGE = "snippet"
 LIBRARY_MAIN = "main_"

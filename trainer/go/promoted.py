@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from trainer.synthesis.go_parser import Symbol, exported
+from trainer.go.parser import Symbol, exported
 
 RECEIVER = re.compile(r"^func \(([^)]*)\)")
 

@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 
 from trainer.errors import TrainerError
-from trainer.synthesis.go_repo import COMMENT, declared_module, read_go_mod
+from trainer.go.repo import COMMENT, declared_module, read_go_mod
 
 SCRATCH_MODULE = "trainercheck"
 DEBIAN_GOCODE = Path("/usr/share/gocode/src")
@@ -151,7 +151,7 @@ def closure(import_path: str, root: Path) -> list[Module]:
     found, modules = [(import_path, root)], []
     seen = {import_path}
     for path, folder in found:  # grows while it is walked: breadth first
-        go_mod = read_go_mod(folder) or ""  # each go.mod read once, as go_repo reads them
+        go_mod = read_go_mod(folder) or ""  # each go.mod read once, as repo.py reads them
         modules.append(Module(path, folder, _go_line(go_mod, tools)))
         for required, version in requirements(go_mod):
             if required in seen:

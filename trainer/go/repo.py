@@ -18,26 +18,26 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
 
-from trainer import files, go_build
+from trainer import files
 from trainer.data_config import GenerationSettings, GoSource
 from trainer.files import FileProblem, read_regular, walk
-from trainer.go_build import (
+from trainer.go import build, markdown, parser, promoted
+from trainer.go.build import (
     BuildConstraintError,
     excluded_by_header,
     excluded_by_name,
     file_constraint,
 )
+from trainer.go.markdown import DocSection, split_sections
+from trainer.go.parser import GoExample, GoSyntaxError, Symbol, exported, parse_go_file
+from trainer.go.promoted import promoted_methods
 from trainer.progress import track
-from trainer.synthesis import go_parser, markdown, promoted
-from trainer.synthesis.go_parser import GoExample, GoSyntaxError, Symbol, exported, parse_go_file
-from trainer.synthesis.markdown import DocSection, split_sections
-from trainer.synthesis.promoted import promoted_methods
 
 # Part of every cache key: a change to the extraction code rebuilds cached indexes by itself.
 INDEX_VERSION = hashlib.sha256(
     b"".join(
         Path(module.__file__).read_bytes()
-        for module in (go_build, files, go_parser, markdown, promoted, sys.modules[__name__])
+        for module in (build, files, parser, markdown, promoted, sys.modules[__name__])
     )
 ).hexdigest()
 # go.mod's module directive: `module x`, `module "x"`, module `x`, or the block form `module (\n x \n)`.

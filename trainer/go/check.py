@@ -1,8 +1,8 @@
 """The compile check of teacher-written Go: does each fenced block build against the framework at the indexed commit?
 
-`check_snippets` compiles many blocks at once in a scratch module (`module trainercheck`, see go_module.py for how
+`check_snippets` compiles many blocks at once in a scratch module (`module trainercheck`, see modules.py for how
 the framework and its dependencies resolve offline): each block is the one file of its own package directory
-(`s0000/snippet.go`, …), `go_fragment.prepare` having wrapped it where it is not a whole file. Per batch of at most
+(`s0000/snippet.go`, …), `fragments.prepare` having wrapped it where it is not a whole file. Per batch of at most
 `BATCH_SIZE` blocks, with the build cache under `work_dir` (a rerun recompiles nothing that did not change):
 
 1. `go list -e -json` finds the packages that cannot even be loaded (an import no local module provides, a broken
@@ -38,12 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.errors import TrainerError
-from trainer.synthesis import go_module
-from trainer.synthesis.go_fragment import Prepared, prepare
-from trainer.synthesis.go_module import SCRATCH_MODULE, run_go
+from trainer.go.fragments import Prepared, prepare
+from trainer.go.modules import SCRATCH_MODULE, closure, run_go, scratch_go_mod, toolchain
 
 BATCH_SIZE = 64
-GO_CHECK_FOLDER = "go-check"  # under data.cache_dir: the work_dir of synthesis' checks (modules, build cache)
+CACHE_FOLDER = "go-check"  # under data.cache_dir: the checker's scratch modules and build cache (its work_dir)
 MAX_MESSAGE_LINES = 30
 SNIPPET_FILE = "snippet.go"
 PACKAGE_HEADER = re.compile(rf"^# {SCRATCH_MODULE}/(s\d{{4}})$")
@@ -83,7 +82,7 @@ def _package_names(go_mod: str, target: CheckTarget, work_dir: Path) -> dict[str
     """Package name → import paths, for the standard library and the framework (internal packages left out); cached
     in work_dir by the scratch go.mod, the framework's package folders and the toolchain."""
     packages = [f"{target.import_path}/{folder}".removesuffix("/.") for folder in _package_folders(target.root)]
-    key = hashlib.sha256(json.dumps([str(go_module.toolchain()), go_mod, packages]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([str(toolchain()), go_mod, packages]).encode()).hexdigest()[:16]
     cached = work_dir / "packages" / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text(encoding="utf-8"))
@@ -192,8 +191,8 @@ def check_snippets(snippets: Sequence[str], target: CheckTarget, work_dir: Path)
         return []
     work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    modules = go_module.closure(target.import_path, target.root.resolve())
-    go_mod = go_module.scratch_go_mod(modules, work_dir)
+    modules = closure(target.import_path, target.root.resolve())
+    go_mod = scratch_go_mod(modules, work_dir)
     names = _package_names(go_mod, target, work_dir)
     prepared = [prepare(snippet, names, target.import_path) for snippet in snippets]
     results = [SnippetResult(False, p.problem) if p.problem else SnippetResult(True, "") for p in prepared]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from trainer.synthesis.go_parser import walk
+from trainer.go.parser import walk
 
 MAX_LINES = 30  # a longer trimmed use is not a how-to answer
 
