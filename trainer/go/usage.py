@@ -403,6 +403,6 @@ def checked_uses(
         "pass_rate": round(len(passed) / max(1, len(flat)), 3),
         "symbols": len(result.by_key),
         "by_origin": dict(Counter(s.origin for s in passed)),
-        "unreadable_files": found.problems,
+        "not_read": found.problems,  # folders passed over (vendor, testdata, dot-folders) and unusable files
     }
     return result
