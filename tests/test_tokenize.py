@@ -55,8 +55,9 @@ def test_exactly_the_assistant_spans_are_supervised_token_by_token(tokenizer):
 
 def test_example_without_supervised_tokens_is_an_error(tokenizer):
     row = {"id": "x", "source": "f.jsonl:7", "messages": json.dumps(CONVERSATION), "tools": ""}
+    empty_markers = "{% generation %}{% endgeneration %}" + tokenizer.chat_template  # markers around nothing
     with pytest.raises(TrainerError, match=r"f\.jsonl:7: no assistant token is supervised"):
-        tokenize_split(Dataset.from_list([row]), tokenizer, tokenizer.chat_template, 4096, "error")
+        tokenize_split(Dataset.from_list([row]), tokenizer, empty_markers, 4096, "error")
 
 
 def test_overlong_conversations_follow_the_policy_and_are_counted(tokenizer):

@@ -153,9 +153,9 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
         and 'route.Param(req, "id")' in usage.messages[-1]["content"]
     )
 
-    today = GenerationMix(what_does=1, signature=1, reverse_lookup=1, which_symbol=0, usage=0, call_in_context=0,
+    today = GenerationMix(what_does=1, signature=1, which_symbol=0, usage=0, call_in_context=0,
                           contrast=0, no_such_api=0)  # fmt: skip
     old = generate(index, "route", "abc", GenerationSettings(mix=today, max_per_symbol=4), uses)
     assert Counter(i.provenance["template"] for i in old) == {
-        "what_does": 6, "tool_lookup": 6, "signature": 5, "reverse_lookup": 5, "members": 1, "overview": 1,
+        "what_does": 6, "tool_lookup": 6, "signature": 5, "members": 1, "overview": 1,
     }  # fmt: skip

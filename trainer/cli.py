@@ -79,7 +79,11 @@ def _evaluate(
     from trainer.report_format import REPORT_FILE, headline, summary_line
 
     if predictions is not None:
-        report = score_predictions(predictions, config.evaluation.symbols, config.evaluation.output_dir)
+        from trainer.evaluation.compile import compiler_for
+
+        report = score_predictions(
+            predictions, config.evaluation.symbols, config.evaluation.output_dir, compiler_for(config)
+        )
     elif config.evaluation.endpoints:
         from trainer.evaluation.endpoint import evaluate_endpoints
 

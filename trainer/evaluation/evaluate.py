@@ -20,18 +20,22 @@ from trainer.checkpoints.sealed import trained_config
 from trainer.config import Config
 from trainer.dataset import conversation
 from trainer.errors import TrainerError
+from trainer.evaluation.compile import compile_notes, compiler_for
+from trainer.evaluation.general import GENERAL_FILE, general_prompts, general_records, general_score
 from trainer.evaluation.generation import (
     Decoding,
     build_prompts,
     evaluation_data,
     generate,
     prediction_records,
+    render,
     stop_token_ids,
     symbol_group,
 )
 from trainer.evaluation.metrics import GROUPS, score_groups
 from trainer.evaluation.report import PREDICTIONS_FILE, deltas, finish_report, write_predictions
 from trainer.evaluation.vllm_backend import generation_backend, vllm_answers
+from trainer.jsonl import write_jsonl
 from trainer.metrics_log import METRICS_FILE
 from trainer.model import load_base_model, load_peft_model, load_tokenizer
 from trainer.precision import DTYPES, resolve_precision
@@ -59,6 +63,9 @@ def load_plain(config: Config, which: str):
     return load_base_model(folder, dtype, quantized=False).eval(), load_tokenizer(folder, which)
 
 
+NOT_FORCED = {name: dict.fromkeys(TEACHER_FORCED) for name in ("all", *GROUPS)}  # evaluation.teacher_forced off
+
+
 def _forced(nll: float, correct: int, count: int) -> dict[str, float | None]:
     if not count:
         return dict.fromkeys(TEACHER_FORCED)
@@ -73,7 +80,7 @@ def teacher_forced(model, tokenizer, rows: list[dict[str, str]]) -> dict[str, di
     template = training_template(tokenizer)
     totals = {name: [0.0, 0, 0] for name in ("all", *GROUPS)}
     for row in track(rows, description="Scoring test split"):
-        ids, labels = tokenize_conversation(tokenizer, template, *conversation(row))
+        ids, labels = tokenize_conversation(tokenizer, template, *conversation(row), source=row["source"])
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1].float()
         target = torch.tensor(labels[1:], device=logits.device)
         keep = target != IGNORE_INDEX
@@ -90,6 +97,17 @@ def with_forced(scores: dict[str, Any], forced: dict[str, dict[str, float | None
     return {**forced["all"], **scores, "groups": groups}
 
 
+def general_answers(model, tokenizer, decoding: Decoding, batch_size: int, baseline: bool) -> list[dict[str, Any]]:
+    """The shipped general prompts answered by the model (and, with `baseline`, by its base: the adapter off)."""
+    prompts, expected = general_prompts()
+    render(tokenizer, prompts)
+    answers = {"prediction": generate(model, tokenizer, prompts, decoding, batch_size)}
+    if baseline:
+        with model.disable_adapter():
+            answers["baseline"] = generate(model, tokenizer, prompts, decoding, batch_size)
+    return general_records(prompts, expected, answers)
+
+
 def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, Any]:
     ev = config.evaluation
     if ev.model and ev.baseline:
@@ -103,10 +121,11 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
     model, tokenizer = load_plain(config, ev.model) if ev.model else load_finetuned(config, Path(evaluated))
     prompts = build_prompts(tokenizer, rows)
     # Teacher-forced metrics need transformers whatever generates; vLLM then gets the GPU to itself.
-    forced = {"finetuned": teacher_forced(model, tokenizer, rows)}
+    forced = {"finetuned": teacher_forced(model, tokenizer, rows) if ev.teacher_forced else NOT_FORCED}
     if ev.baseline:
         with model.disable_adapter():
-            forced["baseline"] = teacher_forced(model, tokenizer, rows)
+            forced["baseline"] = teacher_forced(model, tokenizer, rows) if ev.teacher_forced else NOT_FORCED
+    general: list[dict[str, Any]] = []
     if backend == "vllm":
         del model
         answers = vllm_answers(config, evaluated, [p.token_ids for p in prompts], stop_token_ids(tokenizer))
@@ -115,13 +134,24 @@ def evaluate(config: Config, checkpoint: str | Path | None = None) -> dict[str, 
         if ev.baseline:
             with model.disable_adapter():
                 answers["baseline"] = generate(model, tokenizer, prompts, Decoding.of(ev), ev.batch_size)
+        if ev.general_prompts:
+            general = general_answers(model, tokenizer, Decoding.of(ev), ev.batch_size, ev.baseline)
     predictions = {name: prediction_records(prompts, texts) for name, texts in answers.items()}
-    metrics = {name: with_forced(score_groups(predictions[name], symbols), forced[name]) for name in forced}
+    compiler = compiler_for(config)
+    metrics = {name: with_forced(score_groups(predictions[name], symbols, compiler), forced[name]) for name in forced}
+    ev.output_dir.mkdir(parents=True, exist_ok=True)
+    (ev.output_dir / GENERAL_FILE).unlink(missing_ok=True)  # an earlier run's answers are not this model's
+    if general:
+        write_jsonl(ev.output_dir / GENERAL_FILE, general)
+        for name, model_key in (("finetuned", "prediction"), ("baseline", "baseline")):
+            if name in metrics:
+                metrics[name]["general"] = general_score(general, model_key)
     scores, records = metrics["finetuned"], predictions["finetuned"]
     if ev.baseline:
         scores = {**scores, "baseline": metrics["baseline"], "delta": deltas(metrics["finetuned"], metrics["baseline"])}
         for record, base in zip(records, predictions["baseline"], strict=True):
             record["baseline"] = base["prediction"]
+    compile_notes(records, compiler)
     write_predictions(records, ev.output_dir / PREDICTIONS_FILE)
     # The checkpoint's own copy of the training log: its run up to its step. training.logging_dir holds whichever
     # run wrote last, which plotted a 200-step curve under a 2-step checkpoint's report.

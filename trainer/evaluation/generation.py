@@ -16,8 +16,9 @@ from typing import Any
 
 from trainer.api_index import SymbolIndex, load_symbols
 from trainer.config import Config, EvaluationConfig
-from trainer.dataset import conversation, is_heldout, load_processed
+from trainer.dataset import conversation, is_hand_written, is_heldout, load_processed
 from trainer.errors import TrainerError
+from trainer.evaluation.metrics import GROUPS
 from trainer.progress import track
 
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
@@ -73,12 +74,26 @@ def evaluation_data(config: Config) -> tuple[list[dict[str, str]], SymbolIndex |
         raise TrainerError(
             f"{config.data.output_dir}: the test split is empty; add examples or raise data.test_fraction"
         )
-    return list(test)[: config.evaluation.limit], load_symbols(config.data.output_dir, config.evaluation.symbols)
+    rows = list(test)
+    if config.evaluation.limit:
+        rows = in_turn(rows)[: config.evaluation.limit]
+    return rows, load_symbols(config.data.output_dir, config.evaluation.symbols)
+
+
+def in_turn(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows with the groups taken in turn (a seen row, a held-out one, a how-to one, …; each group in split
+    order): what `evaluation.limit` cuts, so a limited run still scores every group."""
+    by_group = {name: [row for row in rows if symbol_group(row) == name] for name in GROUPS}
+    longest = max(len(group) for group in by_group.values())
+    return [group[i] for i in range(longest) for group in by_group.values() if i < len(group)]
 
 
 def symbol_group(row: dict[str, str]) -> str:
-    """`heldout` for a row about a symbol held out of training (`dataset.is_heldout`), else `seen`."""
-    return "heldout" if is_heldout(row) else "seen"
+    """`heldout` for a row about a symbol held out of training (`dataset.is_heldout`), `howto` for another
+    hand-written example (a task in the user's words, `dataset.is_hand_written`), else `seen`."""
+    if is_heldout(row):
+        return "heldout"
+    return "howto" if is_hand_written(row) else "seen"
 
 
 def answered_turn(messages: list[dict[str, Any]], group: str) -> int:
@@ -106,7 +121,11 @@ def prompts_of(rows: list[dict[str, str]]) -> list[Prompt]:
 
 def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
     """Every backend generates from these same token ids, so their answers differ only by the engine."""
-    prompts = prompts_of(rows)
+    return render(tokenizer, prompts_of(rows))
+
+
+def render(tokenizer, prompts: list[Prompt]) -> list[Prompt]:
+    """The prompts with their turns rendered by the chat template and tokenized (`token_ids`)."""
     for prompt in prompts:
         text = tokenizer.apply_chat_template(
             prompt.messages, tools=prompt.tools, tokenize=False, add_generation_prompt=True
@@ -116,7 +135,11 @@ def build_prompts(tokenizer, rows: list[dict[str, str]]) -> list[Prompt]:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else []
+    """The template's end-of-turn token (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, `<|end|>`, `</s>`) and eos."""
+    from trainer.tokenize import end_of_turn_id, training_template  # TRL: not on the endpoint path
+
+    stops = [end_of_turn_id(tokenizer, training_template(tokenizer)), tokenizer.eos_token_id]
+    return list(dict.fromkeys(t for t in stops if t is not None))
 
 
 def prediction_records(prompts: list[Prompt], answers: list[str | dict[str, Any]]) -> list[dict[str, Any]]:
@@ -163,6 +186,7 @@ def generate(model, tokenizer, prompts: list[Prompt], decoding: Decoding, batch_
 
     tokenizer.padding_side = "left"
     answers = []
+    stops = stop_token_ids(tokenizer)
     batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     for batch in track(batches, description="Generating answers"):
         encoded = tokenizer.pad({"input_ids": [p.token_ids for p in batch]}, return_tensors="pt").to(model.device)
@@ -171,7 +195,7 @@ def generate(model, tokenizer, prompts: list[Prompt], decoding: Decoding, batch_
                 **encoded,
                 **decoding.transformers_kwargs(),
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=stop_token_ids(tokenizer) or tokenizer.eos_token_id,
+                eos_token_id=stops,
             )
         width = encoded["input_ids"].shape[1]
         answers += [tokenizer.decode(ids[width:], skip_special_tokens=True) for ids in output]

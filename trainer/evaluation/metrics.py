@@ -14,15 +14,19 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex, go_blocks
 from trainer.go.parser import parser
 
+if TYPE_CHECKING:
+    from trainer.evaluation.compile import Compiler
+
 TOOL_CALL_TEXT = "<tool_call>"
 # Test conversations by the symbol they ask about: trained on (seen), or held out of training (heldout), where the
-# model should look the name up or say it does not know rather than invent.
-GROUPS = ("seen", "heldout")
+# model should look the name up or say it does not know rather than invent; and the hand-written how-to questions
+# (howto) that name no held-out symbol.
+GROUPS = ("seen", "heldout", "howto")
 
 
 def _rate(hits: int, total: int) -> float | None:
@@ -102,12 +106,13 @@ def go_parses(block: str, check) -> bool:
 
 
 class GoChecks:
-    """Whether each Go block parses, by tree-sitter and by gofmt where it is installed (None without it); a block is
-    checked once per scoring, as `score_groups` scores every record twice (over all, then in its group) and a gofmt
-    check runs a process per candidate."""
+    """Whether each Go block parses, by tree-sitter and by gofmt where it is installed (None without it), and
+    compiles where a `Compiler` is given; a block is checked once per scoring, as `score_groups` scores every record
+    twice (over all, then in its group) and a gofmt check runs a process per candidate."""
 
-    def __init__(self) -> None:
+    def __init__(self, compiler: Compiler | None = None) -> None:
         self.gofmt = shutil.which("gofmt")
+        self.compiler = compiler
         self.known: dict[str, tuple[bool, bool | None]] = {}
 
     def __call__(self, block: str) -> tuple[bool, bool | None]:
@@ -119,29 +124,62 @@ class GoChecks:
 
 
 def go_code_metrics(records: list[dict[str, Any]], checks: GoChecks | None = None) -> dict[str, Any]:
+    """Parse rates over the fenced Go blocks; `compile_rate` over the answers with Go code: the share whose every
+    block compiles (None without a compiler)."""
     checks = checks or GoChecks()
-    blocks = [b for r in records for b in go_blocks(r["prediction"].get("content") or "")]
+    per_answer = [go_blocks(r["prediction"].get("content") or "") for r in records]
+    blocks = [block for answer in per_answer for block in answer]
     parsed = [checks(block) for block in blocks]
+    with_code = [answer for answer in per_answer if answer]
+    compiler = checks.compiler
+    if compiler is not None:
+        compiler.check(blocks)  # all of them in one batch
+    compiled = sum(all(compiler.result(b).ok for b in answer) for answer in with_code) if compiler else 0
     result: dict[str, Any] = {
         "blocks": len(blocks),
         "parse_rate": _rate(sum(by_tree_sitter for by_tree_sitter, _ in parsed), len(blocks)),
+        "answers_with_code": len(with_code),
+        "compile_rate": _rate(compiled, len(with_code)) if compiler else None,
     }
     if checks.gofmt:
         result["gofmt_parse_rate"] = _rate(sum(bool(by_gofmt) for _, by_gofmt in parsed), len(blocks))
     return result
 
 
+def _framework_keys(index: SymbolIndex, text: str) -> set[str]:
+    """The symbols.jsonl keys of the existing framework names the text presents (`chi.Mux.Get` and `Mux.Get` are
+    one), as grounding finds them."""
+    return {key for name, known in index.mentions(text) if known for key in index.keys.get(name, ())}
+
+
+def api_recall(records: list[dict[str, Any]], index: SymbolIndex) -> tuple[float | None, int]:
+    """Mean over the records whose reference presents framework names of the share of those names the prediction
+    presents too; and how many records that is."""
+    shares = []
+    for r in records:
+        wanted = _framework_keys(index, r["reference"].get("content") or "")
+        if wanted:
+            shares.append(len(wanted & _framework_keys(index, r["prediction"].get("content") or "")) / len(wanted))
+    return (sum(shares) / len(shares) if shares else None), len(shares)
+
+
 def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
     """`grounded_rate` over the API names the answers present; `invented_rate` over answers: the share that present
-    at least one name symbols.jsonl does not have."""
+    at least one name symbols.jsonl does not have; `recall` (`api_recall`) against the reference's names."""
     if index is None:
-        return {"grounded_rate": None, "invented_rate": None, "mentions": 0, "invented": []}
+        return {
+            "grounded_rate": None, "invented_rate": None, "recall": None, "recall_references": 0, "mentions": 0,
+            "invented": [],
+        }  # fmt: skip
     per_answer = [index.mentions(r["prediction"].get("content") or "") for r in records]
     mentions = [m for answer in per_answer for m in answer]
     inventing = sum(any(not known for _, known in answer) for answer in per_answer)
+    recall, references = api_recall(records, index)
     return {
         "grounded_rate": _rate(sum(known for _, known in mentions), len(mentions)),
         "invented_rate": _rate(inventing, len(records)),
+        "recall": recall,
+        "recall_references": references,
         "mentions": len(mentions),
         "invented": sorted({name for name, known in mentions if not known}),
     }
@@ -168,10 +206,12 @@ def group_of(record: dict[str, Any]) -> str:
     return record.get("group") or "seen"
 
 
-def score_groups(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
+def score_groups(
+    records: list[dict[str, Any]], index: SymbolIndex | None, compiler: Compiler | None = None
+) -> dict[str, Any]:
     """`score` over all records, with `groups: {seen: score, heldout: score}` over each group's own records (an empty
-    group scores n_examples 0 and None for every rate)."""
-    checks = GoChecks()
+    group scores n_examples 0 and None for every rate); Go code compiled with `compiler` where given."""
+    checks = GoChecks(compiler)
     return {
         **score(records, index, checks),
         "groups": {group: score([r for r in records if group_of(r) == group], index, checks) for group in GROUPS},

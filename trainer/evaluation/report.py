@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.api_index import SymbolIndex
 from trainer.config import RESOLVED_CONFIG, Config
@@ -17,14 +17,20 @@ from trainer.jsonl import read_jsonl, write_jsonl
 from trainer.metrics_log import read_metrics
 from trainer.report_format import HEADLINE, HEADLINES, REPORT_FILE, cell
 
+if TYPE_CHECKING:
+    from trainer.evaluation.compile import Compiler
+
 PREDICTIONS_FILE = "predictions.jsonl"
 # baseline: the base model's answer; group: `seen` (default) or `heldout`, the symbol group the question belongs to
-RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline", "group"}
-GROUP_TITLES = {"seen": "seen", "heldout": "held-out"}
+# compile: the compiler's first message per Go block of each answer (evaluation/compile.py), not read back
+RECORD_KEYS = {"id", "messages", "reference", "prediction", "baseline", "group", "compile"}
+GROUP_TITLES = {"seen": "seen", "heldout": "held-out", "howto": "how-to"}
+GROUP_COUNTS = {"seen": "about seen symbols", "heldout": "about held-out symbols", "howto": "hand-written how-to"}
 # Why a whole group column is empty.
 EMPTY_GROUP = {
     "seen": "no test conversation about a trained symbol",
     "heldout": "no held-out test conversations (data.heldout_symbols_fraction 0, or a dataset made before it)",
+    "howto": "no hand-written example in the test split (or a predictions file without groups)",
 }
 
 
@@ -133,7 +139,7 @@ def write_report(report: dict[str, Any], out_dir: Path, metrics_log: Path | None
     models |= report.get("compared") or {}
     groups = {name: report.get("groups", {}).get(name, {}).get("n_examples", 0) for name in GROUPS}
     lines = ["# Evaluation", "", f"{report['n_examples']} test conversations: "]
-    lines[-1] += ", ".join(f"{n} about {GROUP_TITLES[name]} symbols" for name, n in groups.items()) + "."
+    lines[-1] += ", ".join(f"{n} {GROUP_COUNTS[name]}" for name, n in groups.items()) + "."
     if report.get("checkpoint"):
         lines.append(f"Model: `{report['checkpoint']}`.")
     for endpoint in report.get("endpoints", []):
@@ -185,9 +191,12 @@ def finish_report(
     return report
 
 
-def score_predictions(path: Path, symbols: Path | None, out_dir: Path) -> dict[str, Any]:
-    """Score a predictions file made anywhere (vLLM, another trainer) without loading a model."""
+def score_predictions(
+    path: Path, symbols: Path | None, out_dir: Path, compiler: Compiler | None = None
+) -> dict[str, Any]:
+    """Score a predictions file made anywhere (vLLM, another trainer) without loading a model (its Go code compiled
+    with `compiler` where given)."""
     index = SymbolIndex.load(symbols) if symbols else None
-    report = {"predictions": str(path), **score_groups(load_predictions(path), index)}
+    report = {"predictions": str(path), **score_groups(load_predictions(path), index, compiler)}
     write_report(report, out_dir)
     return report

@@ -8,19 +8,26 @@ doc describes (`which_symbol`, the reverse), how-to questions answered with the 
 functions, package overviews, markdown doc sections and tool use (`lookup_docs`, the same tool the sample set uses).
 Phrasings are drawn with a seeded RNG per (template, symbol), so runs are reproducible. Every conversation carries
 its provenance: source, commit, file, line, template and symbol.
+
+Probes (`generate_probes`, `PROBE_TEMPLATES`) are questions for the test split alone, which measure whether the model
+knows a trained fact: each asks for it the other way round from training and its answer repeats no training answer
+(a name or a type and a fenced declaration: no prose to recite). `reverse_lookup`: which symbol does what its doc
+comment's first sentence says, where training asks what the named symbol does. `returns`: which framework type a
+func or method returns, which training shows only inside a signature. The split sends every probe to test.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from trainer.data_config import GenerationSettings
-from trainer.go.parser import Symbol
+from trainer.go.parser import Symbol, parser, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
 from trainer.synthesis.facts import Job, first_sentence, inventions, job, neighbours
@@ -70,6 +77,7 @@ PHRASINGS = {
     "members": ["What does the `{q}` type contain?", "Which members does `{q}` have?", "Show me the `{q}` type."],
     "example": ["Give an example of using `{q}`.", "Show me example code for `{q}`.", "How is `{q}` used?"],
     "reverse_lookup": ["In {pkg}, which {kind} {rest}?", "Which {pkg} {kind} {rest}?"],
+    "returns": ["Which type does `{q}` return?", "What does a call to `{q}` give back?"],
     "overview": ["What is the `{import_path}` package for?", "Give me an overview of package {pkg}."],
     "doc_section": ['Explain "{title}" from the {source} docs.', "What do the {source} docs say about {title}?"],
     "tool_lookup": ["How do I use `{q}`?", "Can you tell me how `{q}` works?"],
@@ -104,6 +112,8 @@ PHRASINGS = {
 }
 TEMPLATES = tuple(PHRASINGS)
 ORIGINS = {"test": "tests", "example program": "example programs", "example function": "Example functions"}
+PROBE_TEMPLATES = ("reverse_lookup", "returns")  # test-split questions (module doc); generate_probes writes them
+KIND_WORDS = {"func": "function", "method": "method", "type": "type", "var": "variable", "const": "constant"}
 
 
 @dataclass
@@ -139,7 +149,7 @@ class _Writer:
 
     def questions(self, template: str, key: str) -> list[str]:
         """`mix[template]` distinct phrasings (one: today's seeded choice), drawn from (seed, template, key)."""
-        count = getattr(self.mix, template)
+        count = getattr(self.mix, template, 1)  # probes (PROBE_TEMPLATES): one question each, outside the mix
         rng = random.Random(f"{self.seed}:{template}:{key}")
         if count == 1:
             return [rng.choice(PHRASINGS[template])]
@@ -177,7 +187,7 @@ class _Writer:
         signature = go_fence(symbol.signature)
         declared = f"`{q}` is declared in `{symbol.package}`:\n\n{signature}"
         described = job(symbol)
-        kind = {"method": "method", "var": "variable"}.get(symbol.kind, "function")
+        kind = KIND_WORDS[symbol.kind]
         if symbol.doc:
             said = f"`{q}` {described.third}." if described else first_sentence(symbol.doc)
             frames = [f"{symbol.doc}\n\n{declared}", f"{said}\n\n{signature}\n\n{symbol.doc}"]
@@ -192,10 +202,6 @@ class _Writer:
             # share no 12-word span across the code block then (the split would tie them together).
             frames = [f"{signature}{receiver}{summary}", f"`{q}` is called as:\n\n{signature}{receiver}{summary}"]
             self.add("signature", symbol.package, key, where, fields, lambda i: frames[i % 2])
-            rest = first_sentence(symbol.doc).removeprefix(symbol.name.split(".")[-1] + " ").rstrip(".")
-            if symbol.doc.startswith(symbol.name.split(".")[-1] + " ") and len(rest.split()) >= 3:
-                answer = f"`{q}`:\n\n{signature}\n\n{first_sentence(symbol.doc)}"
-                self.add("reverse_lookup", symbol.package, key, where, fields | {"kind": kind, "rest": rest}, answer)
         if symbol.kind == "type" and symbol.members:
             lines = [
                 f"- `{m['name']}` `{m['type']}`" + (f": {first_sentence(m['doc'])}" if m["doc"] else "")
@@ -267,6 +273,30 @@ class _Writer:
             answer = f"From {self.source}'s own {origin} (`{use.file}`):\n\n{go_fence(use.code)}"
             self.add("call_in_context", package, key, (use.file, use.line), fields, answer, number=number)
 
+    def probes(self, symbol: Symbol, types: set[str]) -> None:
+        """The symbol's probes (module doc); `types`: the exported type names of its package."""
+        pkg = self.short(symbol.package)
+        q, key, where = f"{pkg}.{symbol.name}", f"{symbol.package}.{symbol.name}", (symbol.file, symbol.line)
+        declared = go_fence(symbol.signature) if symbol.kind in ("func", "method") else ""
+        own_name = symbol.name.split(".")[-1]
+        rest = first_sentence(symbol.doc).removeprefix(own_name + " ").rstrip(".")
+        if symbol.kind == "type":  # "Middlewares type is a slice …": no "which type type is"
+            rest = re.sub(r"^(?:type|interface|struct) (?=\w)", "", rest)
+        if symbol.doc.startswith(own_name + " ") and len(rest.split()) >= 3:
+            fields = {"pkg": pkg, "kind": KIND_WORDS[symbol.kind], "rest": rest}
+            self.add(
+                "reverse_lookup",
+                symbol.package,
+                key,
+                where,
+                fields,
+                f"`{q}`" + (f":\n\n{declared}" if declared else "."),
+            )
+        result = returned_types(symbol.signature, types) if symbol.kind in ("func", "method") else None
+        if result:
+            qualified = re.sub(r"\b[A-Z]\w*", lambda m: f"{pkg}.{m[0]}" if m[0] in types else m[0], result)
+            self.add("returns", symbol.package, key, where, {"q": q}, f"`{qualified}`:\n\n{declared}")
+
     def examples(self) -> None:
         for example in self.index.examples:
             pkg = self.short(example.package)
@@ -313,6 +343,17 @@ class _Writer:
                 fields,
                 section.text,
             )
+
+
+def returned_types(signature: str, types: set[str]) -> str | None:
+    """The result list of a func or method signature (`*Mux`, `(Router, error)`) when it names one of `types`."""
+    tree = parser().parse(f"package p\n{signature}\n".encode())
+    declaration = next((n for n in tree.root_node.named_children if n.type.endswith("_declaration")), None)
+    result = declaration.child_by_field_name("result") if declaration else None
+    if result is None:
+        return None
+    named = {n.text.decode() for n in walk(result) if n.type == "type_identifier" and n.parent.type != "qualified_type"}
+    return result.text.decode() if named & types else None
 
 
 def _stable_order(items: list[Generated], salt: str) -> list[Generated]:
@@ -369,4 +410,16 @@ def generate(
     writer.examples()
     writer.overviews()
     writer.sections()
+    return writer.out
+
+
+def generate_probes(index: RepoIndex, source: str, commit: str | None, settings: GenerationSettings) -> list[Generated]:
+    """The repository's probes (module doc): outside data.generation's caps, which size the training mix."""
+    writer = _Writer(index, source, commit, settings)
+    types: dict[str, set[str]] = {}
+    for symbol in index.symbols:
+        if symbol.kind == "type":
+            types.setdefault(symbol.package, set()).add(symbol.name)
+    for symbol in index.symbols:
+        writer.probes(symbol, types.get(symbol.package, set()))
     return writer.out

@@ -1,7 +1,8 @@
 """The split: each conversation by its own hash, then held-out symbols and the recitation policy.
 
 1. `assign_split`: train, validation or test from the conversation's own content hash (and `data.split_salt`), so
-   adding a conversation never moves another one.
+   adding a conversation never moves another one. Probes (`generate.PROBE_TEMPLATES`: a trained fact asked the
+   other way round) all go to test: they are the seen group's questions, never training's.
 2. Held-out symbols: `data.heldout_symbols_fraction` of the API index's symbols, each drawn by a hash of its key and
    the salt alone (adding a source or an example never reshuffles them), are held out of training entirely. A method
    is held out on its own draw and with its type (its answers name the receiver type). Every conversation about a
@@ -27,6 +28,7 @@ from typing import Any
 from trainer.api_index import CODE_FENCE, SymbolIndex
 from trainer.data_config import DataConfig
 from trainer.dataset import SPLITS, is_heldout
+from trainer.synthesis.generate import PROBE_TEMPLATES
 
 SPAN_WORDS = 12
 WORD = re.compile(r"\w+")
@@ -168,7 +170,9 @@ def split_rows(rows: list[dict[str, str]], symbols: list[dict[str, Any]], data: 
     """Each row's split (see the module doc); held-out rows get `"heldout": true` in their provenance."""
     by_split: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
     for row in rows:
-        by_split[assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)].append(row)
+        probe = json.loads(row["provenance"]).get("template") in PROBE_TEMPLATES
+        split = assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)
+        by_split["test" if probe else split].append(row)
     # The split by hash alone, as it was before held-out symbols and the recitation policy:
     spans = _SpanCache()
     before = _measure(by_split, spans, grouped=False)

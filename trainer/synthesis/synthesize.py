@@ -32,7 +32,14 @@ from trainer.go.repo import index_repo
 from trainer.go.usage import CheckedUses, checked_uses
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
-from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate
+from trainer.synthesis.generate import (
+    PROBE_TEMPLATES,
+    Generated,
+    cap_package_share,
+    cap_per_key,
+    generate,
+    generate_probes,
+)
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
@@ -55,6 +62,7 @@ class SourceReport:
     capped: dict[str, int] = field(default_factory=lambda: {"per_symbol": 0, "package_share": 0})
     control_tokens: list[str] = field(default_factory=list)  # generated conversations refused or escaped, and why
     teacher: Teacher | None = None  # data.teacher's conversations (in `generated`), rejects and usage
+    probes: list[Generated] = field(default_factory=list)  # test-split questions, outside the caps (generate.py)
 
 
 def collect_sources(config: Config) -> SourceReport:
@@ -98,12 +106,18 @@ def collect_sources(config: Config) -> SourceReport:
             data.generation.seed,
         )
         report.capped["per_symbol"] += capped
+        report.probes.extend(
+            screen_generated(
+                generate_probes(index, local.name, local.commit, data.generation), data, report.control_tokens
+            )
+        )
         report.generated.extend(items)
         report.skipped_files.extend(f"{local.name}: {line}" for line in index.skipped)
         report.entries.append(
             origin
             | {
                 "url": local.url,
+                "root": str(local.root.resolve()),  # the folder indexed: what evaluation compiles answers against
                 "import_path": index.import_path,
                 "clone_cached": local.cached,
                 "index_cached": index_cached,
@@ -121,6 +135,7 @@ def collect_sources(config: Config) -> SourceReport:
         report.generated, data.generation.max_package_share, data.generation.seed
     )
     report.capped["package_share"] = capped
+    report.generated.extend(report.probes)
     if report.teacher:  # first among generated rows: verified and richer, they win a question both ask
         report.generated = report.teacher.accepted + report.generated
     return report
@@ -196,11 +211,12 @@ def _rows(examples: list[Example], generated: list[Generated]) -> _Rows:
 
 
 def facts_per_symbol(kept: list[dict[str, Any]], symbols: int) -> dict[str, Any]:
-    """The manifest's fact count: per symbol, its kept conversations by kind (template); and how many symbols each
-    kind reaches, and the conversations per symbol (min, median, max over the index's symbols)."""
+    """The manifest's fact count: per symbol, its kept conversations by kind (template; probes, test questions, aside);
+    and how many symbols each kind reaches, and the conversations per symbol (min, median, max over the index's
+    symbols)."""
     by_symbol: dict[str, Counter[str]] = {}
     for provenance in kept:
-        if provenance.get("symbol") and provenance["template"] not in ("overview", "doc_section"):
+        if provenance.get("symbol") and provenance["template"] not in ("overview", "doc_section", *PROBE_TEMPLATES):
             by_symbol.setdefault(provenance["symbol"].split("#")[0], Counter())[provenance["template"]] += 1
     counts = sorted([sum(c.values()) for c in by_symbol.values()] + [0] * max(0, symbols - len(by_symbol)))
     return {

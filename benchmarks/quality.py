@@ -1,0 +1,271 @@
+"""`make quality`: does finetuning make SmolLM2-135M-Instruct know chi? Base and finetuned, same test rows.
+
+Synthesize chi (the demo's sources and examples) → train on this CPU → `trainer evaluate --baseline` (base and
+finetuned answer the same rows with the same greedy decoding) → export the merged model → write the report file
+(docs/quality.md) from report.json, predictions.jsonl and general.jsonl. Everything lands in outputs/quality/. A
+rerun with nothing changed reuses what is done: training finds its last checkpoint complete, evaluation and export
+are skipped when their stamp matches (the checkpoint, the dataset's content hash and the evaluation settings), and
+the report keeps the wall times measured when each stage ran.
+
+What was tried to choose the settings is written by hand in benchmarks/quality_notes.md, included as it is.
+
+Usage: python benchmarks/quality.py [--report docs/quality.md] [--config configs/training/quality.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.checkpoints.resolve import resolve_checkpoint
+from trainer.config_file import load_config
+from trainer.dataset import load_manifest
+from trainer.dotted import lookup as metric
+from trainer.evaluation.general import GENERAL_FILE
+from trainer.evaluation.metrics import GROUPS
+from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE
+from trainer.report_format import HEADLINES, REPORT_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs/training/quality.yaml"
+NOTES = Path("benchmarks/quality_notes.md")
+STAMPS_FILE = "stamps.json"  # in the run folder: each stage's inputs and wall time when it last ran
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# General prompts: a finetuned model may answer this many fewer of them than the base (1 of 12) before it counts as
+# having lost its plain answers.
+GENERAL_TOLERANCE = 1 / 12
+SHOWN_CHARS = 500
+VERDICT = {True: "pass", False: "fail"}
+
+
+def stage(config_file: Path, *args: str) -> tuple[float, str]:
+    """One `trainer` command, its output streamed and kept: (wall seconds, output)."""
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "trainer.cli", *args, "--config", str(config_file)]
+    print("+ trainer", " ".join(args), flush=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=os.environ | OFFLINE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    if process.wait() != 0:
+        sys.exit(f"error: `trainer {' '.join(args)}` failed (exit {process.returncode})")
+    return time.perf_counter() - start, "".join(lines)
+
+
+def run(config_file: Path, stamps: dict[str, Any], out: Path) -> None:
+    config = load_config(config_file, [])
+    seconds, _ = stage(
+        config_file, "synthesize"
+    )  # seconds with the Go index cached; the same rows as before when nothing changed
+    stamps["synthesize"] = {"seconds": round(seconds)}
+    data_hash = load_manifest(ROOT / config.data.output_dir)["content_hash"]
+    seconds, said = stage(config_file, "train")
+    if "nothing to train" not in said:
+        stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
+    checkpoint = str(resolve_checkpoint(config, None))
+    evaluation = config.evaluation.model_dump(mode="json")
+    wanted = {"checkpoint": checkpoint, "dataset_hash": data_hash, "evaluation": evaluation}
+    if stamps.get("evaluate", {}).get("inputs") != wanted:
+        seconds, _ = stage(config_file, "evaluate")
+        stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
+    if stamps.get("export", {}).get("inputs") != {"checkpoint": checkpoint}:
+        seconds, _ = stage(config_file, "export", "--out", str(out / "model"))
+        stamps["export"] = {"seconds": round(seconds), "inputs": {"checkpoint": checkpoint}}
+
+
+def _value(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def group_table(report: dict[str, Any], group: str | None) -> list[str]:
+    """Every headline metric of one group (None: all rows), base vs finetuned and the difference."""
+    ours = report if group is None else report["groups"][group]
+    base = report["baseline"] if group is None else report["baseline"]["groups"][group]
+    lines = ["| metric | base | finetuned | finetuned − base |", "| --- | ---: | ---: | ---: |"]
+    for key, entry in HEADLINES.items():
+        if not entry.per_group:
+            continue
+        mine, theirs = metric(ours, key), metric(base, key)
+        change = mine - theirs if isinstance(mine, int | float) and isinstance(theirs, int | float) else None
+        arrow = " (lower is better)" if entry.lower_is_better else ""
+        shown_change = "—" if change is None else f"{change:+.3f}"
+        lines.append(f"| {key}{arrow} | {_value(theirs)} | {_value(mine)} | {shown_change} |")
+    return lines
+
+
+def compiles(notes: list[str | None]) -> bool:
+    return all(note is None for note in notes)
+
+
+def both_write_go(records: list[dict[str, Any]]) -> tuple[int, float | None, float | None]:
+    """Over the test rows where both models answered with Go code: how many, and each model's compile rate."""
+    both = [r["compile"] for r in records if {"prediction", "baseline"} <= set(r.get("compile", {}))]
+    if not both:
+        return 0, None, None
+    return (
+        len(both),
+        sum(compiles(c["baseline"]) for c in both) / len(both),
+        sum(compiles(c["prediction"]) for c in both) / len(both),
+    )
+
+
+def targets(report: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, finetuned against base on the same rows: each with its goal and whether it is met (by how
+    much it is missed where not)."""
+    ours, base = report, report["baseline"]
+    n_go, go_base, go_ours = both_write_go(records)
+
+    def pair(key: str, group: str | None = None) -> tuple[Any, Any]:
+        return tuple(metric(scores["groups"][group] if group else scores, key) for scores in (base, ours))
+
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float)
+
+    rows = [
+        ("seen: API recall ≥ base + 0.20", *pair("api_grounding.recall", "seen"), lambda b: b + 0.20, True),
+        ("seen: invented-API rate ≤ base / 2", *pair("api_grounding.invented_rate", "seen"), lambda b: b / 2, False),
+        ("held-out: lookup tool called ≥ 0.80", *pair("tool_call.call_rate", "heldout"), lambda b: 0.80, True),
+        ("held-out: invented-API rate ≤ base", *pair("api_grounding.invented_rate", "heldout"), lambda b: b, False),
+        (f"compile rate ≥ base, on the {n_go} rows where both write Go", go_base, go_ours, lambda b: b, True),
+        (
+            f"general prompts ≥ base − {GENERAL_TOLERANCE:.3f} (one prompt)",
+            *pair("general.pass_rate"), lambda b: b - GENERAL_TOLERANCE, True,
+        ),
+    ]  # fmt: skip
+    lines = ["| target | base | finetuned | goal | verdict |", "| --- | ---: | ---: | ---: | --- |"]
+    for name, theirs, mine, goal_of, higher in rows:
+        goal = goal_of(theirs) if number(theirs) else None
+        if not number(goal) or not number(mine):
+            verdict = "— (nothing to compare)"
+        elif (mine >= goal) if higher else (mine <= goal):
+            verdict = "met"
+        else:
+            verdict = f"missed by {abs(mine - goal):.3f}"
+        lines.append(f"| {name} | {_value(theirs)} | {_value(mine)} | {_value(goal)} | {verdict} |")
+    return lines
+
+
+def shown(message: dict[str, Any] | None) -> str:
+    """An assistant message as quoted text: its content (cut), then its tool calls."""
+    message = message or {}
+    text = (message.get("content") or "").strip()
+    text = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + " …"
+    calls = [f"tool call {c.get('name')}({json.dumps(c.get('arguments'))})" for c in message.get("tool_calls") or []]
+    return "\n".join(filter(None, [text, *calls])) or "(empty)"
+
+
+def side_by_side(records: list[dict[str, Any]]) -> list[str]:
+    """Five answers: the first three seen rows, the first held-out and the first how-to row, in file order."""
+    picked = [r for r in records if r.get("group", "seen") == "seen"][:3]
+    picked += [r for r in records if r.get("group") == "heldout"][:1] + [
+        r for r in records if r.get("group") == "howto"
+    ][:1]
+    lines = []
+    for number, record in enumerate(picked, 1):
+        question = next(m["content"] for m in reversed(record["messages"]) if m["role"] == "user")
+        lines += [f"### {number}. {GROUP_TITLES[record.get('group', 'seen')]}: {question}", ""]
+        for title, message in (
+            ("reference", record["reference"]),
+            ("base", record["baseline"]),
+            ("finetuned", record["prediction"]),
+        ):
+            lines += [f"**{title}**", "", "````text", shown(message), "````", ""]
+    return lines  # fmt: skip
+
+
+def settings(config, manifest: dict[str, Any]) -> list[str]:
+    t, lora = config.training, config.model.lora
+    rows = manifest["counts"]["train"]
+    per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    return [
+        f"- model: `{config.model.name_or_path}`; LoRA r {lora.r}, alpha {lora.alpha}, dropout {lora.dropout}, "
+        f"modules `{lora.target_modules}`; precision {t.precision}",
+        f"- training: {t.max_steps} steps × {per_step} conversations (batch {t.per_device_train_batch_size} × "
+        f"accumulation {t.gradient_accumulation_steps}) = {t.max_steps * per_step / rows:.2f} epochs of {rows} "
+        f"training conversations; learning rate {t.learning_rate}, warmup {t.warmup_steps} steps; max_length "
+        f"{t.max_length}",
+        f"- evaluation: greedy, max_new_tokens {config.evaluation.max_new_tokens}, the same rows for both models",
+    ]
+
+
+def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
+    config = load_config(config_file, [])
+    report = json.loads((ROOT / config.evaluation.output_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    lines_of = (ROOT / config.evaluation.output_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines_of]
+    general = [json.loads(line) for line in (ROOT / config.evaluation.output_dir / GENERAL_FILE).open()]
+    manifest = load_manifest(ROOT / config.data.output_dir)
+    total = sum(stamp["seconds"] for stamp in stamps.values())
+    counts = {g: report["groups"][g]["n_examples"] for g in GROUPS}
+    lines = [
+        "# Quality: SmolLM2-135M-Instruct before and after finetuning on chi",
+        "",
+        "Written by `make quality` (`benchmarks/quality.py`) from `outputs/quality/report/report.json`, "
+        f"`{PREDICTIONS_FILE}` and `{GENERAL_FILE}` beside it: do not edit by hand. The run folder is "
+        "`outputs/quality/` (data, checkpoints, the report, the merged model in `model/`).",
+        "",
+        "## The run",
+        "",
+        *settings(config, manifest),
+        f"- test rows: {report['n_examples']} ("
+        + ", ".join(f"{n} {GROUP_TITLES[g]}" for g, n in counts.items())
+        + f"); general prompts: {len(general)}",
+        "- wall time on this machine (2 cores, shared): "
+        + ", ".join(f"{name} {stamp['seconds'] / 60:.1f} min" for name, stamp in stamps.items())
+        + f"; total {total / 60:.1f} min"
+        + (f" (load average {stamps['train']['load_average']:.1f} when training ended)" if "train" in stamps else ""),
+        "",
+        "## Targets",
+        "",
+        *targets(report, records),
+        "",
+    ]
+    for group in (None, *GROUPS):
+        title = "all test rows" if group is None else f"{GROUP_TITLES[group]} ({counts[group]} rows)"
+        lines += [f"## {title[0].upper()}{title[1:]}", "", *group_table(report, group), ""]
+    passed = {m: sum(g[f"{m}_passed"] for g in general) for m in ("baseline", "prediction")}
+    lines += [
+        "## General prompts (not about the framework)",
+        "",
+        f"Passed: base {passed['baseline']} of {len(general)}, finetuned {passed['prediction']} of {len(general)}.",
+        "",
+        "| prompt | base | finetuned |",
+        "| --- | --- | --- |",
+        *[f"| {g['prompt']} | {VERDICT[g['baseline_passed']]} | {VERDICT[g['prediction_passed']]} |" for g in general],
+        "",
+        "## Five answers side by side",
+        "",
+        *side_by_side(records),
+        (ROOT / NOTES).read_text(encoding="utf-8").strip(),
+    ]  # fmt: skip
+    report_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"quality: {report_file}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", type=Path, default=ROOT / "docs/quality.md")
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    args = parser.parse_args()
+    os.chdir(ROOT)  # the config's relative paths are the repository's, as for every `trainer` command
+    config = load_config(args.config, [])
+    out = ROOT / config.training.output_dir.parent
+    out.mkdir(parents=True, exist_ok=True)
+    stamps_path = out / STAMPS_FILE
+    stamps = json.loads(stamps_path.read_text(encoding="utf-8")) if stamps_path.is_file() else {}
+    run(args.config, stamps, out)
+    stamps_path.write_text(json.dumps(stamps, indent=2) + "\n", encoding="utf-8")
+    write(args.config, args.report, stamps)
+
+
+if __name__ == "__main__":
+    main()
