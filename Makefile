@@ -108,6 +108,7 @@ test-fast: dev go-sources
 bench: dev go-sources
 	$(OFFLINE) $(BIN)/python benchmarks/export_merge.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/preemption.py --report docs/benchmarks.md
+	$(OFFLINE) $(BIN)/python benchmarks/checkpoint_save.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/go_extraction.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/go_check.py --report docs/benchmarks.md
 	$(OFFLINE) $(BIN)/python benchmarks/synthesis_memory.py --report docs/benchmarks.md

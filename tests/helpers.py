@@ -4,6 +4,7 @@ S3 server. Fixtures live in conftest.py."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ DEBUG_CONFIG = REPO / "configs" / "training" / "debug.yaml"
 PRODUCTION_TINY = REPO / "configs" / "training" / "production-tiny.yaml"
 CHI = Path("/usr/share/gocode/src/github.com/go-chi/chi")  # the debug config's Go source (Debian package)
 RELIABILITY_DOC = REPO / "docs" / "reliability.md"
+SKY_PYTHON = REPO / ".venv-sky" / "bin" / "python"  # SkyPilot 0.14.1, in a venv of its own (it pins older click)
 
 
 def reliability_tests() -> list[str]:
@@ -76,11 +78,11 @@ def run_to_end(args: list[str], timeout: float, **popen: Any) -> subprocess.Comp
 
 
 def train_command(
-    config, *extra: str, kill_at: str = "", config_file: Path = DEBUG_CONFIG
+    config, *extra: str, kill_at: str = "", config_file: Path = DEBUG_CONFIG, run_uri: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The arguments and environment of `trainer train --config config_file` in a fresh process on `config`'s
     folders, as a restarted job runs it: `extra` are further `--set` overrides, `kill_at` a failpoint
-    (trainer/failpoints.py)."""
+    (trainer/failpoints.py), `run_uri` the run's `--run-uri`."""
     t = config.training
     sets = [
         f"model.cache_dir={config.model.cache_dir}",
@@ -92,23 +94,87 @@ def train_command(
         *extra,
     ]
     args = [sys.executable, "-m", "trainer.cli", "train", "--config", str(config_file), *set_args(sets)]
+    args += ["--run-uri", run_uri] if run_uri else []
     return args, {**os.environ, "TRAINER_KILL_AT": kill_at}
 
 
 def train_process(
-    config, *extra: str, kill_at: str = "", config_file: Path = DEBUG_CONFIG
+    config, *extra: str, kill_at: str = "", config_file: Path = DEBUG_CONFIG, run_uri: str | None = None
 ) -> subprocess.CompletedProcess:
     """`trainer train` (see train_command) run to its end, or killed after 300 s."""
-    args, env = train_command(config, *extra, kill_at=kill_at, config_file=config_file)
+    args, env = train_command(config, *extra, kill_at=kill_at, config_file=config_file, run_uri=run_uri)
     return run_to_end(args, timeout=300, env=env)
 
 
 @contextmanager
-def training_in_background(config, *extra: str) -> Iterator[subprocess.Popen]:
-    """`trainer train` (see train_command) running while the block runs; killed at its end if still running."""
-    args, env = train_command(config, *extra)
-    with background(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+def training_in_background(
+    config, *extra: str, run_uri: str | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen]:
+    """`trainer train` (see train_command) running in `cwd` while the block runs; killed at its end if still
+    running."""
+    args, env = train_command(config, *extra, run_uri=run_uri)
+    with background(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         yield process
+
+
+def logged_steps(metrics_log: Path) -> list[int]:
+    """The steps of a metrics log's training records (those with a loss), in order."""
+    if not metrics_log.is_file():
+        return []
+    records = [json.loads(line) for line in metrics_log.read_text().splitlines() if line.strip()]
+    return [record["step"] for record in records if "loss" in record]
+
+
+def wait_for_step(metrics_log: Path, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the training writing `metrics_log` has logged `step`; an error if it exits or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while not any(logged >= step for logged in logged_steps(metrics_log)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{metrics_log}: step {step} not logged (exit code {process.poll()})")
+        time.sleep(0.05)
+
+
+# SkyPilot's node agent running a task's preemption hooks as on a cloud's notice (sky/skylet/hook_executor.py),
+# with the hooks as SkyPilot's loader reads them from the task YAML. It loads first, then runs on a line on stdin.
+RUN_PREEMPTION_HOOKS = """
+import json, sys
+from sky.skylet import hook_executor
+from sky.utils import dag_utils
+task = next(t for t in dag_utils.load_chain_dag_from_yaml(sys.argv[1]).tasks if t.name == sys.argv[2])
+(hooks,) = {json.dumps(r.hooks) for r in task.resources}
+print("timeouts", [hook["timeout"] for hook in json.loads(hooks)], flush=True)
+sys.stdin.readline()
+hook_executor.run("preemption", json.loads(hooks))
+"""
+
+
+class PreemptionHook:
+    """A node agent, loaded and waiting (see RUN_PREEMPTION_HOOKS): `fire()` runs the hooks, `finish()` returns the
+    agent's log, `timeout` the hooks' timeout in seconds."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.timeout = int(process.stdout.readline().split("[")[1].split("]")[0])  # one hook
+
+    def fire(self) -> None:
+        self.fired = time.monotonic()
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+
+    def finish(self) -> str:
+        log = self.process.communicate(timeout=self.timeout + 60)[0]
+        self.seconds = time.monotonic() - self.fired
+        return log
+
+
+@contextmanager
+def preemption_hook(task_yaml: Path, task: str, env: dict[str, str], home: Path) -> Iterator[PreemptionHook]:
+    """The preemption hooks of `task` in `task_yaml`, ready to run in `env` (HOME=`home`: the agent logs there)."""
+    args = [str(SKY_PYTHON), "-c", RUN_PREEMPTION_HOOKS, str(task_yaml), task]
+    full = {**os.environ, **env, "HOME": str(home)}
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    with background(args, env=full, **pipes) as process:
+        yield PreemptionHook(process)
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ from tests.helpers import (
     PRODUCTION_TINY,
     REPO,
     SAMPLE_EXAMPLES,
+    SKY_PYTHON,
     background,
     free_port,
     run_to_end,
@@ -33,7 +34,6 @@ from trainer.artifacts import begin_run, read_run, update_run
 from trainer.cli import main
 from trainer.errors import Preempted
 
-SKY_PYTHON = REPO / ".venv-sky" / "bin" / "python"
 SKY_YAMLS = sorted((REPO / "sky").glob("*.yaml"))
 JOB_RECOVERY_KEYS = {"strategy", "max_restarts_on_errors", "recover_on_exit_codes"}
 LOAD_WITH_SKYPILOT = """
@@ -46,7 +46,8 @@ for path in sys.argv[1:]:
         {"name": t.name, "num_nodes": t.num_nodes, "envs": t.envs, "run": t.run, "setup": t.setup,
          "service": t.service and {"path": t.service.readiness_path, "replicas": t.service.min_replicas},
          "resources": [{"accelerators": r.accelerators, "use_spot": r.use_spot, "image_id": r.image_id,
-                        "job_recovery": r.job_recovery, "cpus": r.cpus, "ports": r.ports} for r in t.resources]}
+                        "job_recovery": r.job_recovery, "cpus": r.cpus, "ports": r.ports, "hooks": r.hooks}
+                       for r in t.resources]}
         for t in dag.tasks
     ]
 print(json.dumps(out, default=str))
@@ -139,6 +140,23 @@ def test_train_task_prefers_cheap_spot_gpus_in_order(sky_tasks):
     assert [t["name"] for t in pipeline] == ["synthesize", "train", "evaluate", "export"]
     assert [bool(t["resources"][0]["accelerators"]) for t in pipeline] == [False, True, True, False]
     assert sky_tasks["train-multinode.yaml"][0]["num_nodes"] == 2
+
+
+@pytest.mark.slow
+def test_every_spot_training_task_declares_the_same_preemption_hook(sky_tasks):
+    """As SkyPilot loads them. The hook runs without the task's `envs` (SkyPilot passes it none), so its default
+    working folder must be the task's WORKSPACE; tests/test_preemption_notice.py runs it."""
+    trains = re.compile(r"trainer (train|pipeline)\b|trainer\.cli train\b")
+    training = [task for tasks in sky_tasks.values() for task in tasks if trains.search(task["run"])]
+    assert sorted(t["name"] for t in training) == ["train", "trainer-train", "trainer-train-multinode"]
+    hooks = {json.dumps(r["hooks"]) for task in training for r in task["resources"]}
+    (declared,) = map(json.loads, hooks)
+    assert [hook["events"] for hook in declared] == [["preemption"]]
+    for task in training:
+        assert f'cd "${{WORKSPACE:-{task["envs"]["WORKSPACE"]}}}"' in declared[0]["run"]
+        assert 'cd "$WORKSPACE"' in task["run"] and all(r["use_spot"] for r in task["resources"])
+    others = [task for tasks in sky_tasks.values() for task in tasks if task not in training]
+    assert all(r["hooks"] is None for task in others for r in task["resources"])
 
 
 # The moto server checks no signatures, so the AWS keys can be planted values too.

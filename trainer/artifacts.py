@@ -82,8 +82,8 @@ def recorded_stage(run_uri: str | None, stage: str, run_name: str, done: str | N
     update_run(run_uri, run_name=run_name, status="running", stage=stage, **{p: part_uri(run_uri, p) for p in PARTS})
     try:
         yield
-    except Preempted as exc:  # SIGTERM (preempted) or Ctrl-C (interrupted), a checkpoint saved
-        update_run(run_uri, status=exc.label, stage=stage)
+    except Preempted as exc:  # SIGTERM or notice (preempted) or Ctrl-C (interrupted), a checkpoint saved
+        update_run(run_uri, status=exc.label, stage=stage, step=exc.step)
         raise
     except TrainerError as exc:
         update_run(run_uri, status="failed", stage=stage, error=redact(str(exc)))

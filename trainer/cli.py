@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -60,6 +62,17 @@ def _train(config: Config, run_uri: str | None = None, pull: bool = True) -> Pat
     if run_uri and _global_rank_zero():
         update_run(run_uri, step=step_of(result.final_checkpoint.name))
     return result.final_checkpoint
+
+
+@contextmanager
+def _training_stage(run_uri: str | None, run_name: str, done: str | None = None) -> Iterator[None]:
+    """run.json kept current around training and, around that, the preemption notice listened for (notice.py): a
+    hook waiting for this process returns once run.json says where it stopped."""
+    from trainer.artifacts import recorded_stage
+    from trainer.training.notice import listening
+
+    with listening(), recorded_stage(run_uri, "train", run_name, done):
+        yield
 
 
 def _global_rank_zero() -> bool:
@@ -165,10 +178,8 @@ def train(
     run_uri: RunUriOption = None,
 ) -> None:
     """Finetune a LoRA/QLoRA adapter on the processed dataset, resuming from the latest checkpoint."""
-    from trainer.artifacts import recorded_stage
-
     cfg = stage_config(config, set_, run_uri, {"--out": out}, "training.output_dir")
-    with recorded_stage(run_uri if _global_rank_zero() else None, "train", cfg.training.run_name):
+    with _training_stage(run_uri if _global_rank_zero() else None, cfg.training.run_name):
         _train(cfg, run_uri)
 
 
@@ -297,7 +308,7 @@ def pipeline(
         with recorded_stage(run_uri, "synthesize", name, done="running"):
             _synthesize(cfg, run_uri)
     # Each stage's inputs are local once an earlier stage of this command made or pulled them: no second download.
-    with recorded_stage(run_uri, "train", name, done="running"):
+    with _training_stage(run_uri, name, done="running"):
         _train(cfg, run_uri, pull=skip_synthesize)
     with recorded_stage(run_uri, "evaluate", name, done="running"):
         _evaluate(cfg, None, run_uri=run_uri, pull=False)

@@ -14,10 +14,15 @@ class TrainerError(Exception):
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM after a final checkpoint; the exit code asks a supervisor to restart it."""
+    """Training stopped on SIGTERM or a preemption notice after a final checkpoint, that of `step`; the exit code
+    asks a supervisor to restart it."""
 
     exit_code = 75  # EX_TEMPFAIL: a temporary failure, try again
     label = "preempted"
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 class Interrupted(Preempted):

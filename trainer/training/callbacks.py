@@ -68,14 +68,16 @@ def restore_metrics(checkpoint: Path, log: Path) -> None:
 
 
 class PreemptionGuard(TrainerCallback):
-    """Seals each checkpoint (trained config, metrics log copy, manifest) and mirrors it; on SIGTERM (a preemption)
-    or SIGINT (Ctrl-C) the step in flight finishes, every process saves that same step, and training stops."""
+    """Seals each checkpoint (trained config, metrics log copy, manifest) and mirrors it; on SIGTERM or a preemption
+    notice (the file `notice`, see notice.py) or SIGINT (Ctrl-C) the step in flight finishes, every process saves
+    that same step, and training stops."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, store: CheckpointStore, metrics_log: Path, config: Config):
-        self.store, self.metrics_log, self.config = store, metrics_log, config
+    def __init__(self, store: CheckpointStore, metrics_log: Path, config: Config, notice: Path):
+        self.store, self.metrics_log, self.config, self.notice = store, metrics_log, config, notice
         self.received: signal.Signals | None = None  # the signal this process got
+        self.noticed = False  # whether this process found the preemption notice
         self.stopped = False  # whether training stopped on a signal, this process's or another rank's
         self.previous: dict[int, object] = {}
 
@@ -96,9 +98,10 @@ class PreemptionGuard(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         maybe_kill("step", state.global_step)
         maybe_terminate(state.global_step)
-        # Every rank learns of a signal any rank got, at the same step: stopping apart would leave one waiting
-        # for the others in a collective.
-        if any_process(self.received is not None):
+        self.noticed = self.noticed or self.notice.exists()  # one stat a step: nothing next to a step's seconds
+        # Every rank learns of a signal or notice any rank got, at the same step: stopping apart would leave one
+        # waiting for the others in a collective.
+        if any_process(self.received is not None or self.noticed):
             self.stopped = True
             control.should_save = True
             control.should_training_stop = True

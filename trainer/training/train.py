@@ -47,6 +47,7 @@ from trainer.speedups import attention_implementation, use_liger
 from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
 from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
 from trainer.training.log_lines import show_progress
+from trainer.training.notice import notice_path
 from trainer.training.resume import ConfigStepIntervals, check_resume
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
@@ -77,16 +78,22 @@ def resolve_resume(training: TrainingConfig, store: CheckpointStore) -> Path | N
     return path
 
 
-def _stop(received: signal.Signals | None, step: int, store: CheckpointStore, t: TrainingConfig) -> Preempted:
-    """What to raise after a stop on a signal: Ctrl-C is the user's (exit 130), anything else a preemption (75)."""
+def _stop(guard: PreemptionGuard, step: int, store: CheckpointStore, t: TrainingConfig) -> Preempted:
+    """What to raise after a stop on a signal or notice: Ctrl-C is the user's (exit 130), anything else a
+    preemption (75)."""
     saved = f"checkpoint {t.output_dir / checkpoint_name(step)} saved"
     if store.remote is not None:
         uploaded = store.wait(timeout=t.sigterm_upload_timeout_s)
         saved += " and uploaded" if uploaded else f" (upload not finished after {t.sigterm_upload_timeout_s:g} s)"
-    if received == signal.SIGINT:
-        return Interrupted(f"stopped by Ctrl-C at step {step}; {saved}; run the same command to resume")
-    why = received.name if received else "a signal to another process of the run"
-    return Preempted(f"stopped by {why} at step {step}; {saved}; restart to resume")
+    if guard.received == signal.SIGINT:
+        return Interrupted(f"stopped by Ctrl-C at step {step}; {saved}; run the same command to resume", step)
+    if guard.received:
+        why = guard.received.name
+    elif guard.noticed:
+        why = f"the preemption notice ({guard.notice})"
+    else:
+        why = "a signal or notice to another process of the run"
+    return Preempted(f"stopped by {why} at step {step}; {saved}; restart to resume", step)
 
 
 def finished(checkpoint: Path, training: TrainingConfig) -> bool:
@@ -319,7 +326,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     elif processes.is_local_main_process:
         metrics_log.unlink(missing_ok=True)
     trainer, data_report = build_trainer(config)
-    guard = PreemptionGuard(store, metrics_log, config)
+    guard = PreemptionGuard(store, metrics_log, config, notice_path())
     timed = (TimedSaves(t.save_every_minutes),) if t.save_every_minutes else ()
     for callback in (guard, ConfigStepIntervals(), *timed, *callbacks):
         trainer.add_callback(callback)
@@ -334,7 +341,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
         guard.uninstall()
     step = trainer.state.global_step
     if guard.stopped:
-        raise _stop(guard.received, step, store, t)
+        raise _stop(guard, step, store, t)
     # With a step save strategy transformers always saves at the last step too.
     final = t.output_dir / checkpoint_name(step)
     if not processes.is_main_process:
