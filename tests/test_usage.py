@@ -13,7 +13,10 @@ from trainer.go.usage import read_usage
 from trainer.synthesis.facts import inventions, job, neighbours
 from trainer.synthesis.generate import generate
 
-ROUTE = """// Package route matches paths.
+ROUTE = """// Package route matches paths:
+//
+//	r := route.NewRouter()
+//	r.HandleFunc("/", nil)
 package route
 
 import "net/http"
@@ -104,6 +107,8 @@ def test_uses_are_trimmed_qualified_and_keep_their_provenance(route_repo, tmp_pa
     assert uses["NewRouter", "route_test.go"].code == handle.code  # with the first statement reading `r`
     assert uses["Logger", "route_test.go"].origin == "test"
     assert found.files == 2
+    doc = uses["Router.HandleFunc", "example.com/route"]  # the package doc's code block
+    assert (doc.origin, doc.code) == ("doc comment", 'r := route.NewRouter()\nr.HandleFunc("/", nil)')
 
 
 def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks():
@@ -137,7 +142,7 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     items = generate(index, "route", "abc", settings, uses)
     per_kind = Counter(item.provenance["template"] for item in items)
     assert per_kind == {
-        "what_does": 12, "tool_lookup": 6, "signature": 10, "which_symbol": 10, "usage": 4, "call_in_context": 4,
+        "what_does": 12, "tool_lookup": 6, "signature": 10, "which_symbol": 10, "usage": 6, "call_in_context": 5,
         "no_such_api": 10, "contrast": 1, "members": 1, "overview": 1,
     }  # fmt: skip
     logger = [i for i in items if i.key == "example.com/route.Logger"]
