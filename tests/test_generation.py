@@ -191,8 +191,7 @@ def test_package_share_cap_counts_what_is_kept():
 
 @pytest.mark.skipif(not GIN.is_dir(), reason="gin's Debian package is missing: run `make go-sources`")
 def test_synthesize_gin_with_hand_written_examples_first(make_config, tmp_path):
-    # Usage conversations (a compile check of gin's tests) are test_usage's: this test is about the dedupe.
-    config = make_config("data.sources=[]", "data.generation.usage_candidates=0", examples=tmp_path / "none")
+    config = make_config("data.sources=[]", examples=tmp_path / "none")
     config.data.sources.append(GoSource(url=str(GIN), name="gin"))
     generated = synthesize(config).manifest["generated"]["count"]
     rows = {row["source"]: row for split in synthesize(config).dataset.values() for row in split}

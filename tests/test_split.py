@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.helpers import CHI, DEBUG_CONFIG, debug_overrides
+from tests.helpers import CHI, DEBUG_CONFIG, USAGE_ON, debug_overrides
 from trainer.api_index import SymbolIndex
 from trainer.config_file import load_config
 from trainer.data_config import DataConfig
@@ -121,7 +121,7 @@ def test_reciting_generated_test_rows_move_to_train_and_hand_written_ones_stay()
 @pytest.mark.slow  # the usage conversations' compile check builds net/http and chi in a fresh cache (~10-40 s)
 @pytest.mark.skipif(not CHI.is_dir(), reason="needs Debian's chi package: `make go-sources`")
 def test_demo_data_holds_out_symbols_in_test_keeps_a_seen_group_and_no_recitation(tmp_path, model_cache, sample_copy):
-    config = load_config(DEBUG_CONFIG, debug_overrides(tmp_path, model_cache, sample_copy))
+    config = load_config(DEBUG_CONFIG, [*debug_overrides(tmp_path, model_cache, sample_copy), USAGE_ON])
     result = synthesize(config)
     manifest, dataset = result.manifest, result.dataset
     heldout, recitation = manifest["heldout"], manifest["recitation"]
