@@ -34,6 +34,13 @@ def reliability_tests() -> list[str]:
     return re.findall(r"`(tests/test_\w+\.py::test_\w+)`", RELIABILITY_DOC.read_text(encoding="utf-8"))
 
 
+def logged_losses(logging_dir: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every training line in a run's metrics.jsonl."""
+    from trainer.metrics_log import METRICS_FILE, read_metrics
+
+    return [(r["step"], r["loss"]) for r in read_metrics(logging_dir / METRICS_FILE) if "loss" in r]
+
+
 def set_args(overrides: list[str] | tuple[str, ...]) -> list[str]:
     """`--set` arguments for each `dotted.key=value` override."""
     return [arg for item in overrides for arg in ("--set", item)]

@@ -127,10 +127,17 @@ def test_a_template_that_never_closes_an_assistant_turn_is_refused(tokenizer):
         "{% for m in messages %}{{ m.role + ': ' + m.content + '\n' }}{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}"
     )
-    with pytest.raises(
-        TrainerError, match=r"ends an assistant turn with no special token .*'Hello\\n'.*never learns to stop"
-    ):
-        training_template(_with_template(tokenizer, unclosed))
+    with pytest.raises(TrainerError, match=r"^a probe conversation: turn 1 \(assistant\): .* no special token: a mod"):
+        training_template(_with_template(tokenizer, unclosed))  # refused before any data is read
+    with pytest.raises(TrainerError, match=r"^d\.jsonl:1: turn 2 \(assistant\): .* never learns to stop"):
+        tokenize_conversation(tokenizer, unclosed, CHAT, None, source="d.jsonl:1")
+    marked_text_only = (  # markers around a turn's text, its <|im_end|> left out
+        "{% for m in messages %}{% if m.role == 'assistant' %}{{ '<|im_start|>assistant\\n' }}{% generation %}"
+        "{{ m.content }}{% endgeneration %}{{ '<|im_end|>\\n' }}{% else %}{{ '<|im_start|>' + m.role + '\\n' + "
+        "m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}"
+    )
+    with pytest.raises(TrainerError, match=r"^the chat template ends an assistant turn on no special token .*'Hello'"):
+        training_template(_with_template(tokenizer, marked_text_only))
 
 
 def test_model_chat_template_is_own_a_shipped_name_or_a_file(tmp_path, tokenizer):

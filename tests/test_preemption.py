@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from tests.helpers import PRODUCTION_TINY, train_process, training_in_background
+from tests.helpers import PRODUCTION_TINY, logged_losses, train_process, training_in_background
 from trainer.checkpoints.folder import MANIFEST, problem
 from trainer.checkpoints.store import CheckpointStore
 from trainer.errors import TrainerError
@@ -28,11 +28,6 @@ def spot_recovery(config) -> list[str]:
     t = config.training
     return [f"training.max_steps={t.max_steps}", f"training.checkpoint_uri={t.checkpoint_uri}",
             "training.save_total_limit=null"]  # fmt: skip
-
-
-def logged_losses(logging_dir):
-    records = [json.loads(line) for line in (logging_dir / "metrics.jsonl").open() if line.strip()]
-    return [(r["step"], r["loss"]) for r in records if "loss" in r]
 
 
 @pytest.mark.slow

@@ -137,6 +137,13 @@ COVERED_BY = [
 ]
 NOT_HERE = [
     Row(r"make test", None, "it is this suite: CI's .ci/run runs `make test` on a fresh clone; here it would recurse"),
+    Row(
+        r"make smollm2",
+        "tests/test_real_model.py::test_a_resumed_real_qlora_run_equals_an_uninterrupted_one",
+        "its 20 real-model steps, evaluation against the base and export take many minutes (docs/smollm2.md: "
+        "measured speed); tests/test_real_model.py runs its config, configs/training/smollm2.yaml, at 2-4 steps: "
+        "QLoRA training and resume, plain LoRA and the merged export, base answers",
+    ),
     Row(r"sky jobs launch .*", SKY_TASKS_TEST, "no cloud here; the test runs the task's setup and run scripts"),
     Row(r"sky serve up .*", SKY_TASKS_TEST, "no cloud here; the test runs serve.yaml's setup and run scripts"),
     Row(r"ENDPOINT=\$\(sky serve status trainer-serve --endpoint\)", None, "no cloud here: the service's address"),
@@ -230,6 +237,9 @@ def test_make_targets_are_what_rows_say():
     demo = re.search(r"^demo:.*\n\t(.*)", makefile, re.MULTILINE).group(1)
     assert "trainer pipeline --config $(DEBUG_CONFIG)" in demo
     assert "DEBUG_CONFIG := configs/training/debug.yaml" in makefile
+    smollm2 = re.search(r"^smollm2:.*\n\t(.*)", makefile, re.MULTILINE).group(1)
+    assert "trainer pipeline --config $(SMOLLM2_CONFIG)" in smollm2
+    assert "SMOLLM2_CONFIG := configs/training/smollm2.yaml" in makefile
     assert "make test" in (REPO / ".ci/run").read_text(encoding="utf-8")
 
 

@@ -325,9 +325,30 @@ class ExportConfig(StrictModel):
         "auto's choice), original into the high-precision weights",
     )
     verify: bool = Field(True, description="Compare the merged model's logits with base+adapter after writing")
+    formats: list[Literal["safetensors", "gguf"]] = Field(
+        ["safetensors"],
+        min_length=1,
+        description="What to write: safetensors (the merged folder) and/or gguf (llama.cpp, Ollama, LM Studio)",
+    )
+    gguf_types: list[Literal["f16", "bf16", "q8_0", "q4_0", "q4_1"]] = Field(
+        ["f16", "q8_0"],
+        min_length=1,
+        description="One GGUF file (and Ollama Modelfile) per type, with export.formats including gguf; k-quants "
+        "such as q4_k_m cannot be written by the gguf package",
+    )
     adapter_only: bool = Field(False, description="Write the PEFT adapter folder instead of a merged model")
     upload: str | None = Field(None, pattern=r"^s3://[^/]+", description="s3://bucket/prefix to upload the folder to")
     force: bool = Field(False, description="Overwrite a finished upload at the same URI")
+
+    @model_validator(mode="after")
+    def _formats_fit(self) -> ExportConfig:
+        for key in ("formats", "gguf_types"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"export.{key} names a value twice: {values}")
+        if self.adapter_only and "gguf" in self.formats:
+            raise ValueError("export.adapter_only writes a PEFT adapter folder; GGUF is written from the merged model")
+        return self
 
 
 class Config(StrictModel):

@@ -35,6 +35,7 @@ from trainer.errors import TrainerError, first_line
 from trainer.progress import track
 
 IGNORE_INDEX = -100
+NEVER_STOPS = "a model trained on it never learns to stop; use a template that closes each turn (model.chat_template)"
 # A conversation the end-of-turn token is read from: an assistant turn between two user turns (Gemma's and
 # Mistral's templates want roles to alternate).
 PROBE = [
@@ -61,19 +62,24 @@ def training_template(tokenizer) -> str:
 
 
 def end_of_turn_id(tokenizer, template: str) -> int:
-    """The token that ends an assistant turn: the last supervised non-blank token of `PROBE`'s assistant turn, which
+    """The token that ends an assistant turn: the last non-blank supervised token of `PROBE`'s assistant turn, which
     must be a special (or added) token, or the model would never learn to stop."""
     ids, labels = tokenize_conversation(tokenizer, template, PROBE, None, source="a probe conversation")
-    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
     supervised = [token for token, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX]
-    last = next((t for t in reversed(supervised) if tokenizer.decode([t]).strip()), None)
-    if last not in special:
-        shown = tokenizer.decode(supervised)
+    last = _closing_token(tokenizer, supervised)
+    if last is None:
         raise TrainerError(
-            f"the chat template ends an assistant turn with no special token (its supervised text is {shown!r}): "
-            "a model trained on it never learns to stop; use a template that closes each turn (model.chat_template)"
+            f"the chat template ends an assistant turn on no special token (its supervised text is "
+            f"{tokenizer.decode(supervised)!r}): {NEVER_STOPS}"
         )
     return last
+
+
+def _closing_token(tokenizer, span: list[int]) -> int | None:
+    """The last non-blank token of `span` when it is a special (or added) token, else None."""
+    last = next((token for token in reversed(span) if tokenizer.decode([token]).strip()), None)
+    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    return last if last in special else None
 
 
 def tokenize_conversation(
@@ -121,20 +127,23 @@ def _labels_by_rendering(tokenizer, template, messages, tools, source: str) -> t
         prompt = list(_render(tokenizer, template, messages[:turn], tools, where, generation_prompt=True)["input_ids"])
         upto = list(_render(tokenizer, template, messages[: turn + 1], tools, where)["input_ids"])
         end = next((i for i, (a, b) in enumerate(zip(upto, full, strict=False)) if a != b), min(len(upto), len(full)))
-        terminator = upto[end:]
+        terminator = upto[end:]  # what the template adds after the last message only (Phi-3: eos)
         if full[: len(prompt)] != prompt or upto[: len(prompt)] != prompt:
-            what = "the conversation before this turn (with the generation prompt) is not a token prefix of it"
+            problem = (
+                "is not prefix-preserving: the conversation before this turn, with the generation prompt, is not a "
+                "token prefix of the conversation with it"
+            )
         elif terminator and not (set(terminator) <= special and full[-len(terminator) :] == terminator):
-            what = "this turn renders differently once later turns follow"
-        elif end == len(prompt):
-            what = "this turn renders no token"
+            problem = "is not prefix-preserving: this turn renders differently once later turns follow it"
+        elif _closing_token(tokenizer, full[len(prompt) : end]) is None:
+            raise TrainerError(f"{where}: the chat template ends this turn on no special token: {NEVER_STOPS}")
         else:
             labels[len(prompt) : end] = full[len(prompt) : end]
             continue
         raise TrainerError(
-            f"{where}: the chat template is not prefix-preserving here: {what}, so no assistant mask can be derived "
-            "(the template rewrites earlier turns: strips reasoning, moves the system prompt, injects text). Use a "
-            "template that renders history unchanged or has {% generation %} markers (model.chat_template)"
+            f"{where}: the chat template {problem} (it rewrites history: strips reasoning, moves the system "
+            "prompt, injects text), so no mask can be derived from it; use a template that keeps earlier turns "
+            "unchanged or has {% generation %} markers (model.chat_template)"
         )
     return full, labels
 

@@ -43,7 +43,32 @@ def _evaluation(report: dict[str, Any] | None, checkpoint: Path) -> str:
     )
 
 
-def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, str]) -> str:
+WEIGHT_FILES = ("*.safetensors", "*.gguf", "*.Modelfile")  # listed in the card with size and sha256
+
+
+def files_table(folder: Path) -> list[str]:
+    """The card's table of the model files: name, size, sha256 (SHA256SUMS repeats the digests for every file)."""
+    paths = sorted({p for pattern in WEIGHT_FILES for p in folder.glob(pattern)})
+    rows = [f"| `{p.name}` | {p.stat().st_size / 2**20:,.1f} MiB | `{sha256_file(p)}` |" for p in paths]
+    lines = ["## Files", "", "| file | size | sha256 |", "| --- | ---: | --- |", *rows, ""]
+    ggufs = [p.name for p in paths if p.suffix == ".gguf"]
+    if ggufs:
+        stem = ggufs[0].removesuffix(".gguf")
+        lines += [
+            "## Running the GGUF",
+            "",
+            "```sh",
+            f"ollama create {folder.name.lower()} -f {stem}.Modelfile && ollama run {folder.name.lower()}",
+            f"llama-cli -m {ggufs[0]} --jinja --temp 0 -cnv   # llama.cpp, with the chat template in the file",
+            "```",
+            "",
+        ]
+    return lines
+
+
+def model_card(
+    config: Config, checkpoint: Path, licence: str, merge: dict[str, str], files: list[str] | None = None
+) -> str:
     """The exported folder's README.md: front matter for the Hub, what it was made from, how well, how to load it."""
     # The dataset the checkpoint was trained on (sealed in it), not whatever data.output_dir holds now.
     data = trained_data(checkpoint) or load_manifest(config.data.output_dir) or {}
@@ -74,7 +99,12 @@ def model_card(config: Config, checkpoint: Path, licence: str, merge: dict[str, 
         f"| steps | {state.get('global_step', '—')} of {state.get('max_steps', '—')} |",
         f"| evaluation | {_evaluation(report, checkpoint)} |",
         "",
-        *loading_snippet("path/to/this/folder", adapter=config.export.adapter_only),
+        *(files or []),
+        *(
+            loading_snippet("path/to/this/folder", adapter=config.export.adapter_only)
+            if config.export.adapter_only or "safetensors" in config.export.formats
+            else []
+        ),
         "## Training config",
         "",
         "```yaml",

@@ -19,9 +19,12 @@ from trainer.checkpoints.sealed import TRAINED_CONFIG, trained_config
 from trainer.config import Config
 from trainer.config_file import save_config
 from trainer.errors import TrainerError, first_line
-from trainer.export.card import base_licence, model_card, write_checksums
+from trainer.export.card import base_licence, files_table, model_card, write_checksums
+from trainer.export.gguf_export import write_ggufs
 from trainer.export.merge import (
     ADAPTER_WEIGHTS,
+    INDEX,
+    base_shards,
     nf4_round_trip,
     quantized_weight_keys,
     read_adapter_layout,
@@ -34,6 +37,7 @@ from trainer.precision import DTYPES, torch_dtype_name
 from trainer.storage import upload_folder
 
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+GENERATION_CONFIG = "generation_config.json"
 
 
 def local_base(config: Config) -> Path:
@@ -82,14 +86,20 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     model_config.pop("quantization_config", None)
     model_config["dtype"] = torch_dtype_name(ex.dtype)
     (staging / "config.json").write_text(json.dumps(model_config, indent=2) + "\n", encoding="utf-8")
-    if (base_dir / "generation_config.json").is_file():
-        shutil.copy2(base_dir / "generation_config.json", staging / "generation_config.json")
+    if (base_dir / GENERATION_CONFIG).is_file():
+        shutil.copy2(base_dir / GENERATION_CONFIG, staging / GENERATION_CONFIG)
     load_tokenizer(model, checkpoint).save_pretrained(staging)
     summary = {"merge": f"streamed, into the {merge_base} base weights", "dtype": ex.dtype}
     if ex.verify:
         difference = verify_export(staging, lambda: reference_model(base_dir, checkpoint, round_trip, keys), ex.dtype)
         summary["verified"] = f"max logit difference {difference:.1e} of the largest logit vs base+adapter"
-    (staging / CARD).write_text(model_card(config, checkpoint, base_licence(base_dir), summary), encoding="utf-8")
+    if "gguf" in ex.formats:
+        summary |= write_ggufs(config, checkpoint, staging)
+    if "safetensors" not in ex.formats:
+        for path in [*base_shards(staging), staging / INDEX, staging / "config.json", staging / GENERATION_CONFIG]:
+            path.unlink(missing_ok=True)
+    card = model_card(config, checkpoint, base_licence(base_dir), summary, files_table(staging))
+    (staging / CARD).write_text(card, encoding="utf-8")
     return summary
 
 

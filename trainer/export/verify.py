@@ -24,7 +24,7 @@ from accelerate.hooks import attach_align_device_hook
 from peft import PeftModel
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from trainer.errors import TrainerError
 from trainer.export.merge import ADAPTER_PREFIX, ADAPTER_WEIGHTS, base_shards, read_tensor
@@ -65,41 +65,51 @@ class StreamedWeights(Mapping[str, torch.Tensor]):
         return len(self.locations)
 
 
-def _skeleton(folder: Path) -> nn.Module:
-    """The architecture of `folder`'s config.json with every parameter on the meta device, in fp32."""
+def skeleton(config: PretrainedConfig) -> nn.Module:
+    """The architecture of `config` with every parameter on the meta device, in fp32."""
     with init_empty_weights():
-        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float32)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def _stream(model: nn.Module, files: list[Path], device: torch.device, round_trip=None, quantized=frozenset()):
-    """Hook every module of `model` to read its parameters from the safetensors `files` when it runs.
+def parameter_sources(model: nn.Module, stored: set[str] | dict[str, object]) -> dict[str, str]:
+    """Each parameter of `model` -> the stored tensor it is read from.
 
     A parameter is looked up as the adapter file names it (PEFT saves without the adapter's name), then as the base
     names it (no PEFT prefix, no `base_layer`), then as the tensor it is tied to: so an adapter's trained bias
     takes the place of the base's, as in PEFT.
     """
-    stored: dict[str, Path] = {}
-    for path in files:
-        with safe_open(path, framework="pt") as reader:
-            stored |= dict.fromkeys(reader.keys(), path)
     tied = getattr(model, "all_tied_weights_keys", {})  # a PeftModel passes the lookup on to the model it wraps
     adapter_name = model.active_adapter if isinstance(model, PeftModel) else None
-    locations = {}
+    sources = {}
     for name, _ in model.named_parameters(remove_duplicate=False):
         base_key = name.removeprefix(ADAPTER_PREFIX).replace(".base_layer.", ".")
         adapter_key = name.replace(f".{adapter_name}.", ".") if adapter_name else name
         key = next((k for k in (adapter_key, base_key, tied.get(base_key)) if k in stored), None)
         if key is None:
-            raise TrainerError(f"no tensor for the parameter {name} in {sorted({str(p.parent) for p in files})}")
-        locations[name] = (stored[key], key)
-    weights = StreamedWeights(locations, round_trip, quantized)
+            raise TrainerError(f"no stored tensor for the parameter {name}")
+        sources[name] = key
+    return sources
+
+
+def attach_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], device: torch.device) -> nn.Module:
+    """Hook every module of `model` to read its parameters from `weights` just before it runs (offload)."""
     attach_align_device_hook(model, execution_device=device, offload=True, weights_map=weights)
     return model.eval()
 
 
+def _stream(model: nn.Module, files: list[Path], device: torch.device, round_trip=None, quantized=frozenset()):
+    """`model` with its parameters read from the safetensors `files` when each module runs."""
+    stored: dict[str, Path] = {}
+    for path in files:
+        with safe_open(path, framework="pt") as reader:
+            stored |= dict.fromkeys(reader.keys(), path)
+    locations = {name: (stored[key], key) for name, key in parameter_sources(model, stored).items()}
+    return attach_weights(model, StreamedWeights(locations, round_trip, quantized), device)
+
+
 def merged_model(folder: Path, device: torch.device | None = None) -> nn.Module:
     """The exported folder's model, its weights streamed from its shards module by module."""
-    return _stream(_skeleton(folder), base_shards(folder), device or execution_device())
+    return _stream(skeleton(AutoConfig.from_pretrained(folder)), base_shards(folder), device or execution_device())
 
 
 def reference_model(
@@ -112,7 +122,8 @@ def reference_model(
     """PEFT's base+adapter, unmerged: the base streamed from `base_dir` (the `quantized_keys` NF4 round-tripped when
     `round_trip` is given, as the merge did), and the adapter's tensors from the checkpoint."""
     # low_cpu_mem_usage: PEFT adds its LoRA layers on the meta device too; their tensors stream like the base's.
-    peft_model = PeftModel.from_pretrained(_skeleton(base_dir), str(checkpoint), low_cpu_mem_usage=True)
+    base = skeleton(AutoConfig.from_pretrained(base_dir))
+    peft_model = PeftModel.from_pretrained(base, str(checkpoint), low_cpu_mem_usage=True)
     files = [*base_shards(base_dir), checkpoint / ADAPTER_WEIGHTS]
     return _stream(peft_model, files, device or execution_device(), round_trip, quantized_keys)
 
