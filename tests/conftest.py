@@ -12,6 +12,7 @@ from tests.helpers import (
     CHI,
     DEBUG_CONFIG,
     SAMPLE_EXAMPLES,
+    USAGE_ON,
     S3Server,
     debug_overrides,
     reliability_tests,
@@ -90,7 +91,7 @@ def pipeline_run(tmp_path_factory, model_cache):
     from trainer.config_file import load_config
 
     root = tmp_path_factory.mktemp("pipeline")
-    overrides = [*debug_overrides(root, model_cache), "training.max_steps=20", "training.save_steps=10"]
+    overrides = [*debug_overrides(root, model_cache), USAGE_ON, "training.max_steps=20", "training.save_steps=10"]
     overrides.append("evaluation.baseline=true")
     if not CHI.is_dir():  # without Debian's chi package (`make go-sources`), the sample examples alone
         overrides.append("data.sources=[]")

@@ -57,7 +57,13 @@ def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMP
         f"training.logging_dir={root / 'logs'}",
         f"evaluation.output_dir={root / 'eval'}",
         f"export.output_dir={root / 'models'}",
+        # The usage conversations' compile check builds net/http and chi in a fresh cache_dir (10-40 s a run): the
+        # tests that read usage ask for it (USAGE_ON: the session's pipeline run, the demo data's split test).
+        "data.generation.usage_candidates=0",
     ]
+
+
+USAGE_ON = "data.generation.usage_candidates=4"  # the shipped default, after debug_overrides turned it off
 
 
 @contextmanager

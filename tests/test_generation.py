@@ -80,14 +80,18 @@ def conversations(root: Path, tmp_path: Path, **settings) -> list[Generated]:
 
 
 def by_template(items: list[Generated]) -> dict[tuple[str, str], Generated]:
-    return {(item.provenance["template"], item.key): item for item in items}
+    """The first conversation of each (template, key): a fact stated several ways has one per phrasing."""
+    found: dict[tuple[str, str], Generated] = {}
+    for item in items:
+        found.setdefault((item.provenance["template"], item.key), item)
+    return found
 
 
 def test_each_template_yields_a_valid_example_with_provenance(route_repo, tmp_path):
     items = conversations(route_repo, tmp_path)
     assert Counter(item.provenance["template"] for item in items) == {
-        "what_does": 4, "tool_lookup": 4, "signature": 2, "members": 1, "example": 1, "overview": 1,
-        "doc_section": 2,
+        "what_does": 8, "tool_lookup": 4, "signature": 4, "which_symbol": 4, "no_such_api": 4, "members": 1,
+        "example": 1, "overview": 1, "doc_section": 2,
     }  # fmt: skip
     out = tmp_path / "generated"
     out.mkdir()
@@ -113,6 +117,9 @@ def test_each_template_yields_a_valid_example_with_provenance(route_repo, tmp_pa
     assert tool.messages[3]["content"] == (
         "func (r *Router) Handle(pattern string, h Handler)\n\nHandle registers a handler for the pattern given."
     )
+    reverse = [i for i in items if i.provenance["template"] == "which_symbol" and i.key.endswith(".NewRouter")]
+    assert all("an empty router with no routes" in i.messages[1]["content"] for i in reverse)
+    assert all("`route.NewRouter`" in i.messages[-1]["content"] for i in reverse) and len(reverse) == 2
     example = named["example", "example.com/route.NewRouter#ExampleNewRouter"]
     assert 'r := route.NewRouter()\nfmt.Println(r.Prefix == "")' in example.messages[-1]["content"]
     assert example.messages[-1]["content"].endswith("It prints:\n\n```\ntrue\n```")

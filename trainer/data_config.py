@@ -37,11 +37,33 @@ class GoSource(StrictModel):
         return url
 
 
+class GenerationMix(StrictModel):
+    """Conversations per fact of each kind (`trainer/synthesis/generate.py`), each in its own phrasing; 0 turns a
+    kind off. The mix before the fact kinds: what_does and signature 1, the new ones 0, max_per_symbol 4."""
+
+    what_does: int = Field(2, ge=0, le=8, description="What a symbol does (its doc), asked by name")
+    signature: int = Field(2, ge=0, le=8, description="A func or method's signature")
+    members: int = Field(1, ge=0, le=8, description="A struct or interface's members")
+    example: int = Field(1, ge=0, le=8, description="An Example function, with its output")
+    which_symbol: int = Field(2, ge=0, le=8, description="Which symbol does a job the doc describes, in user words")
+    usage: int = Field(2, ge=0, le=8, description="How-to by job, answered with the framework's own code")
+    call_in_context: int = Field(1, ge=0, le=8, description="A symbol named, shown called in the framework's own code")
+    contrast: int = Field(1, ge=0, le=8, description="A symbol beside a neighbour its doc names")
+    no_such_api: int = Field(2, ge=0, le=8, description="A plausible invented name: there is none; the real one")
+    tool_lookup: int = Field(1, ge=0, le=8, description="A lookup_docs call, then the answer from its result")
+    overview: int = Field(1, ge=0, le=8, description="A package's doc")
+    doc_section: int = Field(1, ge=0, le=8, description="A markdown doc section")
+
+
 class GenerationSettings(StrictModel):
     """How conversations are generated from the extracted API index (`trainer/synthesis/generate.py`)."""
 
     seed: int = 0
-    max_per_symbol: int = Field(4, gt=0, description="Generated conversations per symbol, at most")
+    max_per_symbol: int = Field(16, gt=0, description="Generated conversations per symbol, at most")
+    mix: GenerationMix = GenerationMix()
+    usage_candidates: int = Field(
+        4, ge=0, le=32, description="Uses of a symbol in the framework's own code compile-checked, shortest first"
+    )
     max_package_share: float = Field(
         0.5, gt=0, le=1, description="Share of all generated conversations one package may hold (with 2+ packages)"
     )

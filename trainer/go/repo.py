@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -61,6 +62,12 @@ class RepoIndex:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def short_names(self) -> dict[str, str]:
+        """How questions and answers name each package: its name, or its import path where two packages share the
+        name (v1 and v2 of one module; else `x.New` would get one answer per package, contradicting each other)."""
+        names = Counter(entry["name"] for entry in self.packages.values())
+        return {path: path if names[entry["name"]] > 1 else entry["name"] for path, entry in self.packages.items()}
 
     @classmethod
     def from_json(cls, data: dict) -> RepoIndex:
@@ -189,7 +196,8 @@ def fingerprint(root: Path, found: Candidates, import_path: str, source: GoSourc
     return digest.hexdigest()
 
 
-def _read_text(path: Path, limit: int) -> tuple[bytes | None, str | None]:
+def read_source(path: Path, limit: int) -> tuple[bytes | None, str | None]:
+    """A source file's bytes, or None and why it cannot be used (unreadable, binary, not UTF-8)."""
     try:
         data = read_regular(path, limit)
     except FileProblem as exc:
@@ -238,7 +246,7 @@ def build_index(root: Path, found: Candidates, import_path: str, settings: Gener
     methods: dict[str, dict[str, dict[str, Symbol]]] = {}  # package → type → method name → method
     embeds: dict[str, dict[str, list[tuple[str, bool]]]] = {}  # package → exported struct → embedded local types
     for relative in track(found.files, description=f"Indexing {import_path}"):
-        data, problem = _read_text(root / relative, int(settings.max_file_bytes))
+        data, problem = read_source(root / relative, int(settings.max_file_bytes))
         if data is None:
             index.skipped.append(f"{relative}: {problem}")
             continue

@@ -1,9 +1,13 @@
 """Training conversations generated from a repository's API index, in the hand-written examples' format.
 
-Templates: what a symbol does, its signature, a type's members, an Example function, package overviews, markdown
-doc sections, and tool use (`lookup_docs`, the same tool the sample set uses). Phrasings are drawn with a seeded RNG
-per (template, symbol), so runs are reproducible. Every conversation carries its provenance: source, commit, file,
-line, template and symbol.
+Each fact of a symbol is stated several ways and in both directions (`data.generation.mix`: conversations per fact
+of each kind, each in its own phrasing): what it does, its signature, a type's members, which symbol does a job its
+doc describes (`which_symbol`, the reverse), how-to questions answered with the framework's own code (`usage`,
+`call_in_context`: usage.py), a contrast with a neighbour its doc names, and plausible names it does not have
+(`no_such_api`: the answer says there is none and names the real one, or looks the name up first). Also Example
+functions, package overviews, markdown doc sections and tool use (`lookup_docs`, the same tool the sample set uses).
+Phrasings are drawn with a seeded RNG per (template, symbol), so runs are reproducible. Every conversation carries
+its provenance: source, commit, file, line, template and symbol.
 
 Probes (`generate_probes`, `PROBE_TEMPLATES`) are questions for the test split alone, which measure whether the model
 knows a trained fact: each asks for it the other way round from training and its answer repeats no training answer
@@ -25,6 +29,8 @@ from typing import Any
 from trainer.data_config import GenerationSettings
 from trainer.go.parser import Symbol, parser, walk
 from trainer.go.repo import RepoIndex
+from trainer.go.usage import UsageSnippet
+from trainer.synthesis.facts import Job, first_sentence, inventions, job, neighbours
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
 LOOKUP_DOCS = {
@@ -75,11 +81,39 @@ PHRASINGS = {
     "overview": ["What is the `{import_path}` package for?", "Give me an overview of package {pkg}."],
     "doc_section": ['Explain "{title}" from the {source} docs.', "What do the {source} docs say about {title}?"],
     "tool_lookup": ["How do I use `{q}`?", "Can you tell me how `{q}` works?"],
+    "which_symbol": [
+        "Which {pkg} {kind} should I use to {job}?",
+        "I want to {job}. Which {source} API does that?",
+        "What is the {pkg} {kind} that {third}?",
+        "Is there something in {source} to {job}?",
+    ],
+    "usage": [
+        "How do I {job} with {source}?",
+        "Show me how to {job} in {source}.",
+        "How can I {job} using {source}? Show the code.",
+        "In a {source} app, how do I {job}?",
+    ],
+    "call_in_context": [
+        "Show me `{q}` used in real code.",
+        "How is `{q}` called in practice?",
+        "Give me a short snippet that uses `{q}`.",
+    ],
+    "contrast": [
+        "What is the difference between `{q}` and `{other}`?",
+        "Should I use `{q}` or `{other}`?",
+        "How does `{q}` relate to `{other}`?",
+    ],
+    "no_such_api": [
+        "How do I use `{fake}`?",
+        "What does `{fake}` do?",
+        "Show me how to call `{fake}`.",
+        "Is `{fake}` the right way to {job}?",
+    ],
 }
 TEMPLATES = tuple(PHRASINGS)
+ORIGINS = {"test": "tests", "example program": "example programs", "example function": "Example functions"}
 PROBE_TEMPLATES = ("reverse_lookup", "returns")  # test-split questions (module doc); generate_probes writes them
 KIND_WORDS = {"func": "function", "method": "method", "type": "type", "var": "variable", "const": "constant"}
-FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)", re.DOTALL)
 
 
 @dataclass
@@ -88,12 +122,6 @@ class Generated:
     tools: list[dict[str, Any]] | None
     provenance: dict[str, Any]
     key: str  # the symbol (or section) it teaches; caps count per key
-
-
-def first_sentence(doc: str) -> str:
-    flat = " ".join(doc.split())
-    found = FIRST_SENTENCE.match(flat)
-    return found.group(1) if found else flat
 
 
 def go_fence(code: str) -> str:
@@ -106,15 +134,26 @@ class _Writer:
 
     def __init__(self, index: RepoIndex, source: str, commit: str | None, settings: GenerationSettings) -> None:
         self.index, self.source, self.commit, self.seed = index, source, commit, settings.seed
+        self.mix = settings.mix
         self.out: list[Generated] = []
-        self.names = Counter(entry["name"] for entry in index.packages.values())
+        self.shorts = index.short_names()
         self.system = SYSTEM.format(framework=source)  # one string shared by every conversation
+        self.taken = {symbol.name for symbol in index.symbols}
+        self.by_package: dict[str, dict[str, Symbol]] = {}
+        for symbol in index.symbols:
+            self.by_package.setdefault(symbol.package, {})[symbol.name] = symbol
 
     def short(self, package: str) -> str:
-        """How questions and answers name the package: its name, or its import path where two packages share the
-        name (v1 and v2 of one module; else `x.New` would get one answer per package, contradicting each other)."""
-        name = self.index.packages.get(package, {}).get("name") or package.rsplit("/", 1)[-1]
-        return package if self.names[name] > 1 else name
+        """How questions and answers name the package (RepoIndex.short_names)."""
+        return self.shorts.get(package) or package.rsplit("/", 1)[-1]
+
+    def questions(self, template: str, key: str) -> list[str]:
+        """`mix[template]` distinct phrasings (one: today's seeded choice), drawn from (seed, template, key)."""
+        count = getattr(self.mix, template, 1)  # probes (PROBE_TEMPLATES): one question each, outside the mix
+        rng = random.Random(f"{self.seed}:{template}:{key}")
+        if count == 1:
+            return [rng.choice(PHRASINGS[template])]
+        return rng.sample(PHRASINGS[template], min(count, len(PHRASINGS[template])))
 
     def add(
         self,
@@ -123,53 +162,116 @@ class _Writer:
         key: str,
         where: tuple[str, int],
         fields: dict[str, str],
-        answer: str,
+        answer: str | Callable[[int], str],
         tool_turns: list[dict[str, Any]] | None = None,
+        number: int | None = None,
     ) -> None:
-        rng = random.Random(f"{self.seed}:{template}:{key}")
-        question = rng.choice(PHRASINGS[template]).format(**fields)
-        system = {"role": "system", "content": self.system}
-        messages = [
-            system,
-            {"role": "user", "content": question},
-            *(tool_turns or []),
-            {"role": "assistant", "content": answer.strip()},
-        ]
-        origin = row_provenance(self.source, self.commit, where[0], where[1], template, key, package)
-        self.out.append(Generated(messages, [LOOKUP_DOCS] if tool_turns else None, origin, key))
+        """One conversation per phrasing the mix asks for (`answer(i)` may vary the answer's frame with i); with
+        `number`, only that one: templates whose conversations each show other material (a use, an invented name)."""
+        phrasings = list(enumerate(self.questions(template, key)))
+        for index, phrasing in phrasings if number is None else [phrasings[number % len(phrasings)]]:
+            text = answer(index) if callable(answer) else answer
+            messages = [
+                {"role": "system", "content": self.system},
+                {"role": "user", "content": phrasing.format(**fields)},
+                *(tool_turns or []),
+                {"role": "assistant", "content": text.strip()},
+            ]
+            origin = row_provenance(self.source, self.commit, where[0], where[1], template, key, package)
+            self.out.append(Generated(messages, [LOOKUP_DOCS] if tool_turns else None, origin, key))
 
-    def symbol(self, symbol: Symbol) -> None:
+    def symbol(self, symbol: Symbol, uses: list[UsageSnippet]) -> None:
         pkg = self.short(symbol.package)
         q, key, where = f"{pkg}.{symbol.name}", f"{symbol.package}.{symbol.name}", (symbol.file, symbol.line)
-        fields = {"q": q, "pkg": pkg}
-        declared = f"`{q}` is declared in `{symbol.package}`:\n\n{go_fence(symbol.signature)}"
+        fields = {"q": q, "pkg": pkg, "source": self.source}
+        signature = go_fence(symbol.signature)
+        declared = f"`{q}` is declared in `{symbol.package}`:\n\n{signature}"
+        described = job(symbol)
+        kind = KIND_WORDS[symbol.kind]
         if symbol.doc:
-            self.add("what_does", symbol.package, key, where, fields, f"{symbol.doc}\n\n{declared}")
+            said = f"`{q}` {described.third}." if described else first_sentence(symbol.doc)
+            frames = [f"{symbol.doc}\n\n{declared}", f"{said}\n\n{signature}\n\n{symbol.doc}"]
+            self.add("what_does", symbol.package, key, where, fields, lambda i: frames[i % 2])
             call = {"name": "lookup_docs", "arguments": {"package": symbol.package, "name": symbol.name}}
             turns = [{"role": "assistant", "tool_calls": [call]}, {"role": "tool", "content": lookup_result(symbol)}]
-            self.add(
-                "tool_lookup",
-                symbol.package,
-                key,
-                where,
-                fields,
-                f"{symbol.doc}\n\n{go_fence(symbol.signature)}",
-                turns,
-            )
+            self.add("tool_lookup", symbol.package, key, where, fields, f"{symbol.doc}\n\n{signature}", turns)
         if symbol.kind in ("func", "method"):
             receiver = f"\n\nIt is a method of `{pkg}.{symbol.name.split('.')[0]}`." if symbol.kind == "method" else ""
             summary = f"\n\n{first_sentence(symbol.doc)}" if symbol.doc else ""
-            self.add(
-                "signature", symbol.package, key, where, fields, f"{go_fence(symbol.signature)}{receiver}{summary}"
-            )
+            # The second frame names the symbol before its summary: siblings with one doc pattern (chi's Get, Post, …)
+            # share no 12-word span across the code block then (the split would tie them together).
+            frames = [f"{signature}{receiver}{summary}", f"`{q}` is called as:\n\n{signature}{receiver}{summary}"]
+            self.add("signature", symbol.package, key, where, fields, lambda i: frames[i % 2])
         if symbol.kind == "type" and symbol.members:
             lines = [
                 f"- `{m['name']}` `{m['type']}`" + (f": {first_sentence(m['doc'])}" if m["doc"] else "")
                 for m in symbol.members
             ]
-            self.add(
-                "members", symbol.package, key, where, fields, go_fence(symbol.signature) + "\n\n" + "\n".join(lines)
+            self.add("members", symbol.package, key, where, fields, signature + "\n\n" + "\n".join(lines))
+        if described:
+            self.facts(symbol, q, key, where, fields | {"kind": kind, "job": described.base}, described, uses)
+        elif uses:
+            self.used(symbol.package, q, key, fields, uses, 0)
+
+    def facts(
+        self,
+        symbol: Symbol,
+        q: str,
+        key: str,
+        where: tuple[str, int],
+        fields: dict[str, str],
+        described: Job,
+        uses: list[UsageSnippet],
+    ) -> None:
+        """The facts a described job allows: which symbol does it, how-to with real code, contrasts, inventions."""
+        signature, sentence = go_fence(symbol.signature), first_sentence(symbol.doc)
+        frames = [
+            f"Use `{q}`:\n\n{signature}\n\n{sentence}",
+            f"`{q}` does that: it {described.third}.\n\n{signature}",
+            f"{sentence}\n\nSo the one to call is `{q}`:\n\n{signature}",
+        ]
+        fields = fields | {"third": described.third}
+        self.add("which_symbol", symbol.package, key, where, fields, lambda i: frames[i % 3])
+        for number, use in enumerate(uses[: self.mix.usage]):
+            origin = ORIGINS.get(use.origin, use.origin)
+            lead = [f"Use `{q}`; it {described.third}.", f"With `{q}`, as {self.source}'s own {origin} do:"][number % 2]
+            answer = f"{lead}\n\n{go_fence(use.code)}"
+            self.add("usage", symbol.package, key, (use.file, use.line), fields, answer, number=number)
+        self.used(symbol.package, q, key, fields, uses, self.mix.usage)
+        for number, (other, named) in enumerate(neighbours(symbol, self.by_package[symbol.package])):
+            if number >= self.mix.contrast:
+                break
+            other_q = f"{self.short(other.package)}.{other.name}"
+            # The neighbour by its declaration, not its doc: its doc's words in this answer would tie the two
+            # symbols' conversations together in the split (a held-out neighbour would pull this one into test).
+            answer = (
+                f"`{q}`: {first_sentence(symbol.doc)}\n\n`{other_q}` is declared as:\n\n{go_fence(other.signature)}"
             )
+            if named != first_sentence(symbol.doc):
+                answer += f"\n\nAs the docs of `{q}` put it: {named}"
+            self.add("contrast", symbol.package, key, where, fields | {"other": other_q}, answer, number=number)
+        for number, fake in enumerate(inventions(symbol, described, self.taken)[: self.mix.no_such_api]):
+            self.taken.add(fake)  # one invented name, one real answer
+            fake_q = f"{self.short(symbol.package)}.{fake}"
+            real = f"`{q}`:\n\n{signature}\n\n{sentence}"
+            direct = f"{self.source} has no `{fake_q}`. To {described.base}, use {real}"
+            call = {"name": "lookup_docs", "arguments": {"package": symbol.package, "name": fake}}
+            turns = [
+                {"role": "assistant", "tool_calls": [call]},
+                {"role": "tool", "content": f"no exported symbol {fake} in {symbol.package}"},
+            ]
+            looked = f"There is no `{fake_q}` in {self.source}. The {fields['kind']} that {described.third} is {real}"
+            lookup = random.Random(f"{self.seed}:no_such_api:{key}:{fake}").random() < 0.5
+            answer, tools = (looked, turns) if lookup else (direct, None)
+            self.add("no_such_api", symbol.package, key, where, fields | {"fake": fake_q}, answer, tools, number)
+
+    def used(self, package: str, q: str, key: str, fields: dict[str, str], uses: list[UsageSnippet], skip: int) -> None:
+        """`call_in_context`: the symbol named, shown in the framework's own code (other uses than `usage` showed)."""
+        rest = uses[skip:] or uses
+        for number, use in enumerate(rest[: self.mix.call_in_context]):
+            origin = ORIGINS.get(use.origin, use.origin)
+            answer = f"From {self.source}'s own {origin} (`{use.file}`):\n\n{go_fence(use.code)}"
+            self.add("call_in_context", package, key, (use.file, use.line), fields, answer, number=number)
 
     def probes(self, symbol: Symbol, types: set[str]) -> None:
         """The symbol's probes (module doc); `types`: the exported type names of its package."""
@@ -293,11 +395,18 @@ def cap_package_share(items: list[Generated], share: float, seed: int) -> tuple[
     return _keep_per_group(items, max(1, int(cap)), lambda item: item.provenance["package"], f"{seed}:package")
 
 
-def generate(index: RepoIndex, source: str, commit: str | None, settings: GenerationSettings) -> list[Generated]:
-    """Every conversation one repository yields, before caps and deduplication."""
+def generate(
+    index: RepoIndex,
+    source: str,
+    commit: str | None,
+    settings: GenerationSettings,
+    uses: dict[str, list[UsageSnippet]] | None = None,
+) -> list[Generated]:
+    """Every conversation one repository yields, before caps and deduplication; `uses`: compiled usage snippets of
+    each symbol (by key), best first."""
     writer = _Writer(index, source, commit, settings)
     for symbol in index.symbols:
-        writer.symbol(symbol)
+        writer.symbol(symbol, (uses or {}).get(f"{symbol.package}.{symbol.name}", []))
     writer.examples()
     writer.overviews()
     writer.sections()

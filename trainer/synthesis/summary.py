@@ -19,11 +19,25 @@ def summary_lines(manifest: dict[str, Any], output_dir: Path) -> list[str]:
     for entry in manifest["sources"]:
         cached = " (cached)" if entry["index_cached"] else ""
         source = pinned(entry["source"], entry["commit"])
-        out.append(f"  source {source}: {entry['files']} files, {entry['symbols']} symbols{cached}")
+        usage = entry.get("usage") or {}
+        if "not_checked" in usage:
+            used = f"; usage not compiled: {usage['not_checked']}"
+        elif usage:
+            used = f"; usage: {usage['passed']} of {usage['checked']} uses compile ({usage['symbols']} symbols)"
+        else:
+            used = ""
+        out.append(f"  source {source}: {entry['files']} files, {entry['symbols']} symbols{cached}{used}")
     generated = manifest["generated"]
     if generated["count"] or manifest["sources"]:
         templates = ", ".join(f"{name} {n}" for name, n in sorted(generated["by_template"].items()))
         out.append(f"  hand-written {manifest['hand_written']}, generated {generated['count']} ({templates})")
+        facts = generated["facts"]
+        spread = facts["conversations_per_symbol"]
+        reach = ", ".join(f"{kind} {n}" for kind, n in sorted(facts["symbols_with"].items()))
+        out.append(
+            f"  per symbol: median {spread['median']} conversations ({spread['min']}-{spread['max']}); symbols "
+            f"reached: {reach}"
+        )
         capped = generated["capped"]
         out.append(
             f"  capped: {capped['per_symbol']} over data.generation.max_per_symbol, "

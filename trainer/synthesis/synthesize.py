@@ -27,10 +27,19 @@ from trainer.config_file import save_config
 from trainer.data_config import DataConfig
 from trainer.dataset import content_hash, example_id, save_processed
 from trainer.errors import TrainerError, problems_error
+from trainer.go.check import CACHE_FOLDER, CheckTarget
 from trainer.go.repo import index_repo
+from trainer.go.usage import CheckedUses, checked_uses
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
-from trainer.synthesis.generate import Generated, cap_package_share, cap_per_key, generate, generate_probes
+from trainer.synthesis.generate import (
+    PROBE_TEMPLATES,
+    Generated,
+    cap_package_share,
+    cap_per_key,
+    generate,
+    generate_probes,
+)
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
@@ -80,8 +89,19 @@ def collect_sources(config: Config) -> SourceReport:
         report.symbols.extend(indexed)
         if report.teacher:
             report.teacher.teach(index, local, indexed)
+        mix = data.generation.mix
+        uses = CheckedUses()
+        if (mix.usage or mix.call_in_context) and data.generation.usage_candidates:
+            target = CheckTarget(index.import_path, local.root)
+            uses = checked_uses(local.root, index, data.generation, target, data.cache_dir / CACHE_FOLDER)
+            if "not_checked" in uses.figures:
+                warn(
+                    f"{local.name}: no usage conversations, the compile check could not run: "
+                    + uses.figures["not_checked"]
+                )
+        generated = generate(index, local.name, local.commit, data.generation, uses.by_key)
         items, capped = cap_per_key(
-            screen_generated(generate(index, local.name, local.commit, data.generation), data, report.control_tokens),
+            screen_generated(generated, data, report.control_tokens),
             data.generation.max_per_symbol,
             data.generation.seed,
         )
@@ -108,6 +128,7 @@ def collect_sources(config: Config) -> SourceReport:
                 "doc_sections": len(index.sections),
                 "skipped_files": len(index.skipped),
                 "excluded_files": _counted(index.excluded),  # not compiled for data.generation's platform
+                "usage": uses.figures,
             }
         )
     report.generated, capped = cap_package_share(
@@ -189,6 +210,26 @@ def _rows(examples: list[Example], generated: list[Generated]) -> _Rows:
     return result
 
 
+def facts_per_symbol(kept: list[dict[str, Any]], symbols: int) -> dict[str, Any]:
+    """The manifest's fact count: per symbol, its kept conversations by kind (template; probes, test questions, aside);
+    and how many symbols each kind reaches, and the conversations per symbol (min, median, max over the index's
+    symbols)."""
+    by_symbol: dict[str, Counter[str]] = {}
+    for provenance in kept:
+        if provenance.get("symbol") and provenance["template"] not in ("overview", "doc_section", *PROBE_TEMPLATES):
+            by_symbol.setdefault(provenance["symbol"].split("#")[0], Counter())[provenance["template"]] += 1
+    counts = sorted([sum(c.values()) for c in by_symbol.values()] + [0] * max(0, symbols - len(by_symbol)))
+    return {
+        "conversations_per_symbol": {
+            "min": counts[0] if counts else 0,
+            "median": counts[len(counts) // 2] if counts else 0,
+            "max": counts[-1] if counts else 0,
+        },
+        "symbols_with": dict(Counter(kind for c in by_symbol.values() for kind in c)),
+        "by_symbol": {key: dict(c) for key, c in sorted(by_symbol.items())},
+    }
+
+
 def _counted(records: list[str]) -> dict[str, Any]:
     return {"count": len(records), "records": records}
 
@@ -240,6 +281,7 @@ def synthesize(config: Config) -> SynthesisResult:
             "by_source": dict(Counter(p["source"] for p in kept)),
             "by_package": dict(Counter(p["package"] for p in kept)),
             "by_template": dict(Counter(p["template"] for p in kept)),
+            "facts": facts_per_symbol(kept, len(sources.symbols)),
             "capped": sources.capped,
         },
         "sources": sources.entries,

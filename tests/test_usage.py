@@ -1,0 +1,166 @@
+"""The new fact kinds: usage from the framework's own code (trimmed, qualified, with provenance), facts stated
+several ways and in both directions, invented names; and today's mix, reproduced exactly by its settings."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from trainer.data_config import GenerationMix, GenerationSettings, GoSource
+from trainer.go.parser import Symbol
+from trainer.go.repo import index_repo
+from trainer.go.usage import read_usage
+from trainer.synthesis.facts import inventions, job, neighbours
+from trainer.synthesis.generate import generate
+
+ROUTE = """// Package route matches paths:
+//
+//	r := route.NewRouter()
+//	r.HandleFunc("/", nil)
+package route
+
+import "net/http"
+
+// Router matches request paths to handlers.
+type Router struct {
+	// Prefix is prepended to every pattern.
+	Prefix string
+}
+
+// NewRouter returns an empty router with no routes.
+func NewRouter() *Router { return &Router{} }
+
+// Handle registers a handler for the pattern given. Use HandleFunc for a plain function.
+func (r *Router) Handle(pattern string, h http.Handler) {}
+
+// HandleFunc registers a handler function for the pattern given.
+func (r *Router) HandleFunc(pattern string, f http.HandlerFunc) {}
+
+// Param returns the path parameter named key from the request.
+func Param(req *http.Request, key string) string { return "" }
+
+// Logger is a middleware that logs each request to stderr.
+func Logger(next http.Handler) http.Handler { return next }
+"""
+INTERNAL_TEST = """package route
+
+import "testing"
+
+func TestHandle(t *testing.T) {
+	r := NewRouter()
+	if r.Prefix != "" {
+		t.Fatal("prefix")
+	}
+	r.Handle("/users/{id}", Logger(nil))
+}
+"""
+EXAMPLE_PROGRAM = """package main
+
+import (
+	"fmt"
+	"net/http"
+
+	"example.com/route"
+)
+
+func main() {
+	fmt.Println("starting")
+	http.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		fmt.Println("serving")
+		// The id from the path.
+		id := route.Param(req, "id")
+		w.Write([]byte(id))
+	})
+}
+"""
+
+
+@pytest.fixture
+def route_repo(tmp_path) -> Path:
+    root = tmp_path / "route"
+    (root / "_examples" / "hello").mkdir(parents=True)
+    (root / "go.mod").write_text("module example.com/route\n")
+    (root / "route.go").write_text(ROUTE)
+    (root / "route_test.go").write_text(INTERNAL_TEST)
+    (root / "_examples" / "hello" / "main.go").write_text(EXAMPLE_PROGRAM)
+    return root
+
+
+def test_uses_are_trimmed_qualified_and_keep_their_provenance(route_repo, tmp_path):
+    settings = GenerationSettings()
+    index, _ = index_repo(route_repo, GoSource(url=str(route_repo)), "route", settings, tmp_path / "cache")
+    assert len(index.symbols) == 6  # the hidden _examples/ folder stays out of the API index
+    found = read_usage(route_repo, index, index.short_names(), settings)
+    uses = {(s.key.removeprefix("example.com/route."), s.file): s for s in found.snippets}
+    param = uses["Param", "_examples/hello/main.go"]
+    assert (param.line, param.origin) == (15, "example program")
+    assert param.code == (  # the handler keeps what reads `id`; `fmt.Println` lines go
+        'http.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {\n'
+        "\t// The id from the path.\n"
+        '\tid := route.Param(req, "id")\n'
+        "\tw.Write([]byte(id))\n"
+        "})"
+    )
+    # An internal test's names are qualified; `r.Handle` is a Router method through NewRouter's result type.
+    handle = uses["Router.Handle", "route_test.go"]
+    assert handle.code == 'r := route.NewRouter()\nr.Handle("/users/{id}", route.Logger(nil))'
+    assert uses["NewRouter", "route_test.go"].code == handle.code  # with the first statement reading `r`
+    assert uses["Logger", "route_test.go"].origin == "test"
+    assert found.files == 2
+    doc = uses["Router.HandleFunc", "example.com/route"]  # the package doc's code block
+    assert (doc.origin, doc.code) == ("doc comment", 'r := route.NewRouter()\nr.HandleFunc("/", nil)')
+
+
+def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks():
+    def symbol(name, doc, kind="func"):
+        return Symbol("example.com/route", name, kind, f"func {name}()", doc, "route.go", 1)
+
+    logger = symbol("Logger", "Logger is a middleware that logs each request to stderr.")
+    assert job(logger).base == "log each request to stderr"
+    assert job(logger).third == "logs each request to stderr"
+    param = symbol("Param", "Param returns the path parameter named key.")
+    assert job(param).base == "get the path parameter named key"
+    assert job(symbol("Compress", "Compress compresses response bodies.")).base == "compress response bodies"
+    assert job(symbol("Mux", "Mux is a router.", "type")) is None  # types: no job
+    assert job(symbol("X", "Something else entirely here.")) is None  # the doc does not start with the name
+    assert inventions(param, job(param), {"Param", "GetParam"}) == [
+        "GetPathParameter", "Params", "ParamHandler", "ParamMiddleware", "NewParam", "ParamFunc",
+    ]  # fmt: skip
+    handle = Symbol("p", "Router.Handle", "method", "", "Handle registers it. Use HandleFunc for a function.", "", 1)
+    others = {"Router.HandleFunc": Symbol("p", "Router.HandleFunc", "method", "", "HandleFunc registers.", "", 2)}
+    assert [(s.name, said) for s, said in neighbours(handle, others)] == [
+        ("Router.HandleFunc", "Use HandleFunc for a function.")
+    ]
+
+
+def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_repo, tmp_path):
+    settings = GenerationSettings()
+    index, _ = index_repo(route_repo, GoSource(url=str(route_repo)), "route", settings, tmp_path / "cache")
+    uses = {}
+    for snippet in read_usage(route_repo, index, index.short_names(), settings).snippets:
+        uses.setdefault(snippet.key, []).append(snippet)
+    items = generate(index, "route", "abc", settings, uses)
+    per_kind = Counter(item.provenance["template"] for item in items)
+    assert per_kind == {
+        "what_does": 12, "tool_lookup": 6, "signature": 10, "which_symbol": 10, "usage": 6, "call_in_context": 5,
+        "no_such_api": 10, "contrast": 1, "members": 1, "overview": 1,
+    }  # fmt: skip
+    logger = [i for i in items if i.key == "example.com/route.Logger"]
+    questions = [i.messages[1]["content"] for i in logger if i.provenance["template"] == "which_symbol"]
+    assert len(set(questions)) == 2 and all("log each request to stderr" in q or "logs each" in q for q in questions)
+    names = {s.name for s in index.symbols}
+    for item in (i for i in items if i.provenance["template"] == "no_such_api"):
+        fake = item.messages[1]["content"].split("`")[1].removeprefix("route.")
+        assert fake not in names and "`route." in item.messages[-1]["content"]
+    usage = next(i for i in items if i.provenance["template"] == "usage" and i.key.endswith(".Param"))
+    assert (
+        usage.provenance["file"] == "_examples/hello/main.go"
+        and 'route.Param(req, "id")' in usage.messages[-1]["content"]
+    )
+
+    today = GenerationMix(what_does=1, signature=1, which_symbol=0, usage=0, call_in_context=0,
+                          contrast=0, no_such_api=0)  # fmt: skip
+    old = generate(index, "route", "abc", GenerationSettings(mix=today, max_per_symbol=4), uses)
+    assert Counter(i.provenance["template"] for i in old) == {
+        "what_does": 6, "tool_lookup": 6, "signature": 5, "members": 1, "overview": 1,
+    }  # fmt: skip

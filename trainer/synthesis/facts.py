@@ -1,0 +1,114 @@
+"""What a symbol's doc says, read for stating one fact several ways: the job it does (for questions that describe the
+job and ask for the symbol), the neighbours its doc contrasts it with, and plausible names it does not have.
+
+All of it is drawn from the doc text, so a question says what the framework's authors wrote, in the user's voice:
+"URLParam returns the url parameter from a http.Request object." gives the job "get the url parameter from a
+http.Request object"; "Logger is a middleware that logs the start and end of each request" gives "log the start
+and end of each request".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from trainer.go.parser import Symbol
+
+FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)", re.DOTALL)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")  # not the dot of `http.Handler`
+# "X is a middleware that …", "X is an http.Handler which …": the clause after `that` says what X does.
+IS_A_THAT = re.compile(r"^(?:is|are) (?:a|an|the) [\w.\- ]{1,40}? (?:that|which) (.+)$")
+IRREGULAR = {"does": "do", "has": "have", "returns": "get"}
+MIN_JOB_WORDS = 3
+ARTICLES = {"a", "an", "the", "of", "to", "for", "from", "with", "and", "or", "in", "on", "given", "each", "its"}
+
+
+def first_sentence(doc: str) -> str:
+    flat = " ".join(doc.split())
+    found = FIRST_SENTENCE.match(flat)
+    return found.group(1) if found else flat
+
+
+def base_form(verb: str) -> str | None:
+    """A third-person verb in its base form (`compresses` → `compress`), else None (not a verb form we know)."""
+    if verb in IRREGULAR:
+        return IRREGULAR[verb]
+    if len(verb) < 3 or not verb.isalpha() or not verb.islower() or verb.endswith(("ss", "us", "is")):
+        return None
+    if verb.endswith("ies"):
+        return verb[:-3] + "y"
+    if verb.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return verb[:-2]
+    return verb[:-1] if verb.endswith("s") else None
+
+
+@dataclass(frozen=True)
+class Job:
+    base: str  # "get the url parameter from a http.Request object": after "How do I …"
+    third: str  # "returns the url parameter from a http.Request object": after "Which function …"
+
+
+def job(symbol: Symbol) -> Job | None:
+    """The job a func, method or var's doc gives it in its first sentence, if the sentence starts with its name."""
+    if symbol.kind not in ("func", "method", "var") or not symbol.doc:
+        return None
+    name = symbol.name.split(".")[-1]
+    sentence = first_sentence(symbol.doc).rstrip(".!?")
+    if not sentence.startswith(f"{name} "):
+        return None
+    rest = sentence[len(name) + 1 :]
+    if rest.startswith("will "):
+        rest = rest[5:]
+        verb, _, tail = rest.partition(" ")
+        base = rest
+        third = f"{verb}s {tail}" if verb.isalpha() else rest
+    else:
+        clause = IS_A_THAT.match(rest)
+        third = clause[1] if clause else rest
+        verb, _, tail = third.partition(" ")
+        stem = base_form(verb)
+        if stem is None:
+            return None
+        base = f"{stem} {tail}".strip()
+    return Job(base, third) if len(base.split()) >= MIN_JOB_WORDS else None
+
+
+def inventions(symbol: Symbol, found: Job | None, taken: set[str]) -> list[str]:
+    """Names a user might guess for this symbol that the framework does not have (`GetURLParam`, `URLParams`,
+    `LoggerMiddleware`, a name built from the job: `GetUrlParameter`), in a fixed order."""
+    receiver, _, name = symbol.name.rpartition(".")
+    plural = name if name.endswith("s") else f"{name}s"
+    guesses = [f"Get{name}", plural, f"{name}Handler", f"{name}Middleware", f"New{name}", f"{name}Func"]
+    if name.startswith(("Get", "New", "Set")):
+        guesses.insert(0, name[3:])
+    if found is not None:
+        words = [w for w in re.findall(r"[A-Za-z]+", found.base) if w.lower() not in ARTICLES][:3]
+        guesses.insert(0, "".join(w[:1].upper() + w[1:].lower() for w in words))
+    names = []
+    for guess in guesses:
+        full = f"{receiver}.{guess}" if receiver else guess
+        if guess and guess[0].isupper() and full not in taken and guess not in taken and full not in names:
+            names.append(full)
+    return names
+
+
+def neighbours(symbol: Symbol, package_symbols: dict[str, Symbol]) -> list[tuple[Symbol, str]]:
+    """Other documented symbols of the same package that this symbol's doc names, with the doc's sentence that names
+    each: the contrast the framework's authors drew (`Middlewares.HandlerFunc` vs `Middlewares.Handler`)."""
+    if symbol.kind not in ("func", "method"):
+        return []
+    receiver = symbol.name.split(".")[0] if "." in symbol.name else None
+    found: list[tuple[Symbol, str]] = []
+    prose = " ".join(line for line in symbol.doc.splitlines() if not line[:1].isspace())  # code blocks aside
+    sentences = SENTENCE_END.split(" ".join(prose.split()))
+    for other in package_symbols.values():
+        if other.name in (symbol.name, receiver) or not other.doc or other.kind not in ("func", "method"):
+            continue
+        shown = other.name.split(".")[-1] if receiver and other.name.startswith(f"{receiver}.") else other.name
+        if shown == symbol.name.split(".")[-1]:
+            continue  # `Context.URLParam`'s doc names itself, not the func `URLParam`
+        pattern = re.compile(rf"(?<![\w.]){re.escape(shown)}(?![\w])")
+        named = next((s for s in sentences if pattern.search(s) and "```" not in s), None)
+        if named is not None and len(shown) > 2:
+            found.append((other, named))
+    return found
