@@ -82,12 +82,14 @@ def test_grounding_uses_the_package_name_not_the_import_paths_last_part():
     ]
     index = SymbolIndex(symbols)
     answer = "Use `sqlite3.SQLiteDriver` or the invented `sqlite3.OpenFast`, then `yaml.Marshal` and `yaml.Dump`."
-    metrics = grounding_metrics([{"prediction": {"content": answer}}], index)
+    metrics = grounding_metrics([{"prediction": {"content": answer}, "reference": {"content": ""}}], index)
     assert metrics == {
         "grounded_rate": 0.5,
         "invented_rate": 1.0,
         "mentions": 4,
         "invented": ["sqlite3.OpenFast", "yaml.Dump"],
+        "recall": None,  # the reference names no framework API: nothing to recall
+        "recall_references": 0,
     }
 
 
