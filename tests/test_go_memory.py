@@ -10,7 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from synthesis_memory import per_symbol
 
-PER_SYMBOL_LIMIT = 13 * 1024  # bytes: 10 KiB measured between these sizes, 9.0 in `make bench`; 16 before
+# bytes: 15.5 KiB measured between these sizes once each fact is stated several ways (data.generation.max_per_symbol
+# 16, was 4: about 2.7 times the conversations per symbol); 10 KiB with the one-way templates before
+PER_SYMBOL_LIMIT = 18 * 1024
 
 
 @pytest.mark.slow

@@ -60,9 +60,10 @@ class Api:
     def __init__(self, index: RepoIndex, short: dict[str, str]) -> None:
         self.symbols = {f"{s.package}.{s.name}": s for s in index.symbols}
         self.short = short  # import path → how answers name the package
+        self.package_names = {package: info["name"] for package, info in index.packages.items()}
         names: dict[str, list[str]] = {}
-        for package, info in index.packages.items():
-            names.setdefault(info["name"], []).append(package)
+        for package, name in self.package_names.items():
+            names.setdefault(name, []).append(package)
         self.by_name = {name: paths[0] for name, paths in names.items() if len(paths) == 1}
         self._results: dict[str, str | None] = {}
 
@@ -247,7 +248,8 @@ def _imports(root: tree_sitter.Node, api: Api) -> dict[str, str]:
         if path not in api.short:
             continue
         name = spec.child_by_field_name("name")
-        local = _text(name) if name is not None else next(k for k, v in api.by_name.items() if v == path)
+        # Unaliased, the local name is the package clause's, which two indexed packages may share.
+        local = _text(name) if name is not None else api.package_names[path]
         if local not in ("_", "."):
             aliases[local] = path
     return aliases
