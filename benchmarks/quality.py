@@ -2,14 +2,20 @@
 
 Synthesize chi (the demo's sources and examples) → train on this CPU → `trainer evaluate --baseline` (base and
 finetuned answer the same rows with the same greedy decoding) → export the merged model → write the report file
-(docs/quality.md) from report.json, predictions.jsonl and general.jsonl. Everything lands in outputs/quality/. A
+(docs/quality.md) from report.json, predictions.jsonl and general.jsonl. Everything lands in outputs/quality/chi/. A
 rerun with nothing changed reuses what is done: training finds its last checkpoint complete, evaluation and export
 are skipped when their stamp matches (the checkpoint, the dataset's content hash and the evaluation settings), and
 the report keeps the wall times measured when each stage ran.
 
+Two more runs (`--runs chi chi-before gin`) put the effect of the data apart from the training's, with the same
+config, steps and decoding: `chi-before` trains on the data mix before the fact kinds (issue 32) and answers chi's
+test rows (its base is chi's: the same rows); `gin` is a second framework through the same benchmark, its first 248
+test rows (the groups in turn). Their figures join a comparison table in the report.
+
 What was tried to choose the settings is written by hand in benchmarks/quality_notes.md, included as it is.
 
 Usage: python benchmarks/quality.py [--report docs/quality.md] [--config configs/training/quality.yaml]
+       [--runs chi chi-before gin]
 """
 
 from __future__ import annotations
@@ -20,17 +26,20 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainer.checkpoints.resolve import resolve_checkpoint
 from trainer.config_file import load_config
-from trainer.dataset import load_manifest
+from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.dotted import lookup
 from trainer.evaluation.general import GENERAL_FILE
+from trainer.evaluation.generation import symbol_group
 from trainer.evaluation.metrics import GROUPS
 from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE
 from trainer.report_format import HEADLINES, REPORT_FILE
+from trainer.synthesis.split import SPAN_WORDS, answers, sharing
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs/training/quality.yaml"
@@ -44,11 +53,56 @@ SHOWN_CHARS = 500
 VERDICT = {True: "pass", False: "fail"}
 
 
-def stage(config_file: Path, *args: str) -> tuple[float, str]:
+@dataclass(frozen=True)
+class Run:
+    """One benchmark run: the config's settings with these `--set`s, in outputs/quality/<name>/."""
+
+    name: str
+    title: str
+    overrides: tuple[str, ...] = ()
+    answers: str | None = None  # another run whose test rows (and base answers) this one uses
+    export: bool = False
+
+
+MIX = "data.generation.mix"
+RUNS = {
+    run.name: run
+    for run in (
+        Run("chi", "chi, today's data mix", export=True),
+        Run(
+            "chi-before", "chi, the data mix before the fact kinds",
+            (f"{MIX}.which_symbol=0", f"{MIX}.usage=0", f"{MIX}.call_in_context=0", f"{MIX}.contrast=0",
+             f"{MIX}.no_such_api=0", f"{MIX}.what_does=1", f"{MIX}.signature=1", "data.generation.max_per_symbol=4"),
+            answers="chi",
+        ),
+        Run(
+            "gin", "gin, today's data mix (no hand-written examples: no how-to rows)",
+            ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",
+             "data.examples_dir=data/raw/examples/none", "evaluation.limit=248"),
+        ),
+    )
+}  # fmt: skip
+
+
+def folders(run: Run) -> tuple[str, ...]:
+    """The `--set`s that put a run's data, checkpoints, logs and report in its own folder."""
+    out = f"outputs/quality/{run.name}"
+    return (
+        f"data.output_dir={out}/data", f"training.output_dir={out}/checkpoints", f"training.logging_dir={out}/logs",
+        f"evaluation.output_dir={out}/report", f"export.output_dir={out}",
+    )  # fmt: skip
+
+
+def settings_of(run: Run) -> tuple[str, ...]:
+    return (*folders(run), *run.overrides)
+
+
+def stage(config_file: Path, overrides: tuple[str, ...], *args: str) -> tuple[float, str]:
     """One `trainer` command, its output streamed and kept: (wall seconds, output)."""
     start = time.perf_counter()
-    command = [sys.executable, "-m", "trainer.cli", *args, "--config", str(config_file)]
-    print("+ trainer", " ".join(args), flush=True)
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    command = [sys.executable, "-m", "trainer.cli", *args, "--config", str(config_file), *sets]
+    print("+ trainer", " ".join(args), *overrides, flush=True)
     process = subprocess.Popen(
         command, cwd=ROOT, env=os.environ | OFFLINE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -61,25 +115,36 @@ def stage(config_file: Path, *args: str) -> tuple[float, str]:
     return time.perf_counter() - start, "".join(lines)
 
 
-def run(config_file: Path, stamps: dict[str, Any], out: Path) -> None:
-    config = load_config(config_file, [])
-    seconds, _ = stage(
-        config_file, "synthesize"
-    )  # seconds with the Go index cached; the same rows as before when nothing changed
+def run(config_file: Path, run: Run) -> dict[str, Any]:
+    """Synthesize, train, evaluate (and export) one run, each stage skipped when its stamp says it is done; the
+    stamps (inputs and wall time of each stage) are kept in the run's folder."""
+    overrides = settings_of(run)
+    config = load_config(config_file, overrides)
+    out = ROOT / config.training.output_dir.parent
+    out.mkdir(parents=True, exist_ok=True)
+    stamps_path = out / STAMPS_FILE
+    stamps = json.loads(stamps_path.read_text(encoding="utf-8")) if stamps_path.is_file() else {}
+    seconds, _ = stage(config_file, overrides, "synthesize")  # seconds: the Go index is cached, the rows the same
     stamps["synthesize"] = {"seconds": round(seconds)}
-    data_hash = load_manifest(ROOT / config.data.output_dir)["content_hash"]
-    seconds, said = stage(config_file, "train")
+    seconds, said = stage(config_file, overrides, "train")
     if "nothing to train" not in said:
         stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
     checkpoint = str(resolve_checkpoint(config, None))
-    evaluation = config.evaluation.model_dump(mode="json")
+    if run.answers:  # the other run's test rows, without its base: its report has the base's answers to them
+        overrides += (f"data.output_dir={load_config(config_file, settings_of(RUNS[run.answers])).data.output_dir}",
+                      "evaluation.baseline=false")  # fmt: skip
+    evaluated = load_config(config_file, overrides)
+    data_hash = load_manifest(ROOT / evaluated.data.output_dir)["content_hash"]
+    evaluation = evaluated.evaluation.model_dump(mode="json")
     wanted = {"checkpoint": checkpoint, "dataset_hash": data_hash, "evaluation": evaluation}
     if stamps.get("evaluate", {}).get("inputs") != wanted:
-        seconds, _ = stage(config_file, "evaluate")
+        seconds, _ = stage(config_file, overrides, "evaluate")
         stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
-    if stamps.get("export", {}).get("inputs") != {"checkpoint": checkpoint}:
-        seconds, _ = stage(config_file, "export", "--out", str(out / "model"))
+    if run.export and stamps.get("export", {}).get("inputs") != {"checkpoint": checkpoint}:
+        seconds, _ = stage(config_file, overrides, "export", "--out", str(out / "model"))
         stamps["export"] = {"seconds": round(seconds), "inputs": {"checkpoint": checkpoint}}
+    stamps_path.write_text(json.dumps(stamps, indent=2) + "\n", encoding="utf-8")
+    return stamps
 
 
 def _value(value: Any) -> str:
@@ -198,7 +263,7 @@ def settings(config, manifest: dict[str, Any]) -> list[str]:
 
 
 def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
-    config = load_config(config_file, [])
+    config = load_config(config_file, settings_of(RUNS["chi"]))
     report = json.loads((ROOT / config.evaluation.output_dir / REPORT_FILE).read_text(encoding="utf-8"))
     lines_of = (ROOT / config.evaluation.output_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines_of]
@@ -209,9 +274,9 @@ def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
     lines = [
         "# Quality: SmolLM2-135M-Instruct before and after finetuning on chi",
         "",
-        "Written by `make quality` (`benchmarks/quality.py`) from `outputs/quality/report/report.json`, "
+        f"Written by `make quality` (`benchmarks/quality.py`) from `{config.evaluation.output_dir / REPORT_FILE}`, "
         f"`{PREDICTIONS_FILE}` and `{GENERAL_FILE}` beside it: do not edit by hand. The run folder is "
-        "`outputs/quality/` (data, checkpoints, the report, the merged model in `model/`).",
+        f"`{config.training.output_dir.parent}/` (data, checkpoints, the report, the merged model in `model/`).",
         "",
         "## The run",
         "",
@@ -245,26 +310,83 @@ def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
         "## Five answers side by side",
         "",
         *side_by_side(records),
+        *comparison(config_file),
         (ROOT / NOTES).read_text(encoding="utf-8").strip(),
     ]  # fmt: skip
     report_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"quality: {report_file}")
 
 
+COMPARED = (
+    ("seen", "api_grounding.recall"), ("seen", "api_grounding.invented_rate"), ("heldout", "tool_call.call_rate"),
+    ("heldout", "api_grounding.invented_rate"), ("howto", "api_grounding.recall"),
+    ("howto", "api_grounding.invented_rate"), (None, "go_code.compile_rate"), (None, "general.pass_rate"),
+)  # fmt: skip
+
+
+def comparison(config_file: Path) -> list[str]:
+    """The runs done so far side by side: each run's base and finetuned figures on the metrics the targets name."""
+    reports = {}
+    for name, one in RUNS.items():
+        path = ROOT / load_config(config_file, settings_of(one)).evaluation.output_dir / REPORT_FILE
+        if path.is_file():
+            reports[name] = json.loads(path.read_text(encoding="utf-8"))
+    if set(reports) <= {"chi"}:
+        return []
+    heads = [f"{GROUP_TITLES[g]}: {k.split('.')[-1]}" if g else k.split(".")[-1] for g, k in COMPARED]
+    lines = [
+        "## The data mix and a second framework",
+        "",
+        "The same config, steps and decoding; `python benchmarks/quality.py --runs chi chi-before gin` "
+        '(`make quality QUALITY_RUNS="chi chi-before gin"`). Rows: seen / held-out / how-to.',
+        "",
+        f"| run | model | train conversations | rows | {' | '.join(heads)} |",
+        "| --- | --- | ---: | --- |" + " ---: |" * len(heads),
+    ]
+    for name, report in reports.items():
+        one = RUNS[name]
+        base = reports.get(one.answers, {}).get("baseline") if one.answers else report.get("baseline")
+        trained = load_manifest(ROOT / load_config(config_file, settings_of(one)).data.output_dir)["counts"]["train"]
+        rows = " / ".join(str(report["groups"][g]["n_examples"]) for g in GROUPS)
+        for model, scores in (("base", base), ("finetuned", report)):
+            if model == "base" and (scores is None or one.answers):
+                continue  # a run answering another's rows has that run's base row
+            figures = [_value(lookup(scores["groups"][g], k) if g else lookup(scores, k)) for g, k in COMPARED]
+            lines.append(f"| {one.title} | {model} | {trained} | {rows} | {' | '.join(figures)} |")
+    return [*lines, "", *recitation_note(config_file, reports), ""]
+
+
+def recitation_note(config_file: Path, reports: dict[str, Any]) -> list[str]:
+    """For a run answering another run's rows: how many of those rows' answers share a span with its training
+    answers (the split guarantees none only for the data it made)."""
+    notes = []
+    for name in reports:
+        one = RUNS[name]
+        if not one.answers:
+            continue
+        ours = load_processed(ROOT / load_config(config_file, settings_of(one)).data.output_dir)
+        theirs = load_processed(ROOT / load_config(config_file, settings_of(RUNS[one.answers])).data.output_dir)
+        test = list(theirs["test"])
+        trained = (answers(conversation(row)[0]) for row in ours["train"])
+        shared = sharing([answers(conversation(row)[0]) for row in test], trained)
+        by_group = {g: sum(1 for i in shared if symbol_group(test[i]) == g) for g in GROUPS}
+        notes.append(
+            f"{one.title}: of {one.answers}'s {len(test)} test rows, {len(shared)} share a {SPAN_WORDS}-word span "
+            f"with its training answers (" + ", ".join(f"{n} {GROUP_TITLES[g]}" for g, n in by_group.items()) + ")."
+        )
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=ROOT / "docs/quality.md")
     parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=["chi"])
     args = parser.parse_args()
     os.chdir(ROOT)  # the config's relative paths are the repository's, as for every `trainer` command
-    config = load_config(args.config, [])
-    out = ROOT / config.training.output_dir.parent
-    out.mkdir(parents=True, exist_ok=True)
-    stamps_path = out / STAMPS_FILE
-    stamps = json.loads(stamps_path.read_text(encoding="utf-8")) if stamps_path.is_file() else {}
-    run(args.config, stamps, out)
-    stamps_path.write_text(json.dumps(stamps, indent=2) + "\n", encoding="utf-8")
-    write(args.config, args.report, stamps)
+    wanted = set(args.runs) | {RUNS[name].answers for name in args.runs} - {None}
+    stamps = {name: run(args.config, one) for name, one in RUNS.items() if name in wanted}
+    write(args.config, args.report, stamps.get("chi") or run(args.config, RUNS["chi"]))
 
 
 if __name__ == "__main__":
