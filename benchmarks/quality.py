@@ -337,8 +337,8 @@ def comparison(config_file: Path) -> list[str]:
     lines = [
         "## The data mix and a second framework",
         "",
-        "The same config, steps and decoding; `python benchmarks/quality.py --runs chi chi-before gin` "
-        '(`make quality QUALITY_RUNS="chi chi-before gin"`). Rows: seen / held-out / how-to.',
+        "The same config, steps and decoding but for what each run names; "
+        '`make quality QUALITY_RUNS="chi chi-before gin"`. Rows: seen / held-out / how-to.',
         "",
         f"| run | model | train conversations | rows | {' | '.join(heads)} |",
         "| --- | --- | ---: | --- |" + " ---: |" * len(heads),
