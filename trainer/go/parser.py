@@ -128,6 +128,14 @@ def _receiver_type(method: tree_sitter.Node) -> str:
     return _text(node)
 
 
+def signature_result(signature: str) -> tree_sitter.Node | None:
+    """The result of a func or method signature as written in a Symbol (`*Mux`, `(Router, error)`); None for none."""
+    tree = parser().parse(f"package p\n{signature}\n".encode())
+    kinds = ("function_declaration", "method_declaration")
+    declaration = next((n for n in tree.root_node.named_children if n.type in kinds), None)
+    return declaration.child_by_field_name("result") if declaration else None
+
+
 def _signature(declaration: tree_sitter.Node) -> str:
     body = declaration.child_by_field_name("body")
     end = body.start_byte if body is not None else declaration.end_byte

@@ -29,7 +29,7 @@ from trainer.data_config import GenerationSettings
 from trainer.errors import TrainerError
 from trainer.files import walk
 from trainer.go.check import CheckTarget, check_snippets
-from trainer.go.parser import Symbol, exported, parser
+from trainer.go.parser import Symbol, exported, parser, signature_result
 from trainer.go.repo import RepoIndex, declared_module, package_path, read_source
 from trainer.go.slice import Reference, slice_use
 
@@ -100,9 +100,7 @@ class Api:
         return self._results[key]
 
     def _parse_result(self, symbol: Symbol) -> str | None:
-        tree = parser().parse(f"package p\n{symbol.signature} {{}}\n".encode())
-        declaration = tree.root_node.named_children[-1]
-        result = declaration.child_by_field_name("result")
+        result = signature_result(symbol.signature)
         if result is not None and result.type == "parameter_list":
             first = next((c for c in result.named_children if c.type == "parameter_declaration"), None)
             result = first.child_by_field_name("type") if first else None
