@@ -1,4 +1,5 @@
-"""Shared fixtures: offline environment, the tiny model built once per session, and one trained run."""
+"""Shared fixtures: offline environment, the tiny model built once per session (and its tokenizer), and one trained
+run."""
 
 from __future__ import annotations
 
@@ -69,6 +70,14 @@ def tiny_model_dir(model_cache) -> Path:
     from trainer.tiny_model import build_tiny_model
 
     return build_tiny_model(TinyModelSpec(), model_cache)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    """The tiny Qwen 2.5 tokenizer: ChatML's special tokens, so every ChatML template renders on it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 @pytest.fixture

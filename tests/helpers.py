@@ -65,6 +65,36 @@ def debug_overrides(root: Path, model_cache: Path, examples: Path = SAMPLE_EXAMP
 
 USAGE_ON = "data.generation.usage_candidates=4"  # the shipped default, after debug_overrides turned it off
 
+# The conversations the assistant-mask tests tokenize: two plain assistant turns after a system prompt, and a tool call.
+CHAT = [
+    {"role": "system", "content": "You know chi."},
+    {"role": "user", "content": "What does NewRouter return?"},
+    {"role": "assistant", "content": "A *chi.Mux."},
+    {"role": "user", "content": "And Use?"},
+    {"role": "assistant", "content": "It adds middleware."},
+]
+TOOL_CHAT = [
+    {"role": "user", "content": "What does NewRouter return?"},
+    {"role": "assistant", "content": "", "tool_calls": [{"name": "lookup_symbol", "arguments": {"name": "NewRouter"}}]},
+    {"role": "tool", "content": "func NewRouter() *Mux"},
+    {"role": "assistant", "content": "It returns a *chi.Mux."},
+]
+TOOLS = [{"type": "function", "function": {"name": "lookup_symbol", "parameters": {"type": "object"}}}]
+
+
+def assert_supervises_exactly(
+    tokenizer: Any, text: str, ids: list[int], labels: list[int], spans: list[tuple[int, int]]
+) -> None:
+    """`ids` are `text` tokenized, and the tokens labelled (each with itself) are exactly those inside `spans`, the
+    character ranges found in `text` independently of how the mask was derived."""
+    from trainer.tokenize import IGNORE_INDEX
+
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert offsets["input_ids"] == ids
+    expected = [any(a <= s and e <= b for a, b in spans) for s, e in offsets["offset_mapping"]]
+    assert [label != IGNORE_INDEX for label in labels] == expected
+    assert all(label == token for label, token in zip(labels, ids, strict=True) if label != IGNORE_INDEX)
+
 
 @contextmanager
 def background(args: list[str], **popen: Any) -> Iterator[subprocess.Popen]:

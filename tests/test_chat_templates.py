@@ -10,38 +10,16 @@ from pathlib import Path
 import pytest
 import trl
 
+from tests.helpers import CHAT, TOOL_CHAT, TOOLS
 from trainer.chat_template import CHATML_TOOLS, SHIPPED
 from trainer.config import ModelConfig, TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.model import load_tokenizer
-from trainer.tiny_model import build_tiny_model
 from trainer.tokenize import IGNORE_INDEX, end_of_turn_id, tokenize_conversation, training_template
 
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 FAMILY_TEMPLATES = Path(__file__).parents[1] / "trainer" / "assets" / "family_templates"
 SMOLLM2 = (FAMILY_TEMPLATES / "smollm2.jinja").read_text()
-CHAT = [
-    {"role": "system", "content": "You know chi."},
-    {"role": "user", "content": "What does NewRouter return?"},
-    {"role": "assistant", "content": "A *chi.Mux."},
-    {"role": "user", "content": "And Use?"},
-    {"role": "assistant", "content": "It adds middleware."},
-]
-TOOL_CHAT = [
-    {"role": "user", "content": "What does NewRouter return?"},
-    {"role": "assistant", "content": "", "tool_calls": [{"name": "lookup_symbol", "arguments": {"name": "NewRouter"}}]},
-    {"role": "tool", "content": "func NewRouter() *Mux"},
-    {"role": "assistant", "content": "It returns a *chi.Mux."},
-]
-TOOLS = [{"type": "function", "function": {"name": "lookup_symbol", "parameters": {"type": "object"}}}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    """The tiny Qwen 2.5 tokenizer: ChatML's special tokens, so every ChatML template renders on it."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("tiny")))
 
 
 def supervised(tokenizer, ids: list[int], labels: list[int]) -> list[str]:

@@ -9,7 +9,16 @@ import shutil
 
 import pytest
 
-from tests.helpers import DEBUG_CONFIG, SAMPLE_EXAMPLES, debug_overrides, set_args
+from tests.helpers import (
+    CHAT,
+    DEBUG_CONFIG,
+    SAMPLE_EXAMPLES,
+    TOOL_CHAT,
+    TOOLS,
+    assert_supervises_exactly,
+    debug_overrides,
+    set_args,
+)
 from trainer.chat_template import CHATML_TOOLS, SHIPPED
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
@@ -17,20 +26,6 @@ from trainer.evaluation.generation import stop_token_ids
 from trainer.tiny_model import FAMILIES, build_tiny_model
 from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, training_template
 
-CHAT = [
-    {"role": "system", "content": "You know chi."},
-    {"role": "user", "content": "What does NewRouter return?"},
-    {"role": "assistant", "content": "A *chi.Mux."},
-    {"role": "user", "content": "And Use?"},
-    {"role": "assistant", "content": "It adds middleware."},
-]
-TOOL_CHAT = [
-    {"role": "user", "content": "What does NewRouter return?"},
-    {"role": "assistant", "content": "", "tool_calls": [{"name": "lookup_symbol", "arguments": {"name": "NewRouter"}}]},
-    {"role": "tool", "content": "func NewRouter() *Mux"},
-    {"role": "assistant", "content": "It returns a *chi.Mux."},
-]
-TOOLS = [{"type": "function", "function": {"name": "lookup_symbol", "parameters": {"type": "object"}}}]
 # Per family: how the mask comes, the end-of-turn token, and the text each assistant turn supervises around its
 # content (written from each family's template, independently of both ways of deriving a mask).
 FAMILY_MASKS = {
@@ -74,11 +69,7 @@ def test_each_family_supervises_exactly_its_assistant_turns_and_end_of_turn_toke
         piece = lead + answer + tail + (LAST_TURN_EXTRA.get(family, "") if number == len(answers) else "")
         start = text.index(piece, start)
         spans.append((start, start + len(piece)))
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    assert offsets["input_ids"] == ids
-    expected = [any(a <= s and e <= b for a, b in spans) for s, e in offsets["offset_mapping"]]
-    assert [label != IGNORE_INDEX for label in labels] == expected
-    assert all(label == token for label, token in zip(labels, ids, strict=True) if label != IGNORE_INDEX)
+    assert_supervises_exactly(tokenizer, text, ids, labels, spans)
 
     eot = tokenizer.convert_tokens_to_ids(end_of_turn)
     assert sum(1 for t, label in zip(ids, labels, strict=True) if t == eot and label == eot) == len(answers)

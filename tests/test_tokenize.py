@@ -3,26 +3,12 @@ import json
 import pytest
 from datasets import Dataset
 
-from trainer.config import TinyModelSpec
+from tests.helpers import CHAT, TOOL_CHAT, TOOLS, assert_supervises_exactly
 from trainer.errors import TrainerError
-from trainer.tiny_model import QWEN25_TEMPLATE, build_tiny_model
+from trainer.tiny_model import QWEN25_TEMPLATE
 from trainer.tokenize import IGNORE_INDEX, tokenize_conversation, tokenize_split, training_template
 
-CONVERSATION = [
-    {"role": "system", "content": "You know chi."},
-    {"role": "user", "content": "What does NewRouter return?"},
-    {"role": "assistant", "content": "", "tool_calls": [{"name": "lookup_symbol", "arguments": {"name": "NewRouter"}}]},
-    {"role": "tool", "content": "func NewRouter() *Mux"},
-    {"role": "assistant", "content": "It returns a *chi.Mux."},
-]
-TOOLS = [{"type": "function", "function": {"name": "lookup_symbol", "parameters": {"type": "object"}}}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("tiny")))
+CONVERSATION = [CHAT[0], *TOOL_CHAT]  # a system prompt, then a tool call and the answer
 
 
 def test_tiny_tokenizer_carries_qwen25_template_and_gets_trls_training_variant(tokenizer):
@@ -45,11 +31,7 @@ def test_exactly_the_assistant_spans_are_supervised_token_by_token(tokenizer):
     for piece in (call, final):
         start = text.index("<|im_start|>assistant" + piece) + len("<|im_start|>assistant")
         spans.append((start, start + len(piece)))
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    assert offsets["input_ids"] == ids
-    expected = [any(a <= s and e <= b for a, b in spans) for s, e in offsets["offset_mapping"]]
-    assert [label != IGNORE_INDEX for label in labels] == expected
-    assert all(label == token for label, token in zip(labels, ids, strict=True) if label != IGNORE_INDEX)
+    assert_supervises_exactly(tokenizer, text, ids, labels, spans)
     assert tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == call + final
 
 

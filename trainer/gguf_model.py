@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from trainer.config import GGUF_PREFIX, PACKAGE_PREFIX
 from trainer.errors import TrainerError, first_line
+from trainer.model_cache import build_once
 
 CONVERTED_CARD = "README.md"  # the converted folder's card: the source file and its licence (export reads it)
 BUILDER_VERSION = 1
@@ -91,33 +89,21 @@ def convert_gguf(name_or_path: str, cache_dir: Path) -> Path:
     """The safetensors folder of the GGUF file `name_or_path` names, converting it on first use."""
     path = gguf_path(name_or_path)
     target = cache_dir / f"gguf-{path.stem}-{_fingerprint(path)}"
-    if (target / "config.json").is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    return build_once(target, lambda folder: _convert(name_or_path, path, target, folder))
+
+
+def _convert(name_or_path: str, path: Path, target: Path, folder: Path) -> None:
+    """Write the converted model into `folder`, which becomes `target`."""
     print(f"model: converting {path} to safetensors in {target} (once; about a minute)", flush=True)
-    # Built beside the target and renamed, so a crash or a concurrent conversion never leaves a half-written model.
-    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".converting-"))
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-        except (OSError, ValueError, ImportError, KeyError) as exc:
-            raise TrainerError(f"model.name_or_path={name_or_path}: cannot convert {path}: {first_line(exc)}") from None
-        # The tensors are already dequantized: the folder is a plain fp32 model, not a GGUF-quantized one.
-        del model.config.quantization_config
-        model.hf_quantizer = None
-        tokenizer.model_max_length = model.config.max_position_embeddings
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / CONVERTED_CARD).write_text(_card(path, _licence(path)), encoding="utf-8")
-        staging.rename(target)
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if bars:
-            hf_logging.enable_progress_bar()
-    return target
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except (OSError, ValueError, ImportError, KeyError) as exc:
+        raise TrainerError(f"model.name_or_path={name_or_path}: cannot convert {path}: {first_line(exc)}") from None
+    # The tensors are already dequantized: the folder is a plain fp32 model, not a GGUF-quantized one.
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / CONVERTED_CARD).write_text(_card(path, _licence(path)), encoding="utf-8")

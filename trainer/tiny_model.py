@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +22,9 @@ import transformers
 import trl
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
-from transformers.utils import logging as hf_logging
 
 from trainer.config import TinyModelSpec
+from trainer.model_cache import build_once
 from trainer.precision import DTYPES
 
 BUILDER_VERSION = 2
@@ -142,9 +140,10 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: Path) -> Path:
     template = family.template.read_text(encoding="utf-8")
     corpus = CORPUS.read_text(encoding="utf-8")
     target = cache_dir / f"tiny-{_fingerprint(spec, template, corpus)}"
-    if (target / "config.json").is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    return build_once(target, lambda folder: _write_tiny_model(spec, family, template, corpus, folder))
+
+
+def _write_tiny_model(spec: TinyModelSpec, family: Family, template: str, corpus: str, folder: Path) -> None:
     tokenizer = _build_tokenizer(spec, family, template, corpus)
     if spec.model_vocab_size is not None and spec.model_vocab_size < len(tokenizer):
         raise ValueError(f"model_vocab_size {spec.model_vocab_size} is below the tokenizer's {len(tokenizer)} tokens")
@@ -160,19 +159,5 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: Path) -> Path:
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id
     )
-    # Build beside the target and rename, so a crash or a concurrent build never leaves a half-written model.
-    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".building-"))
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a bar for writing one 1 MB shard is noise in front of `trainer train`
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if bars:
-            hf_logging.enable_progress_bar()
-    return target
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -122,10 +122,22 @@ def _receiver_type(method: tree_sitter.Node) -> str:
     declaration = (
         next((c for c in receiver.named_children if c.type == "parameter_declaration"), None) if receiver else None
     )
-    node = declaration.child_by_field_name("type") if declaration else None
-    while node is not None and node.type in ("pointer_type", "generic_type", "parenthesized_type"):
+    return _text(strip_pointer(declaration.child_by_field_name("type") if declaration else None))
+
+
+def strip_pointer(node: tree_sitter.Node | None) -> tree_sitter.Node | None:
+    """The named type under pointers, parentheses and type arguments: `*Mux`, `(*Mux)`, `List[T]` → Mux, List."""
+    while node is not None and node.type in ("pointer_type", "parenthesized_type", "generic_type"):
         node = node.child_by_field_name("type") or (node.named_children[0] if node.named_children else None)
-    return _text(node)
+    return node
+
+
+def signature_result(signature: str) -> tree_sitter.Node | None:
+    """The result of a func or method signature as written in a Symbol (`*Mux`, `(Router, error)`); None for none."""
+    tree = parser().parse(f"package p\n{signature}\n".encode())
+    kinds = ("function_declaration", "method_declaration")
+    declaration = next((n for n in tree.root_node.named_children if n.type in kinds), None)
+    return declaration.child_by_field_name("result") if declaration else None
 
 
 def _signature(declaration: tree_sitter.Node) -> str:

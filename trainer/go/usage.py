@@ -29,7 +29,7 @@ from trainer.data_config import GenerationSettings
 from trainer.errors import TrainerError
 from trainer.files import walk
 from trainer.go.check import CheckTarget, check_snippets
-from trainer.go.parser import Symbol, exported, parser
+from trainer.go.parser import Symbol, exported, parser, signature_result, strip_pointer
 from trainer.go.repo import RepoIndex, declared_module, package_path, read_source
 from trainer.go.slice import Reference, slice_use
 
@@ -100,13 +100,11 @@ class Api:
         return self._results[key]
 
     def _parse_result(self, symbol: Symbol) -> str | None:
-        tree = parser().parse(f"package p\n{symbol.signature} {{}}\n".encode())
-        declaration = tree.root_node.named_children[-1]
-        result = declaration.child_by_field_name("result")
+        result = signature_result(symbol.signature)
         if result is not None and result.type == "parameter_list":
             first = next((c for c in result.named_children if c.type == "parameter_declaration"), None)
             result = first.child_by_field_name("type") if first else None
-        node = _strip_pointer(result)
+        node = strip_pointer(result)
         if node is None:
             return None
         if node.type == "type_identifier":
@@ -130,14 +128,8 @@ def _text(node: tree_sitter.Node | None) -> str:
     return node.text.decode("utf-8") if node is not None and node.text is not None else ""
 
 
-def _strip_pointer(node: tree_sitter.Node | None) -> tree_sitter.Node | None:
-    while node is not None and node.type in ("pointer_type", "parenthesized_type", "generic_type"):
-        node = node.child_by_field_name("type") or (node.named_children[0] if node.named_children else None)
-    return node
-
-
 def _type_of(node: tree_sitter.Node | None, code: _Code) -> str | None:
-    node = _strip_pointer(node)
+    node = strip_pointer(node)
     if node is None:
         return None
     if node.type == "type_identifier" and code.home:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.data_config import GenerationSettings
-from trainer.go.parser import Symbol, parser, walk
+from trainer.go.parser import Symbol, signature_result, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
 from trainer.synthesis.facts import Job, first_sentence, inventions, job, neighbours
@@ -347,9 +347,7 @@ class _Writer:
 
 def returned_types(signature: str, types: set[str]) -> str | None:
     """The result list of a func or method signature (`*Mux`, `(Router, error)`) when it names one of `types`."""
-    tree = parser().parse(f"package p\n{signature}\n".encode())
-    declaration = next((n for n in tree.root_node.named_children if n.type.endswith("_declaration")), None)
-    result = declaration.child_by_field_name("result") if declaration else None
+    result = signature_result(signature)
     if result is None:
         return None
     named = {n.text.decode() for n in walk(result) if n.type == "type_identifier" and n.parent.type != "qualified_type"}
