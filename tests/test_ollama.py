@@ -11,11 +11,12 @@ import subprocess
 
 import pytest
 from tokenizers import processors
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.export.gguf_export import stop_ids
+from trainer.export.gguf_file import family_of
 from trainer.export.ollama import CHAT_FORMATS, adds_bos, chat_format, modelfile, trained_system_prompt
 from trainer.tiny_model import FAMILIES, build_tiny_model
 from trainer.tokenize import end_of_turn_id, training_template
@@ -99,6 +100,8 @@ EXPECTED = {
     "mistral": ("mistral", ["</s>"], None),
     "smollm2": ("chatml", ["<|im_end|>"], "You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
 }  # fmt: skip
+# The families whose architecture the GGUF writer does not write (gguf_file.FAMILIES): their export stops there.
+GGUF_REFUSED = {"qwen3": "qwen3", "gemma3": "gemma3_text", "phi3": "phi3", "mistral": "mistral"}
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +216,15 @@ def test_modelfile_takes_the_system_prompt_every_training_conversation_opened_wi
         tokenizer = AutoTokenizer.from_pretrained(family_dirs(family))
         text = modelfile("model-q8_0.gguf", tokenizer, [tokenizer.eos_token_id], "You answer about chi.")
         assert quoted(text, "SYSTEM") == "You answer about chi." and "You are Qwen" not in text
+
+
+@pytest.mark.parametrize("family", EXPECTED)
+def test_the_gguf_writer_takes_each_family_or_refuses_it_naming_its_architecture(family, family_dirs):
+    """The table in docs/export.md: a family with a Modelfile format but an architecture the writer lacks fails
+    before anything is written, with the architecture's name."""
+    config = AutoConfig.from_pretrained(family_dirs(family))
+    if family not in GGUF_REFUSED:
+        assert family_of(config).arch.name in ("QWEN2", "LLAMA")
+        return
+    with pytest.raises(TrainerError, match=rf"^GGUF export: the architecture '{GGUF_REFUSED[family]}' .*not one"):
+        family_of(config)
