@@ -198,10 +198,13 @@ def test_a_tokenizer_that_adds_bos_gets_no_bos_in_the_template(family_dirs, go_r
          r"not one of the formats .*markers found: \[\]"),
         ("qwen2.5", "<|im_start|>[INST]{% for m in messages %}{{ m.content }}{% endfor %}",
          r"markers found: \['<\|im_start\|>', '\[INST\]'\]"),
+        ("gemma3", "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+         "<start_of_turn>", r"cannot render the conversation .*: System role not supported"),
     ],
 )  # fmt: skip
 def test_a_template_that_only_looks_like_a_format_is_refused_by_name(family, template, problem, family_dirs):
-    """A Mistral variant without spaces around [INST], a Llama 3.1-style dated system header, no known marker, two."""
+    """A Mistral variant without spaces around [INST], a Llama 3.1-style dated system header, no known marker, two,
+    Gemma 2's refusal of a system message."""
     tokenizer = AutoTokenizer.from_pretrained(family_dirs(family))
     tokenizer.chat_template = template
     with pytest.raises(TrainerError, match=rf"^GGUF export: .*{problem}"):

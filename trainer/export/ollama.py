@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import TrainerError
+from jinja2 import TemplateError
+
+from trainer.errors import TrainerError, first_line
 
 MODELFILE = "{stem}.Modelfile"  # beside `{stem}.gguf`: `ollama create NAME -f model-f16.Modelfile`
 PROBE = "PROBE-USER-TEXT"
@@ -120,7 +122,13 @@ def adds_bos(tokenizer: Any) -> bool:
 
 
 def _jinja(tokenizer: Any, messages: Any) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    try:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    except TemplateError as exc:  # Gemma 2's own template, for one, refuses a system message
+        raise TrainerError(
+            "GGUF export: the chat template cannot render the conversation the Ollama template is checked on (system, "
+            f"user, assistant, user): {first_line(exc)}"
+        ) from None
 
 
 def template_prefix(tokenizer: Any, fmt: ChatFormat) -> str:
