@@ -1,8 +1,7 @@
-"""GGUF export: each file read back by transformers' GGUF reader (logits, greedy answers, tokenizer round trip), the
-Ollama Modelfile's Go template rendered by Go's own text/template, and llama.cpp where one is built."""
+"""GGUF export: each file read back by transformers' GGUF reader (logits, greedy answers, tokenizer round trip).
+The Ollama Modelfile beside each file: tests/test_ollama.py."""
 
 import json
-import os
 import shutil
 import subprocess
 
@@ -12,13 +11,16 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.export import gguf_tokenizer
+from trainer.export.gguf_export import stop_ids
 from trainer.export.gguf_file import GGUF_TYPES, family_of, permute_rows, write_gguf
 from trainer.export.gguf_tokenizer import pre_tokenizer_name
 from trainer.export.gguf_verify import GGUF_TOLERANCE, ROUND_TRIP_TEXTS, gguf_model, round_trip_mismatches
-from trainer.export.ollama import modelfile
+from trainer.export.ollama import write_modelfile
 from trainer.export.verify import PROMPTS, prompt_batch, prompt_logits, relative_difference
+from trainer.tiny_model import build_tiny_model
 
 # SmolLM2-135M-Instruct's chat template: ChatML with a default system prompt, as the tiny Llama's.
 SMOLLM2_TEMPLATE = (
@@ -147,6 +149,24 @@ def test_tokenizer_round_trip_encodes_200_texts_to_the_same_ids(family, request)
     assert types[tokens.index("<tool_call>")] == gguf.TokenType.USER_DEFINED
 
 
+@pytest.mark.slow
+def test_the_llama3_family_exports_a_gguf_with_its_end_of_turn_and_a_modelfile(model_cache, tmp_path):
+    """Llama 3's template used to stop the GGUF export (no Ollama format for it); its tokenizer runs Llama 3's split
+    and adds no BOS (the template renders it, so the Modelfile's template does too)."""
+    folder = tmp_path / "model"
+    shutil.copytree(build_tiny_model(TinyModelSpec(family="llama3"), model_cache), folder)
+    path = write_gguf(folder, "f16", "tiny-llama3")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    fields = gguf.GGUFReader(path).fields
+    assert fields["tokenizer.ggml.pre"].contents() == "llama-bpe"
+    assert fields["tokenizer.ggml.eot_token_id"].contents() == tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert fields["tokenizer.ggml.add_bos_token"].contents() is False
+    assert round_trip_mismatches(folder, path.name) == []
+    text = write_modelfile(path, tokenizer, stop_ids(folder), None).read_text()
+    assert text.startswith("# llama3 chat format") and 'TEMPLATE """<|begin_of_text|>{{- if .System }}' in text
+    assert "FROM ./model-f16.gguf" in text and 'PARAMETER stop "<|eot_id|>"' in text
+
+
 def test_a_wrong_pre_tokenizer_name_is_caught_by_the_round_trip(qwen2, tmp_path, monkeypatch):
     """The silent failure the round trip exists for: Qwen2's split written under GPT-2's name."""
     folder = tmp_path / "model"
@@ -166,98 +186,6 @@ def test_what_cannot_be_written_is_refused_by_name():
     metaspace = {"pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}, "normalizer": None}
     with pytest.raises(TrainerError, match=r"matches none llama\.cpp implements here"):
         pre_tokenizer_name(metaspace)
-
-
-def test_modelfile_takes_the_system_prompt_every_training_conversation_opened_with(qwen2):
-    from trainer.export.ollama import trained_system_prompt
-
-    same = [[{"role": "system", "content": "You answer about chi."}]] * 3
-    assert trained_system_prompt(same) == "You answer about chi."
-    assert trained_system_prompt([*same, [{"role": "user", "content": "hi"}]]) is None
-    tokenizer = AutoTokenizer.from_pretrained(qwen2)
-    text = modelfile("model-q8_0.gguf", tokenizer, [tokenizer.eos_token_id], "You answer about chi.")
-    assert 'SYSTEM """You answer about chi."""' in text and "You are Qwen" not in text
-
-
-GO_RENDERER = """package main
-
-import (
-	"encoding/json"
-	"os"
-	"strings"
-	"text/template"
-)
-
-type message struct{ Role, Content string }
-
-// Ollama's Template.Execute for a chat: system messages joined into .System, consecutive same-role messages merged.
-func main() {
-	var in struct {
-		Template string
-		Messages []message
-	}
-	json.NewDecoder(os.Stdin).Decode(&in)
-	var system []string
-	var collated []*message
-	for i := range in.Messages {
-		m := in.Messages[i]
-		if m.Role == "system" {
-			system = append(system, m.Content)
-		}
-		if n := len(collated); n > 0 && collated[n-1].Role == m.Role {
-			collated[n-1].Content += "\\n\\n" + m.Content
-		} else {
-			collated = append(collated, &m)
-		}
-	}
-	t := template.Must(template.New("").Parse(in.Template))
-	err := t.Execute(os.Stdout, map[string]any{"System": strings.Join(system, "\\n\\n"), "Messages": collated})
-	if err != nil {
-		panic(err)
-	}
-}
-"""
-
-
-@pytest.mark.skipif(shutil.which("go") is None, reason="needs Go to run Ollama's template language")
-@pytest.mark.parametrize("family", ["qwen2", "llama"])
-def test_modelfile_template_renders_in_go_exactly_as_the_jinja_template(family, request, tmp_path):
-    """Ollama's Go template, run by Go's text/template as Ollama runs it (the Modelfile's SYSTEM put first when a
-    chat has no system message), renders every conversation to the text the model's Jinja template renders."""
-    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(family))
-    text = modelfile("model-f16.gguf", tokenizer, [tokenizer.eos_token_id, tokenizer.pad_token_id], None)
-    template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
-    system = text.split('SYSTEM """', 1)[1].split('"""', 1)[0]
-    assert (
-        system
-        == {
-            "qwen2": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
-            "llama": ("You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
-        }[family]
-    )
-    assert 'PARAMETER stop "<|im_end|>"' in text and 'PARAMETER stop "<|endoftext|>"' in text
-    assert "PARAMETER temperature 0" in text and "FROM ./model-f16.gguf" in text
-    (tmp_path / "render.go").write_text(GO_RENDERER)
-    conversations = [
-        [{"role": "user", "content": "How do I add a route?"}],
-        [{"role": "system", "content": "Answer with Go code."}, {"role": "user", "content": "Show a middleware."}],
-        [
-            {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello!\n```go\nr := chi.NewRouter()\n```"},
-            {"role": "user", "content": "And a subrouter?"},
-        ],
-    ]
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GO111MODULE": "off", "GOCACHE": str(tmp_path / "gocache")}
-    binary = tmp_path / "render"
-    subprocess.run(["go", "build", "-o", str(binary), str(tmp_path / "render.go")], check=True, env=env)
-    for messages in conversations:
-        if messages[0]["role"] != "system":  # Ollama puts the Modelfile's SYSTEM first
-            with_system = [{"role": "system", "content": system}, *messages]
-        else:
-            with_system = messages
-        payload = json.dumps({"Template": template, "Messages": with_system})
-        rendered = subprocess.run([binary], input=payload, capture_output=True, text=True, check=True).stdout
-        assert rendered == tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
 from trainer.errors import TrainerError
-from trainer.export.ollama import chat_format
+from trainer.export.ollama import adds_bos, chat_format
 
 # The pre-tokenizer steps (type and the settings that change the split) -> llama.cpp's name for that split. The
 # regexes are transformers' own, which are what its GGUF reader applies for those names.
@@ -109,10 +109,10 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int) -> Non
         if token_id is not None:
             add(token_id)
     ids = tokenizer("x")["input_ids"]
-    writer.add_add_bos_token(tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id)
+    writer.add_add_bos_token(adds_bos(tokenizer))
     writer.add_add_eos_token(tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id)
     template = tokenizer.chat_template
     if not isinstance(template, str):
         raise TrainerError(f"GGUF export: {folder} has no chat template to write")
-    writer.add_eot_token_id(tokenizer.convert_tokens_to_ids(chat_format(template).end_of_turn))
+    writer.add_eot_token_id(tokenizer.convert_tokens_to_ids(chat_format(tokenizer).end_of_turn))
     writer.add_chat_template(template)
