@@ -208,6 +208,8 @@ def test_export_writes_verified_ggufs_with_modelfiles_card_and_checksums(pipelin
     for name in ("model-f16.gguf", "model-q8_0.gguf", "model-f16.Modelfile"):
         assert f"| `{name}` |" in card and sha256_file(folder / name) in card
     assert "gguf q8_0 | `model-q8_0.gguf`" in card and "encodes 200 texts identically" in card
+    run_name = pipeline_run.training.run_name.lower()  # not the staging folder's name the card was written in
+    assert f"ollama create {run_name} -f model-f16.Modelfile && ollama run {run_name}" in card
     check = subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=folder, capture_output=True)
     assert check.returncode == 0 and "model-q8_0.gguf" in (folder / "SHA256SUMS").read_text()
     assert "FROM ./model-q8_0.gguf" in (folder / "model-q8_0.Modelfile").read_text()

@@ -46,8 +46,10 @@ def _evaluation(report: dict[str, Any] | None, checkpoint: Path) -> str:
 WEIGHT_FILES = ("*.safetensors", "*.gguf", "*.Modelfile")  # listed in the card with size and sha256
 
 
-def files_table(folder: Path) -> list[str]:
-    """The card's table of the model files: name, size, sha256 (SHA256SUMS repeats the digests for every file)."""
+def files_table(folder: Path, run_name: str) -> list[str]:
+    """The card's table of the model files: name, size, sha256 (SHA256SUMS repeats the digests for every file); with
+    GGUF files, the commands that run them, the Ollama model named after the run (the folder written here is a
+    staging one, renamed when complete)."""
     paths = sorted({p for pattern in WEIGHT_FILES for p in folder.glob(pattern)})
     rows = [f"| `{p.name}` | {p.stat().st_size / 2**20:,.1f} MiB | `{sha256_file(p)}` |" for p in paths]
     lines = ["## Files", "", "| file | size | sha256 |", "| --- | ---: | --- |", *rows, ""]
@@ -58,7 +60,7 @@ def files_table(folder: Path) -> list[str]:
             "## Running the GGUF",
             "",
             "```sh",
-            f"ollama create {folder.name.lower()} -f {stem}.Modelfile && ollama run {folder.name.lower()}",
+            f"ollama create {run_name.lower()} -f {stem}.Modelfile && ollama run {run_name.lower()}",
             f"llama-cli -m {ggufs[0]} --jinja --temp 0 -cnv   # llama.cpp, with the chat template in the file",
             "```",
             "",

@@ -98,7 +98,9 @@ def _write_merged(config: Config, checkpoint: Path, staging: Path) -> dict[str, 
     if "safetensors" not in ex.formats:
         for path in [*base_shards(staging), staging / INDEX, staging / "config.json", staging / GENERATION_CONFIG]:
             path.unlink(missing_ok=True)
-    card = model_card(config, checkpoint, base_licence(base_dir), summary, files_table(staging))
+    card = model_card(
+        config, checkpoint, base_licence(base_dir), summary, files_table(staging, config.training.run_name)
+    )
     (staging / CARD).write_text(card, encoding="utf-8")
     return summary
 
