@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainer.export.gguf_verify import _texts
+from trainer.export.gguf_verify import ROUND_TRIP_TEXTS
 
 QUESTION = "How do I read the {articleID} URL parameter of a request in chi?"
 
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     gguf = args.folder / args.gguf
     tokenizer = AutoTokenizer.from_pretrained(args.folder)
-    texts = _texts() if args.tokenizer else []
+    texts = ROUND_TRIP_TEXTS if args.tokenizer else []
     differing = [t for t in texts if llama_ids(args.bin / "llama-tokenize", gguf, t) != tokenizer(t)["input_ids"]]
     print(f"tokenizer: {len(texts) - len(differing)} of {len(texts)} texts encode to the same ids in llama.cpp")
     for text in differing[:5]:

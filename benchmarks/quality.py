@@ -97,6 +97,11 @@ def settings_of(run: Run) -> tuple[str, ...]:
     return (*folders(run), *run.overrides)
 
 
+def config_of(config_file: Path, run: Run):
+    """The config a run's stages see."""
+    return load_config(config_file, settings_of(run))
+
+
 def stage(config_file: Path, overrides: tuple[str, ...], *args: str) -> tuple[float, str]:
     """One `trainer` command, its output streamed and kept: (wall seconds, output)."""
     start = time.perf_counter()
@@ -131,7 +136,7 @@ def run(config_file: Path, run: Run) -> dict[str, Any]:
         stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
     checkpoint = str(resolve_checkpoint(config, None))
     if run.answers:  # the other run's test rows, without its base: its report has the base's answers to them
-        overrides += (f"data.output_dir={load_config(config_file, settings_of(RUNS[run.answers])).data.output_dir}",
+        overrides += (f"data.output_dir={config_of(config_file, RUNS[run.answers]).data.output_dir}",
                       "evaluation.baseline=false")  # fmt: skip
     evaluated = load_config(config_file, overrides)
     data_hash = load_manifest(ROOT / evaluated.data.output_dir)["content_hash"]
@@ -263,7 +268,7 @@ def settings(config, manifest: dict[str, Any]) -> list[str]:
 
 
 def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
-    config = load_config(config_file, settings_of(RUNS["chi"]))
+    config = config_of(config_file, RUNS["chi"])
     report = json.loads((ROOT / config.evaluation.output_dir / REPORT_FILE).read_text(encoding="utf-8"))
     lines_of = (ROOT / config.evaluation.output_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines_of]
@@ -328,7 +333,7 @@ def comparison(config_file: Path) -> list[str]:
     """The runs done so far side by side: each run's base and finetuned figures on the metrics the targets name."""
     reports = {}
     for name, one in RUNS.items():
-        path = ROOT / load_config(config_file, settings_of(one)).evaluation.output_dir / REPORT_FILE
+        path = ROOT / config_of(config_file, one).evaluation.output_dir / REPORT_FILE
         if path.is_file():
             reports[name] = json.loads(path.read_text(encoding="utf-8"))
     if set(reports) <= {"chi"}:
@@ -346,7 +351,7 @@ def comparison(config_file: Path) -> list[str]:
     for name, report in reports.items():
         one = RUNS[name]
         base = reports.get(one.answers, {}).get("baseline") if one.answers else report.get("baseline")
-        trained = load_manifest(ROOT / load_config(config_file, settings_of(one)).data.output_dir)["counts"]["train"]
+        trained = load_manifest(ROOT / config_of(config_file, one).data.output_dir)["counts"]["train"]
         rows = " / ".join(str(report["groups"][g]["n_examples"]) for g in GROUPS)
         for model, scores in (("base", base), ("finetuned", report)):
             if model == "base" and (scores is None or one.answers):
@@ -364,8 +369,8 @@ def recitation_note(config_file: Path, reports: dict[str, Any]) -> list[str]:
         one = RUNS[name]
         if not one.answers:
             continue
-        ours = load_processed(ROOT / load_config(config_file, settings_of(one)).data.output_dir)
-        theirs = load_processed(ROOT / load_config(config_file, settings_of(RUNS[one.answers])).data.output_dir)
+        ours = load_processed(ROOT / config_of(config_file, one).data.output_dir)
+        theirs = load_processed(ROOT / config_of(config_file, RUNS[one.answers]).data.output_dir)
         test = list(theirs["test"])
         trained = (answers(conversation(row)[0]) for row in ours["train"])
         shared = sharing([answers(conversation(row)[0]) for row in test], trained)
@@ -384,9 +389,9 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=["chi"])
     args = parser.parse_args()
     os.chdir(ROOT)  # the config's relative paths are the repository's, as for every `trainer` command
-    wanted = set(args.runs) | {RUNS[name].answers for name in args.runs} - {None}
+    wanted = {"chi", *args.runs}  # the report is chi's; chi-before answers chi's rows
     stamps = {name: run(args.config, one) for name, one in RUNS.items() if name in wanted}
-    write(args.config, args.report, stamps.get("chi") or run(args.config, RUNS["chi"]))
+    write(args.config, args.report, stamps["chi"])
 
 
 if __name__ == "__main__":
