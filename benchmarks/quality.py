@@ -75,6 +75,7 @@ RUNS = {
              f"{MIX}.no_such_api=0", f"{MIX}.what_does=1", f"{MIX}.signature=1", "data.generation.max_per_symbol=4"),
             answers="chi",
         ),
+        Run("chi-lr3e-4", "chi, today's data mix, learning rate 3e-4", ("training.learning_rate=3.0e-4",), "chi"),
         Run(
             "gin", "gin, today's data mix (no hand-written examples: no how-to rows)",
             ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",
