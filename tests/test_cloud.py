@@ -340,10 +340,15 @@ def test_sky_tasks_run_end_to_end_and_the_train_task_resumes_after_a_kill(
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads((tmp_path / "gpu-node/outputs/eval/report.json").read_text())["loss"] == report["loss"]
 
+    # A fresh export machine, with GGUF as docs/export.md tells: EXTRA_ARGS as a user sets it.
     client.delete_object(Bucket=bucket, Key=f"{run}model/SHA256SUMS")
-    exported = run_task(sky_tasks["export.yaml"][0], env, tmp_path / "export-node", outputs)
+    gguf = " ".join(set_args(["export.formats=[safetensors,gguf]", "export.gguf_types=[f16]"]))
+    exported = run_task(sky_tasks["export.yaml"][0], {**env, "EXTRA_ARGS": f"{extra} {gguf}"},
+                        tmp_path / "export-node", outputs)  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-3000:]
-    assert "model/SHA256SUMS" in objects(bucket, run)
+    assert {"model/SHA256SUMS", "model/model-f16.gguf", "model/model-f16.Modelfile"} <= objects(bucket, run)
+    sums = client.get_object(Bucket=bucket, Key=f"{run}model/SHA256SUMS")["Body"].read().decode()
+    assert {"model-f16.gguf", "model-f16.Modelfile", "config.json"} <= {line.split()[-1] for line in sums.splitlines()}
 
     serve_and_evaluate_the_endpoint(sky_tasks["serve.yaml"][0], env, tmp_path, outputs)
 

@@ -57,13 +57,15 @@ def test_tool_call_metrics_count_each_denominator_separately():
     ]
     assert tool_call_metrics(records) == {
         "call_rate": 4 / 6,
+        "call_recall": 2 / 3,  # of the 3 references that call, 2 predictions call (the third answers in text)
         "wellformed_rate": 3 / 4,  # 4 predictions attempt a call, the broken one is not well formed
         "name_accuracy": 2 / 3,
         "args_exact": 1 / 3,
         "false_call_rate": 2 / 3,
     }
     assert tool_call_metrics([records[-1]]) == {
-        "call_rate": 0.0, "wellformed_rate": None, "name_accuracy": None, "args_exact": None, "false_call_rate": 0.0,
+        "call_rate": 0.0, "call_recall": None, "wellformed_rate": None, "name_accuracy": None, "args_exact": None,
+        "false_call_rate": 0.0,
     }  # fmt: skip
 
 
@@ -115,7 +117,7 @@ def test_report_shows_each_metric_for_all_seen_and_held_out(tmp_path):
     assert "| general.pass_rate | — (general prompts not answered" in markdown and "answered (a predictions" in markdown
     assert json.loads((tmp_path / "report.json").read_text())["groups"]["heldout"]["n_examples"] == 2
     assert summary_line(report).endswith(
-        "held-out symbols (2): tool_call.call_rate 0.5, api_grounding.invented_rate 0.5"
+        "held-out symbols (2): tool_call.call_rate 0.5, tool_call.call_recall 0.5, api_grounding.invented_rate 0.5"
     )
     assert (headline(report)["heldout.tool_call.call_rate"], headline(report)["tool_call.call_rate"]) == (0.5, 1 / 4)
     write_report(score_groups(records[2:3], None), tmp_path)  # a dataset without held-out symbols

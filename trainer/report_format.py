@@ -32,6 +32,7 @@ HEADLINES = {
     "rougeL": Headline("no reference answer has text"),
     "chrf": Headline("no reference answer has text"),
     "tool_call.call_rate": Headline("no test conversations"),
+    "tool_call.call_recall": Headline("no reference answer calls a tool"),
     "tool_call.wellformed_rate": Headline("no answer attempted a tool call"),
     "tool_call.name_accuracy": Headline("no reference answer calls a tool"),
     "tool_call.args_exact": Headline("no reference answer calls a tool"),
@@ -49,9 +50,9 @@ HEADLINE = tuple(HEADLINES)
 TEACHER_FORCED = tuple(key for key, entry in HEADLINES.items() if entry.teacher_forced)
 # What training's eval_gen_* measures on validation prompts: the generated answers' metrics of the split's rows.
 GENERATION_HEADLINE = tuple(key for key, entry in HEADLINES.items() if not entry.teacher_forced and entry.per_group)
-# On held-out symbols the model should look the name up or say it does not know: these two are the headline there
-# (the summary line and run.json add them as `heldout.<key>`).
-HELDOUT_HEADLINE = ("tool_call.call_rate", "api_grounding.invented_rate")
+# On held-out symbols the model should look the name up (where the row offers the tool: call_recall) or say it does
+# not know: these are the headline there (the summary line and run.json add them as `heldout.<key>`).
+HELDOUT_HEADLINE = ("tool_call.call_rate", "tool_call.call_recall", "api_grounding.invented_rate")
 
 
 def cell(report: dict[str, Any], key: str, group: str | None = None) -> str:

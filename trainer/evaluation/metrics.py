@@ -60,6 +60,7 @@ def tool_call_metrics(records: list[dict[str, Any]]) -> dict[str, float | None]:
 
     return {
         "call_rate": _rate(len(attempted), len(records)),
+        "call_recall": _rate(sum(_attempts_call(r["prediction"]) for r in with_call), len(with_call)),
         "wellformed_rate": _rate(sum(_wellformed(r["prediction"]) for r in attempted), len(attempted)),
         "name_accuracy": _rate(sum(names(r["prediction"]) == names(r["reference"]) for r in with_call), len(with_call)),
         "args_exact": _rate(sum(exact(r["prediction"]) == exact(r["reference"]) for r in with_call), len(with_call)),
