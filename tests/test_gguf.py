@@ -12,6 +12,7 @@ import gguf
 import pytest
 import torch
 from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -21,6 +22,7 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     Phi3Config,
+    PreTrainedTokenizerFast,
     Qwen3Config,
 )
 
@@ -29,7 +31,7 @@ from trainer.errors import TrainerError
 from trainer.export import gguf_tokenizer
 from trainer.export.gguf_export import stop_ids
 from trainer.export.gguf_file import GGUF_TYPES, family_of, gguf_path, permute_rows, write_gguf
-from trainer.export.gguf_tokenizer import pre_tokenizer_name
+from trainer.export.gguf_tokenizer import add_tokenizer, pre_tokenizer_name
 from trainer.export.gguf_verify import (
     GGUF_TOLERANCE,
     ROUND_TRIP_TEXTS,
@@ -368,6 +370,27 @@ def test_a_wrong_pre_tokenizer_is_refused_by_name():
     metaspace = {"pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}, "normalizer": None}
     with pytest.raises(TrainerError, match=r"matches none llama\.cpp implements here"):
         pre_tokenizer_name(metaspace)
+
+
+def test_a_sentencepiece_style_tokenizer_is_refused_naming_its_kind(tmp_path):
+    """The real Gemma, Mistral and Phi-3 tokenizers: BPE over "▁" pieces with byte fallback. llama.cpp keeps them as
+    a SentencePiece vocabulary with scores, which is not written: one error, and no file."""
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{byte:02X}>": 3 + byte for byte in range(256)}}
+    vocab |= {"▁": 259, "a": 260, "▁a": 261}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("▁", "a")], unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>").save_pretrained(tmp_path)
+    writer = gguf.GGUFWriter(tmp_path / "model-f16.gguf", "llama")
+    with pytest.raises(
+        TrainerError,
+        match=r"^GGUF export: only byte-level BPE tokenizers are written .*; this one is SentencePiece-style BPE "
+        r"with byte fallback \(model BPE, decoder Sequence\)",
+    ):
+        add_tokenizer(writer, tmp_path, len(vocab))
+    assert not (tmp_path / "model-f16.gguf").exists()
 
 
 @pytest.mark.slow
