@@ -61,7 +61,7 @@ Keys = list[tuple[Callable[..., None], Any]]  # (GGUFWriter method, value): meta
 def _window(config: PretrainedConfig) -> int | None:
     """The sliding window some layers attend within, or None where every layer sees the whole context."""
     window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None) or ["sliding_attention"]
+    layer_types = getattr(config, "layer_types", None) or ["sliding_attention"]  # none listed (Mistral): every layer
     if window is None or window >= config.max_position_embeddings or "sliding_attention" not in layer_types:
         return None
     return window
