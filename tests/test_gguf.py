@@ -4,22 +4,44 @@ The Ollama Modelfile beside each file: tests/test_ollama.py."""
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import gguf
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from tokenizers import Tokenizer, decoders, models, normalizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Gemma2Config,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    Phi3Config,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+)
 
 from trainer.config import TinyModelSpec
 from trainer.errors import TrainerError
 from trainer.export import gguf_tokenizer
 from trainer.export.gguf_export import stop_ids
-from trainer.export.gguf_file import GGUF_TYPES, family_of, permute_rows, write_gguf
-from trainer.export.gguf_tokenizer import pre_tokenizer_name
-from trainer.export.gguf_verify import GGUF_TOLERANCE, ROUND_TRIP_TEXTS, gguf_model, round_trip_mismatches
-from trainer.export.ollama import write_modelfile
-from trainer.export.verify import PROMPTS, prompt_batch, prompt_logits, relative_difference
+from trainer.export.gguf_file import GGUF_TYPES, family_of, gguf_path, permute_rows, write_gguf
+from trainer.export.gguf_tokenizer import add_tokenizer, pre_tokenizer_name
+from trainer.export.gguf_verify import (
+    GGUF_TOLERANCE,
+    ROUND_TRIP_TEXTS,
+    gguf_config,
+    gguf_model,
+    round_trip_mismatches,
+    verify_gguf,
+)
+from trainer.export.ollama import chat_format, write_modelfile
+from trainer.export.verify import PROMPTS, merged_model, prompt_batch, prompt_logits, relative_difference
 from trainer.tiny_model import build_tiny_model
 
 # SmolLM2-135M-Instruct's chat template: ChatML with a default system prompt, as the tiny Llama's.
@@ -149,6 +171,142 @@ def test_tokenizer_round_trip_encodes_200_texts_to_the_same_ids(family, request)
     assert types[tokens.index("<tool_call>")] == gguf.TokenType.USER_DEFINED
 
 
+def _plus_one(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor + 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What llama.cpp's converter makes of a family's tiny model (4 query and 2 key heads of 16, 2 layers)."""
+
+    arch: str  # general.architecture
+    model_type: str  # what transformers builds from the file
+    chat_format: str
+    keys: dict[str, float]  # metadata llama.cpp reads
+    # (GGUF tensor, the safetensors tensor it holds, what the converter does to it on the way)
+    tensors: tuple[tuple[str, str, Callable[[torch.Tensor], torch.Tensor] | None], ...]
+    # transformers' own `from_pretrained(gguf_file=)` loads it (5.24 fails on a `llama` file named "mistral": gguf
+    # has no `mistral` tensor names)
+    from_pretrained: bool = True
+
+
+LAYOUTS = {
+    "qwen3": Layout("qwen3", "qwen3", "chatml", {"qwen3.attention.key_length": 16}, (
+        ("blk.0.attn_q_norm.weight", "model.layers.0.self_attn.q_norm.weight", None),
+        ("blk.1.attn_k_norm.weight", "model.layers.1.self_attn.k_norm.weight", None),
+        ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", None),  # rotate-half rope: not permuted
+    )),
+    "gemma3": Layout("gemma3", "gemma3_text", "gemma", {
+        "gemma3.attention.key_length": 16, "gemma3.attention.sliding_window": 512, "gemma3.rope.freq_base": 1e6,
+    }, (
+        ("blk.0.attn_norm.weight", "model.layers.0.input_layernorm.weight", _plus_one),
+        ("blk.0.post_attention_norm.weight", "model.layers.0.post_attention_layernorm.weight", _plus_one),
+        ("blk.0.ffn_norm.weight", "model.layers.0.pre_feedforward_layernorm.weight", _plus_one),
+        ("blk.1.post_ffw_norm.weight", "model.layers.1.post_feedforward_layernorm.weight", _plus_one),
+        ("blk.1.attn_q_norm.weight", "model.layers.1.self_attn.q_norm.weight", _plus_one),
+        ("blk.1.attn_k_norm.weight", "model.layers.1.self_attn.k_norm.weight", _plus_one),
+        ("output_norm.weight", "model.norm.weight", _plus_one),
+        ("output.weight", "lm_head.weight", None),  # untied here, as the tiny model is
+    )),
+    "phi3": Layout("phi3", "phi3", "phi3", {
+        "phi3.rope.dimension_count": 16, "phi3.rope.scaling.original_context_length": 4096,
+        "phi3.attention.sliding_window": 0,
+    }, (
+        ("blk.0.attn_qkv.weight", "model.layers.0.self_attn.qkv_proj.weight", None),  # fused: (4 + 2 + 2) x 16 rows
+        ("blk.1.ffn_up.weight", "model.layers.1.mlp.gate_up_proj.weight", None),  # fused gate and up: 2 x 192 rows
+    )),
+    "mistral": Layout("llama", "mistral", "mistral", {"llama.rope.dimension_count": 16}, (
+        ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", partial(permute_rows, heads=4)),
+        ("blk.1.attn_k.weight", "model.layers.1.self_attn.k_proj.weight", partial(permute_rows, heads=2)),
+    ), from_pretrained=False),
+}  # fmt: skip
+
+
+STORED_AS = {gguf.GGMLQuantizationType.F32: torch.float32, gguf.GGMLQuantizationType.F16: torch.float16}
+
+
+def check_layout(path, layout: Layout, hf: dict[str, torch.Tensor]) -> None:
+    """The file's architecture, keys and the layout's tensors, exactly (F32 and F16 ones; quantized ones are left
+    to the logits)."""
+    reader = gguf.GGUFReader(path)
+    fields = {name: field.contents() for name, field in reader.fields.items()}
+    assert fields["general.architecture"] == layout.arch
+    assert {key: fields[key] for key in layout.keys} == pytest.approx(layout.keys)
+    stored = {t.name: t for t in reader.tensors}
+    for name, key, change in layout.tensors:
+        want = (change or (lambda t: t))(hf[key].float())
+        if (dtype := STORED_AS.get(stored[name].tensor_type)) is not None:
+            assert torch.equal(torch.from_numpy(stored[name].data.copy()).float(), want.to(dtype).float()), name
+
+
+def greedy_ties(folder, path, merged: torch.nn.Module) -> tuple[int, int, int]:
+    """The merged model's 12 greedy tokens per prompt, teacher-forced through the file's model (the verification's):
+    at each step it must pick the same token, which makes its greedy answer the same, except where the merged model's
+    two best tokens are within twice the largest logit difference between the two models there, a tie the file's
+    rounding may break either way. Returns (ties, ties it broke the other way, steps)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    loaded = gguf_model(path, torch.device("cpu"))
+    ties = flipped = steps = 0
+    for prompt in PROMPTS:
+        inputs = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        answer = merged.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=pad)
+        with torch.no_grad():
+            ours, theirs = (
+                model(answer).logits[0, inputs["input_ids"].shape[1] - 1 : -1] for model in (merged, loaded)
+            )
+        slack = 2 * float((ours - theirs).abs().max())
+        best = ours.topk(2)
+        tie = best.values[:, 0] - best.values[:, 1] <= slack
+        same = ours.argmax(-1) == theirs.argmax(-1)
+        assert same[~tie].all(), prompt
+        ties, flipped, steps = ties + int(tie.sum()), flipped + int((~same).sum()), steps + len(tie)
+    return ties, flipped, steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", LAYOUTS)
+def test_each_family_is_written_as_llama_cpp_lays_it_out_and_read_back_by_transformers(
+    family, model_cache, tmp_path, record_property
+):
+    """f16 and q8_0 files of the family's tiny model: llama.cpp's architecture, keys and tensor layout; transformers
+    reads each back as the family's model (the tokenizer encodes the 200 texts to the same ids, logits within the
+    type's bound; the f16 file answers greedily as the merged model does, `greedy_ties`); the Modelfile takes its
+    chat format. Each file is named after its family, so transformers builds a Mistral from the `mistral` file of
+    llama.cpp's `llama` architecture (any other name: a Llama, which computes the same)."""
+    layout = LAYOUTS[family]
+    folder = tmp_path / "model"
+    shutil.copytree(build_tiny_model(TinyModelSpec(family=family), model_cache), folder)
+    cpu = torch.device("cpu")
+    batch = prompt_batch(folder)
+    expected = prompt_logits(merged_model(folder, cpu), batch, cpu)
+    for gguf_type in ("f16", "q8_0"):
+        path = write_gguf(folder, gguf_type, family)
+        check_layout(path, layout, load_file(folder / "model.safetensors"))
+        assert gguf_config(path).model_type == layout.model_type
+        difference = verify_gguf(path, gguf_type, batch, expected)  # the round trip first; raises past the bound
+        record_property(f"{gguf_type} max relative logit difference", f"{difference:.1e}")
+        if layout.from_pretrained:  # the streamed reading computes what transformers' own loading computes
+            config = gguf_config(path)
+            loaded = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=path.name, config=config, dtype=torch.float32
+            )
+            streamed = prompt_logits(gguf_model(path, cpu), batch, cpu)
+            assert all(map(torch.equal, prompt_logits(loaded.eval(), batch, cpu), streamed)), gguf_type
+    merged = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ties, flipped, steps = greedy_ties(folder, gguf_path(folder, "f16"), merged)
+    record_property("f16 greedy steps: ties (broken the other way) of all", f"{ties} ({flipped}) of {steps}")
+    assert ties <= steps // 10, (ties, steps)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    end_of_turn = gguf.GGUFReader(path).fields["tokenizer.ggml.eot_token_id"].contents()
+    text = write_modelfile(path, tokenizer, stop_ids(folder), None).read_text()
+    assert chat_format(tokenizer).name == layout.chat_format and f"# {layout.chat_format} chat format" in text
+    stop = f"PARAMETER stop {json.dumps(tokenizer.convert_ids_to_tokens(end_of_turn))}\n"
+    assert "FROM ./model-q8_0.gguf" in text and stop in text
+
+
 @pytest.mark.slow
 def test_the_llama3_family_exports_a_gguf_with_its_end_of_turn_and_a_modelfile(model_cache, tmp_path):
     """Llama 3's template used to stop the GGUF export (no Ollama format for it); its tokenizer runs Llama 3's split
@@ -178,14 +336,71 @@ def test_a_wrong_pre_tokenizer_name_is_caught_by_the_round_trip(qwen2, tmp_path,
     assert any("1000" in text for text in mismatches) and len(mismatches) >= 10, mismatches
 
 
-def test_what_cannot_be_written_is_refused_by_name():
-    from transformers import Gemma2Config
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        (Gemma2Config(), r"the architecture 'gemma2' .*not one this exporter writes \(gemma3_text, llama, mistral, "
+         r"phi3, qwen2, qwen3\)"),
+        (MistralConfig(sliding_window=4096, max_position_embeddings=32768),
+         r"mistral attends within a sliding window of 4096 tokens \(sliding_window, context 32768\)"),
+        (Qwen3Config(use_sliding_window=True, sliding_window=4096, max_position_embeddings=32768, max_window_layers=0),
+         r"qwen3 attends within a sliding window of 4096 tokens"),
+        (Phi3Config(rope_scaling={"type": "longrope", "short_factor": [1.0] * 48, "long_factor": [1.0] * 48},
+                    max_position_embeddings=131072, original_max_position_embeddings=4096),
+         r"rope scaling 'longrope' of phi3 is not written"),
+        (Gemma3TextConfig(rope_scaling={"rope_type": "linear", "factor": 8.0}),
+         r"rope scaling 'linear' of gemma3_text is not written"),
+        (Gemma3TextConfig(query_pre_attn_scalar=128),
+         r"gemma3_text's query_pre_attn_scalar is 128; llama\.cpp's Gemma 3 assumes 256 and no GGUF key"),
+        (Gemma3TextConfig(final_logit_softcapping=30.0), r"gemma3_text's final_logit_softcapping is 30\.0"),
+        (Gemma3TextConfig(rope_local_base_freq=20000.0),
+         r"gemma3_text's rope_parameters\.sliding_attention\.rope_theta is 20000\.0; .*assumes 10000\.0"),
+        (Gemma3TextConfig(num_hidden_layers=4, layer_types=["sliding_attention", "full_attention"] * 2),
+         r"gemma3_text's layer_types is \['sliding_attention', 'full_attention'"),
+    ],
+)  # fmt: skip
+def test_what_cannot_be_written_is_refused_by_name(config, problem):
+    """An architecture llama.cpp's converter does not take here, and a setting the file cannot state that llama.cpp
+    would run otherwise: one error naming it, before anything is written."""
+    with pytest.raises(TrainerError, match=rf"^GGUF export: {problem}"):
+        family_of(config)
 
-    with pytest.raises(TrainerError, match=r"architecture 'gemma2'.*not one this exporter writes \(llama, qwen2\)"):
-        family_of(Gemma2Config())
+
+def test_what_llama_cpp_runs_as_configured_is_taken():
+    """Gemma 3 1B's shape and the 27B's query scale (hidden / heads, which llama.cpp knows by its 62 layers);
+    Phi-3 mini 4k's window (written, as llama.cpp's converter writes it); a Mistral without a window."""
+    assert family_of(Gemma3TextConfig()).arch == gguf.MODEL_ARCH.GEMMA3
+    big = Gemma3TextConfig(num_hidden_layers=62, hidden_size=5376, num_attention_heads=32, query_pre_attn_scalar=168)
+    assert family_of(big).arch == gguf.MODEL_ARCH.GEMMA3
+    assert family_of(Phi3Config(sliding_window=2047)).arch == gguf.MODEL_ARCH.PHI3
+    assert family_of(MistralConfig(sliding_window=None)).arch == gguf.MODEL_ARCH.LLAMA
+
+
+def test_a_wrong_pre_tokenizer_is_refused_by_name():
     metaspace = {"pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}, "normalizer": None}
     with pytest.raises(TrainerError, match=r"matches none llama\.cpp implements here"):
         pre_tokenizer_name(metaspace)
+
+
+def test_a_sentencepiece_style_tokenizer_is_refused_naming_its_kind(tmp_path):
+    """The real Gemma, Mistral and Phi-3 tokenizers: BPE over "▁" pieces with byte fallback. llama.cpp keeps them as
+    a SentencePiece vocabulary with scores, which is not written: one error, and no file."""
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{byte:02X}>": 3 + byte for byte in range(256)}}
+    vocab |= {"▁": 259, "a": 260, "▁a": 261}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("▁", "a")], unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>").save_pretrained(tmp_path)
+    writer = gguf.GGUFWriter(tmp_path / "model-f16.gguf", "llama")
+    with pytest.raises(
+        TrainerError,
+        match=r"^GGUF export: only byte-level BPE tokenizers are written .*; this one is SentencePiece-style BPE "
+        r"with byte fallback \(model BPE, decoder Sequence\)",
+    ):
+        add_tokenizer(writer, tmp_path, len(vocab))
+    assert not (tmp_path / "model-f16.gguf").exists()
 
 
 @pytest.mark.slow

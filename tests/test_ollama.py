@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 
+import gguf
 import pytest
 from tokenizers import processors
 from transformers import AutoConfig, AutoTokenizer
@@ -100,8 +101,11 @@ EXPECTED = {
     "mistral": ("mistral", ["</s>"], None),
     "smollm2": ("chatml", ["<|im_end|>"], "You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
 }  # fmt: skip
-# The families whose architecture the GGUF writer does not write (gguf_file.FAMILIES): their export stops there.
-GGUF_REFUSED = {"qwen3": "qwen3", "gemma3": "gemma3_text", "phi3": "phi3", "mistral": "mistral"}
+# Per family: the architecture llama.cpp knows it by, which the GGUF writer writes (gguf_file.FAMILIES).
+GGUF_ARCHITECTURES = {
+    "qwen2.5": "qwen2", "qwen3": "qwen3", "llama3": "llama", "gemma3": "gemma3", "phi3": "phi3", "mistral": "llama",
+    "smollm2": "llama",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +145,7 @@ def ollama_cases(text: str) -> list[tuple[str, list[dict[str, str]]]]:
 
 
 def test_every_family_and_format_is_covered():
-    assert set(EXPECTED) == set(FAMILIES)
+    assert set(EXPECTED) == set(FAMILIES) == set(GGUF_ARCHITECTURES)
     assert {name for name, *_ in EXPECTED.values()} == {f.name for f in CHAT_FORMATS}
 
 
@@ -223,11 +227,11 @@ def test_modelfile_takes_the_system_prompt_every_training_conversation_opened_wi
 
 @pytest.mark.parametrize("family", EXPECTED)
 def test_the_gguf_writer_takes_each_family_or_refuses_it_naming_its_architecture(family, family_dirs):
-    """The table in docs/export.md: a family with a Modelfile format but an architecture the writer lacks fails
-    before anything is written, with the architecture's name."""
+    """The table in docs/export.md: every family's architecture is written, under llama.cpp's name for it (Mistral
+    is llama.cpp's `llama`); one that is not (Gemma 2's, with the family's name changed) fails before anything is
+    written, with its name."""
     config = AutoConfig.from_pretrained(family_dirs(family))
-    if family not in GGUF_REFUSED:
-        assert family_of(config).arch.name in ("QWEN2", "LLAMA")
-        return
-    with pytest.raises(TrainerError, match=rf"^GGUF export: the architecture '{GGUF_REFUSED[family]}' .*not one"):
+    assert gguf.MODEL_ARCH_NAMES[family_of(config).arch] == GGUF_ARCHITECTURES[family]
+    config.model_type = "gemma2"
+    with pytest.raises(TrainerError, match=r"^GGUF export: the architecture 'gemma2' .*not one this exporter writes"):
         family_of(config)

@@ -1,11 +1,13 @@
 """The tokenizer as GGUF metadata: vocabulary, token types, merges, pre-tokenizer name, special ids, chat template.
 
-Only byte-level BPE tokenizers (Qwen2, Llama 3, SmolLM2, GPT-2) are written. The pre-tokenizer is named from the
-structure of the pre-tokenizer the model's tokenizer really runs (transformers 5 builds Qwen2's, for one, from its
-class, whatever `tokenizer.json` says), matched exactly against the splits llama.cpp implements under that name;
-anything else is refused, because llama.cpp given a wrong or missing name splits text differently from training and
-nothing fails, it only generates worse. The one normalizer allowed is Qwen2's NFC, which llama.cpp's converter drops
-too: text that is not already NFC can tokenize differently there.
+Only byte-level BPE tokenizers (Qwen2, Llama 3, SmolLM2, GPT-2, the tiny models of every family) are written;
+SentencePiece-style ones (the real Gemma, Mistral and Phi-3 tokenizers: "▁" pieces, byte fallback) are refused
+naming their kind. The pre-tokenizer is named from the structure of the pre-tokenizer the model's tokenizer really
+runs (transformers 5 builds Qwen2's, for one, from its class, whatever `tokenizer.json` says), matched exactly
+against the splits llama.cpp implements under that name; anything else is refused, because llama.cpp given a wrong
+or missing name splits text differently from training and nothing fails, it only generates worse. The one
+normalizer allowed is Qwen2's NFC, which llama.cpp's converter drops too: text that is not already NFC can tokenize
+differently there.
 """
 
 from __future__ import annotations
@@ -84,15 +86,17 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int) -> Non
     """Write the tokenizer of the exported `folder` into `writer`'s metadata."""
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     tokenizer_json = json.loads(tokenizer.backend_tokenizer.to_str())  # what it runs, not only what the file says
-    model = tokenizer_json["model"]
-    if (
-        model["type"] != "BPE"
-        or model.get("byte_fallback")
-        or (tokenizer_json.get("decoder") or {}).get("type") != "ByteLevel"
-    ):
+    model, decoder = tokenizer_json["model"], (tokenizer_json.get("decoder") or {}).get("type")
+    if model["type"] != "BPE" or model.get("byte_fallback") or decoder != "ByteLevel":
+        # Real Gemma, Mistral and Phi-3 tokenizers: BPE over "▁"-spelled pieces, unknown bytes as <0xNN> tokens.
+        # llama.cpp keeps those as a `llama` (SentencePiece) vocabulary with scores, which is not written here.
+        kind = model["type"]
+        if kind == "BPE":
+            kind = "SentencePiece-style BPE" + (" with byte fallback" if model.get("byte_fallback") else "")
         raise TrainerError(
-            f"GGUF export: only byte-level BPE tokenizers are written; this one is {model['type']} with decoder "
-            f"{(tokenizer_json.get('decoder') or {}).get('type')}"
+            f"GGUF export: only byte-level BPE tokenizers are written (llama.cpp's gpt2 vocabulary); this one is "
+            f"{kind} (model {model['type']}, decoder {decoder}), which llama.cpp stores as a SentencePiece vocabulary "
+            "that this exporter does not write; use export.formats=[safetensors]"
         )
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer_json))

@@ -2,8 +2,11 @@
 
 The model: transformers' config from the file (`AutoConfig.from_pretrained(..., gguf_file=)`), its GGUF-to-model
 tensor names and per-architecture fix-ups (`get_gguf_hf_weights_map`, the tensor processors that undo llama.cpp's
-query/key permutation) and the `gguf` package's dequantization: what `from_pretrained(..., gguf_file=)` does, but
-streamed module by module like `verify.py`'s models, so memory is one tensor, not the model in fp32.
+query/key permutation and Gemma's norm + 1) and the `gguf` package's dequantization: what
+`from_pretrained(..., gguf_file=)` does, but streamed module by module like `verify.py`'s models, so memory is one
+tensor, not the model in fp32. Two values transformers' config mapping does not read, but llama.cpp does, are set
+from the file as llama.cpp reads them (`_llama_cpp_reads`: Qwen 3's head size, Gemma 3's query scale); else
+transformers would build, from a file llama.cpp runs correctly, a model of another shape or scale.
 
 The tokenizer: transformers rebuilds it from the file's metadata alone; it must encode `ROUND_TRIP_TEXTS` to exactly
 the ids of the exported tokenizer (a wrong pre-tokenizer name or token type shows here).
@@ -13,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from gguf import GGUFReader, dequantize
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from transformers.modeling_gguf_pytorch_utils import (
     TENSOR_PROCESSORS,
     TensorProcessor,
@@ -27,6 +31,7 @@ from transformers.modeling_gguf_pytorch_utils import (
 )
 
 from trainer.errors import TrainerError
+from trainer.export.gguf_file import gemma3_query_scalar
 from trainer.export.verify import (
     attach_weights,
     execution_device,
@@ -49,8 +54,12 @@ class GgufWeights(Mapping[str, torch.Tensor]):
     def __init__(self, path: Path, model: nn.Module):
         self.reader = GGUFReader(path)
         config = load_gguf_checkpoint(str(path))["config"]
-        self.processor = TENSOR_PROCESSORS.get(config["model_type"], TensorProcessor)(config=config)
-        names = get_gguf_hf_weights_map(model, self.processor)
+        # Both by the file's architecture, not the model transformers builds from it: a Mistral file is llama.cpp's
+        # `llama` (query/key rows permuted, Llama's tensor names), built as Mistral when it is named "mistral"
+        # (transformers' own loading then fails: gguf has no `mistral`); Gemma 3's is built as gemma3_text.
+        architecture = self.reader.fields["general.architecture"].contents()
+        self.processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config)
+        names = get_gguf_hf_weights_map(model, self.processor, model_type=architecture)
         self.tensors = {names[t.name]: t for t in self.reader.tensors if t.name in names}
         self.sources = parameter_sources(model, self.tensors)
 
@@ -67,9 +76,35 @@ class GgufWeights(Mapping[str, torch.Tensor]):
         return len(self.sources)
 
 
+def _llama_cpp_reads(fields: dict[str, Any]) -> dict[str, Any]:
+    """Config values llama.cpp takes from the file where transformers' GGUF config mapping leaves the config class's
+    default, which is one checkpoint's value: Qwen 3's head size (`attention.key_length`; Qwen3Config says 128, as
+    every released Qwen 3 has) and Gemma 3's query scale, which llama.cpp derives from the head size
+    (Gemma3TextConfig says 256, as Gemma 3 1B to 12B have). Without them transformers builds another model than the
+    one llama.cpp runs from the same file."""
+    arch = fields["general.architecture"]
+    key = {name.removeprefix(f"{arch}."): value for name, value in fields.items()}
+    hidden, heads = key["embedding_length"], key["attention.head_count"]
+    head_dim = key.get("attention.key_length", hidden // heads)  # llama.cpp's default where the key is missing
+    if arch == "qwen3":
+        return {"head_dim": head_dim}
+    if arch == "gemma3":
+        return {"query_pre_attn_scalar": gemma3_query_scalar(hidden, heads, head_dim, key["block_count"])}
+    return {}
+
+
+def gguf_config(path: Path) -> PretrainedConfig:
+    """The model config transformers reads from the GGUF file, with what llama.cpp reads there besides."""
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    fields = {name: f.contents() for name, f in GGUFReader(path).fields.items() if not name.startswith("tokenizer.")}
+    for name, value in _llama_cpp_reads(fields).items():
+        setattr(config, name, value)
+    return config
+
+
 def gguf_model(path: Path, device: torch.device | None = None) -> nn.Module:
     """The model transformers reads from the GGUF file, its weights streamed module by module in fp32."""
-    model = skeleton(AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True))
+    model = skeleton(gguf_config(path))
     return attach_weights(model, GgufWeights(path, model), device or execution_device())
 
 
