@@ -75,7 +75,11 @@ RUNS = {
              f"{MIX}.no_such_api=0", f"{MIX}.what_does=1", f"{MIX}.signature=1", "data.generation.max_per_symbol=4"),
             answers="chi",
         ),
-        Run("chi-lr3e-4", "chi, today's data mix, learning rate 3e-4", ("training.learning_rate=3.0e-4",), "chi"),
+        Run(
+            "chi-lr3e-4", "chi, today's data mix, one epoch at learning rate 3e-4",
+            ("training.max_steps=184", "training.learning_rate=3.0e-4"), "chi",
+        ),
+        Run("chi-1epoch", "chi, today's data mix, one epoch", ("training.max_steps=184",), "chi"),
         Run(
             "gin", "gin, today's data mix (no hand-written examples: no how-to rows)",
             ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",
@@ -345,10 +349,10 @@ def comparison(config_file: Path) -> list[str]:
         return []
     heads = [f"{GROUP_TITLES[g]}: {k.split('.')[-1]}" if g else k.split(".")[-1] for g, k in COMPARED]
     lines = [
-        "## The data mix and a second framework",
+        "## The data mix, the epochs, the learning rate and a second framework",
         "",
         "The same config, steps and decoding but for what each run names; "
-        '`make quality QUALITY_RUNS="chi chi-before gin"`. Rows: seen / held-out / how-to.',
+        f'`make quality QUALITY_RUNS="{" ".join(reports)}"`. Rows: seen / held-out / how-to.',
         "",
         f"| run | model | train conversations | rows | {' | '.join(heads)} |",
         "| --- | --- | ---: | --- |" + " ---: |" * len(heads),
