@@ -24,12 +24,27 @@ def test_off_a_terminal_progress_is_plain_periodic_lines(monkeypatch, capsys):
     assert progress.progress_line("Indexing x", 1, 4, 10.0) == "Indexing x: 1/4, 10 s so far, about 30 s left"
 
 
+def as_from_a_terminal() -> None:
+    """Ctrl-C as a foreground command at a terminal gets it: a runner that started pytest in the background (`cmd &`
+    in a script) passes SIGINT ignored to its children, and a command started so rightly leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """This process's Ctrl-C as at a terminal (see `as_from_a_terminal`) for the test, as it was afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupted(args: list[str], ready, pause_at: str = "") -> subprocess.CompletedProcess:
     """`trainer args` sent Ctrl-C (SIGINT) once `ready()` is true; `pause_at`: a failpoint (trainer/failpoints.py)
     that holds the command mid-write, so the Ctrl-C cannot come after the work is done."""
     command = [sys.executable, "-m", "trainer.cli", *args]
     env = {**os.environ, "TRAINER_PAUSE_AT": pause_at}
-    with background(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
+    with background(command, preexec_fn=as_from_a_terminal, **popen) as process:
         deadline = time.monotonic() + 300
         while not ready() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -61,7 +76,7 @@ def test_ctrl_c_during_evaluate_and_export_writes_nothing_and_exits_130(pipeline
 SAFETENSORS_INTERRUPTED = "could not determine the shape of object type 'torch.storage.UntypedStorage'"
 
 
-def test_ctrl_c_that_a_library_turns_into_another_exception_is_still_a_stop(monkeypatch, capsys):
+def test_ctrl_c_that_a_library_turns_into_another_exception_is_still_a_stop(monkeypatch, capsys, ctrl_c_raises):
     """safetensors' get_slice, interrupted mid-read, raises ValueError in place of the KeyboardInterrupt: the user
     still gets `error: interrupted` and 130, not a traceback and 1. The same ValueError without Ctrl-C is a bug."""
 
