@@ -58,14 +58,15 @@ def test_tool_call_metrics_count_each_denominator_separately():
     assert tool_call_metrics(records) == {
         "call_rate": 4 / 6,
         "call_recall": 2 / 3,  # of the 3 references that call, 2 predictions call (the third answers in text)
+        "call_references": 3,
         "wellformed_rate": 3 / 4,  # 4 predictions attempt a call, the broken one is not well formed
         "name_accuracy": 2 / 3,
         "args_exact": 1 / 3,
         "false_call_rate": 2 / 3,
     }
     assert tool_call_metrics([records[-1]]) == {
-        "call_rate": 0.0, "call_recall": None, "wellformed_rate": None, "name_accuracy": None, "args_exact": None,
-        "false_call_rate": 0.0,
+        "call_rate": 0.0, "call_recall": None, "call_references": 0, "wellformed_rate": None, "name_accuracy": None,
+        "args_exact": None, "false_call_rate": 0.0,
     }  # fmt: skip
 
 

@@ -77,7 +77,8 @@ def test_evaluation_report_and_predictions(pipeline_run):
     for key in ("rougeL", "chrf"):
         assert 0 <= report[key] <= 1
     assert set(report["tool_call"]) == {
-        "call_rate", "call_recall", "wellformed_rate", "name_accuracy", "args_exact", "false_call_rate",
+        "call_rate", "call_recall", "call_references", "wellformed_rate", "name_accuracy", "args_exact",
+        "false_call_rate",
     }  # fmt: skip
     assert report["api_grounding"]["mentions"] >= 0 and isinstance(report["api_grounding"]["invented"], list)
     # --baseline: the base model on the same prompts; the delta is finetuned minus base, metric by metric.

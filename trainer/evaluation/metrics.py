@@ -47,7 +47,7 @@ def _wellformed(message: dict[str, Any]) -> bool:
     return calls_ok and TOOL_CALL_TEXT not in (message.get("content") or "")
 
 
-def tool_call_metrics(records: list[dict[str, Any]]) -> dict[str, float | None]:
+def tool_call_metrics(records: list[dict[str, Any]]) -> dict[str, float | int | None]:
     attempted = [r for r in records if _attempts_call(r["prediction"])]
     with_call = [r for r in records if _calls(r["reference"])]
     without_call = [r for r in records if not _calls(r["reference"])]
@@ -61,6 +61,7 @@ def tool_call_metrics(records: list[dict[str, Any]]) -> dict[str, float | None]:
     return {
         "call_rate": _rate(len(attempted), len(records)),
         "call_recall": _rate(sum(_attempts_call(r["prediction"]) for r in with_call), len(with_call)),
+        "call_references": len(with_call),
         "wellformed_rate": _rate(sum(_wellformed(r["prediction"]) for r in attempted), len(attempted)),
         "name_accuracy": _rate(sum(names(r["prediction"]) == names(r["reference"]) for r in with_call), len(with_call)),
         "args_exact": _rate(sum(exact(r["prediction"]) == exact(r["reference"]) for r in with_call), len(with_call)),
