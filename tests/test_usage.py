@@ -10,7 +10,7 @@ from trainer.data_config import GenerationMix, GenerationSettings, GoSource
 from trainer.go.parser import Symbol
 from trainer.go.repo import index_repo
 from trainer.go.usage import read_usage
-from trainer.synthesis.facts import inventions, job, neighbours
+from trainer.synthesis.facts import Job, inventions, job, neighbours
 from trainer.synthesis.generate import generate
 
 ROUTE = """// Package route matches paths:
@@ -41,6 +41,9 @@ func Param(req *http.Request, key string) string { return "" }
 
 // Logger is a middleware that logs each request to stderr.
 func Logger(next http.Handler) http.Handler { return next }
+
+// DefaultPrefix is the prefix every new router starts with.
+var DefaultPrefix = ""
 """
 INTERNAL_TEST = """package route
 
@@ -89,7 +92,7 @@ def route_repo(tmp_path) -> Path:
 def test_uses_are_trimmed_qualified_and_keep_their_provenance(route_repo, tmp_path):
     settings = GenerationSettings()
     index, _ = index_repo(route_repo, GoSource(url=str(route_repo)), "route", settings, tmp_path / "cache")
-    assert len(index.symbols) == 6  # the hidden _examples/ folder stays out of the API index
+    assert len(index.symbols) == 7  # the hidden _examples/ folder stays out of the API index
     found = read_usage(route_repo, index, index.short_names(), settings)
     uses = {(s.key.removeprefix("example.com/route."), s.file): s for s in found.snippets}
     param = uses["Param", "_examples/hello/main.go"]
@@ -121,7 +124,11 @@ def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks
     param = symbol("Param", "Param returns the path parameter named key.")
     assert job(param).base == "get the path parameter named key"
     assert job(symbol("Compress", "Compress compresses response bodies.")).base == "compress response bodies"
-    assert job(symbol("Mux", "Mux is a router.", "type")) is None  # types: no job
+    assert job(symbol("Mux", "Mux is a router.", "type")) is None  # too short to describe it
+    params = symbol("RouteParams", "RouteParams is a structure to track URL routing parameters efficiently.", "type")
+    assert job(params) == Job(None, "is a structure to track URL routing parameters efficiently")  # what it is
+    clean = job(symbol("CleanPath", "CleanPath is a middleware that will clean out double slash mistakes."))
+    assert (clean.base, clean.third) == ("clean out double slash mistakes", "cleans out double slash mistakes")
     assert job(symbol("X", "Something else entirely here.")) is None  # the doc does not start with the name
     assert inventions(param, job(param), {"Param", "GetParam"}) == [
         "GetPathParameter", "Params", "ParamHandler", "ParamMiddleware", "NewParam", "ParamFunc",
@@ -142,8 +149,8 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     items = generate(index, "route", "abc", settings, uses)
     per_kind = Counter(item.provenance["template"] for item in items)
     assert per_kind == {
-        "what_does": 12, "tool_lookup": 6, "signature": 10, "which_symbol": 10, "usage": 6, "call_in_context": 5,
-        "no_such_api": 10, "contrast": 1, "members": 1, "overview": 1,
+        "what_does": 14, "tool_lookup": 7, "signature": 10, "which_symbol": 14, "usage": 6, "call_in_context": 5,
+        "no_such_api": 14, "contrast": 1, "members": 1, "overview": 1,
     }  # fmt: skip
     logger = [i for i in items if i.key == "example.com/route.Logger"]
     questions = [i.messages[1]["content"] for i in logger if i.provenance["template"] == "which_symbol"]
@@ -152,6 +159,13 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     for item in (i for i in items if i.provenance["template"] == "no_such_api"):
         fake = item.messages[1]["content"].split("`")[1].removeprefix("route.")
         assert fake not in names and "`route." in item.messages[-1]["content"]
+    # a symbol its doc says what it is, not what it does: asked for by that, never "how do I …" (it has no job)
+    prefix = [i for i in items if i.key == "example.com/route.DefaultPrefix"]
+    asked = [i.messages[1]["content"] for i in prefix if i.provenance["template"] in ("which_symbol", "no_such_api")]
+    assert len(asked) == 4 and not any("right way to" in q or "should I use to" in q for q in asked)
+    assert all("that is the prefix every new router starts with" in q for q in asked[:2])
+    invented = next(i for i in prefix if i.provenance["template"] == "no_such_api").messages[-1]["content"]
+    assert "For the variable that is the prefix every new router starts with, use `route.DefaultPrefix`" in invented
     usage = next(i for i in items if i.provenance["template"] == "usage" and i.key.endswith(".Param"))
     assert (
         usage.provenance["file"] == "_examples/hello/main.go"
@@ -162,5 +176,5 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
                           contrast=0, no_such_api=0)  # fmt: skip
     old = generate(index, "route", "abc", GenerationSettings(mix=today, max_per_symbol=4), uses)
     assert Counter(i.provenance["template"] for i in old) == {
-        "what_does": 6, "tool_lookup": 6, "signature": 5, "members": 1, "overview": 1,
+        "what_does": 7, "tool_lookup": 7, "signature": 5, "members": 1, "overview": 1,
     }  # fmt: skip

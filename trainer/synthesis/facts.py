@@ -1,5 +1,6 @@
-"""What a symbol's doc says, read for stating one fact several ways: the job it does (for questions that describe the
-job and ask for the symbol), the neighbours its doc contrasts it with, and plausible names it does not have.
+"""What a symbol's doc says, read for stating one fact several ways: the job it does or what it is (for questions
+that describe it and ask for the symbol), the neighbours its doc contrasts it with, and plausible names it does not
+have.
 
 All of it is drawn from the doc text, so a question says what the framework's authors wrote, in the user's voice:
 "URLParam returns the url parameter from a http.Request object." gives the job "get the url parameter from a
@@ -18,6 +19,7 @@ FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)", re.DOTALL)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")  # not the dot of `http.Handler`
 # "X is a middleware that …", "X is an http.Handler which …": the clause after `that` says what X does.
 IS_A_THAT = re.compile(r"^(?:is|are) (?:a|an|the) [\w.\- ]{1,40}? (?:that|which) (.+)$")
+IS_A = re.compile(r"^(?:is|are) (?:a|an|the) ")
 IRREGULAR = {"does": "do", "has": "have", "returns": "get"}
 MIN_JOB_WORDS = 3
 ARTICLES = {"a", "an", "the", "of", "to", "for", "from", "with", "and", "or", "in", "on", "given", "each", "its"}
@@ -44,33 +46,41 @@ def base_form(verb: str) -> str | None:
 
 @dataclass(frozen=True)
 class Job:
-    base: str  # "get the url parameter from a http.Request object": after "How do I …"
-    third: str  # "returns the url parameter from a http.Request object": after "Which function …"
+    base: str | None  # "get the url parameter from a http.Request object": after "How do I …"; None: what it is
+    third: str  # "returns the url parameter …", or "is a structure to track URL routing parameters": after "Which …"
+
+
+def _action(clause: str) -> Job | None:
+    """The job of a clause that starts with a verb (`returns …`, `will clean out …`), if it has one."""
+    if clause.startswith("will "):
+        base = clause[5:]
+        verb, _, tail = base.partition(" ")
+        third = f"{verb}s {tail}" if verb.isalpha() else base
+    else:
+        verb, _, tail = clause.partition(" ")
+        stem = base_form(verb)
+        if stem is None:
+            return None
+        base, third = f"{stem} {tail}".strip(), clause
+    return Job(base, third) if len(base.split()) >= MIN_JOB_WORDS else None
 
 
 def job(symbol: Symbol) -> Job | None:
-    """The job a func, method or var's doc gives it in its first sentence, if the sentence starts with its name."""
-    if symbol.kind not in ("func", "method", "var") or not symbol.doc:
+    """The job a symbol's doc gives it in its first sentence, if the sentence starts with its name: what it does
+    (`URLParam returns …`, `Logger is a middleware that logs …`) or, where no verb says that, what it is (`RouteParams
+    is a structure to track …`: `base` None, so no "How do I …" question is asked of it)."""
+    if not symbol.doc:
         return None
     name = symbol.name.split(".")[-1]
     sentence = first_sentence(symbol.doc).rstrip(".!?")
     if not sentence.startswith(f"{name} "):
         return None
     rest = sentence[len(name) + 1 :]
-    if rest.startswith("will "):
-        rest = rest[5:]
-        verb, _, tail = rest.partition(" ")
-        base = rest
-        third = f"{verb}s {tail}" if verb.isalpha() else rest
-    else:
-        clause = IS_A_THAT.match(rest)
-        third = clause[1] if clause else rest
-        verb, _, tail = third.partition(" ")
-        stem = base_form(verb)
-        if stem is None:
-            return None
-        base = f"{stem} {tail}".strip()
-    return Job(base, third) if len(base.split()) >= MIN_JOB_WORDS else None
+    clause = IS_A_THAT.match(rest)
+    found = _action(clause[1] if clause else rest)
+    if found is None and IS_A.match(rest) and len(rest.split()) > MIN_JOB_WORDS:
+        return Job(None, rest)
+    return found
 
 
 def inventions(symbol: Symbol, found: Job | None, taken: set[str]) -> list[str]:
@@ -81,7 +91,7 @@ def inventions(symbol: Symbol, found: Job | None, taken: set[str]) -> list[str]:
     guesses = [f"Get{name}", plural, f"{name}Handler", f"{name}Middleware", f"New{name}", f"{name}Func"]
     if name.startswith(("Get", "New", "Set")):
         guesses.insert(0, name[3:])
-    if found is not None:
+    if found is not None and found.base:
         words = [w for w in re.findall(r"[A-Za-z]+", found.base) if w.lower() not in ARTICLES][:3]
         guesses.insert(0, "".join(w[:1].upper() + w[1:].lower() for w in words))
     names = []

@@ -24,6 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from string import Formatter
 from typing import Any
 
 from trainer.data_config import GenerationSettings
@@ -86,6 +87,8 @@ PHRASINGS = {
         "I want to {job}. Which {source} API does that?",
         "What is the {pkg} {kind} that {third}?",
         "Is there something in {source} to {job}?",
+        "I need the {pkg} {kind} that {third}. What is it called?",
+        "What is the name of the {source} {kind} that {third}?",
     ],
     "usage": [
         "How do I {job} with {source}?",
@@ -147,13 +150,15 @@ class _Writer:
         """How questions and answers name the package (RepoIndex.short_names)."""
         return self.shorts.get(package) or package.rsplit("/", 1)[-1]
 
-    def questions(self, template: str, key: str) -> list[str]:
-        """`mix[template]` distinct phrasings (one: today's seeded choice), drawn from (seed, template, key)."""
+    def questions(self, template: str, key: str, fields: dict[str, str]) -> list[str]:
+        """`mix[template]` distinct phrasings (one: today's seeded choice), drawn from (seed, template, key) among
+        those `fields` can fill (a symbol described by what it is, not by a job, has no `{job}`)."""
         count = getattr(self.mix, template, 1)  # probes (PROBE_TEMPLATES): one question each, outside the mix
         rng = random.Random(f"{self.seed}:{template}:{key}")
+        usable = [p for p in PHRASINGS[template] if {f for _, f, _, _ in Formatter().parse(p) if f} <= set(fields)]
         if count == 1:
-            return [rng.choice(PHRASINGS[template])]
-        return rng.sample(PHRASINGS[template], min(count, len(PHRASINGS[template])))
+            return [rng.choice(usable)]
+        return rng.sample(usable, min(count, len(usable)))
 
     def add(
         self,
@@ -168,7 +173,7 @@ class _Writer:
     ) -> None:
         """One conversation per phrasing the mix asks for (`answer(i)` may vary the answer's frame with i); with
         `number`, only that one: templates whose conversations each show other material (a use, an invented name)."""
-        phrasings = list(enumerate(self.questions(template, key)))
+        phrasings = list(enumerate(self.questions(template, key, fields)))
         for index, phrasing in phrasings if number is None else [phrasings[number % len(phrasings)]]:
             text = answer(index) if callable(answer) else answer
             messages = [
@@ -209,7 +214,8 @@ class _Writer:
             ]
             self.add("members", symbol.package, key, where, fields, signature + "\n\n" + "\n".join(lines))
         if described:
-            self.facts(symbol, q, key, where, fields | {"kind": kind, "job": described.base}, described, uses)
+            job_field = {"job": described.base} if described.base else {}
+            self.facts(symbol, q, key, where, fields | {"kind": kind, **job_field}, described, uses)
         elif uses:
             self.used(symbol.package, q, key, fields, uses, 0)
 
@@ -223,21 +229,22 @@ class _Writer:
         described: Job,
         uses: list[UsageSnippet],
     ) -> None:
-        """The facts a described job allows: which symbol does it, how-to with real code, contrasts, inventions."""
+        """The facts a described job allows: which symbol does it, how-to with real code, contrasts, inventions (a
+        symbol described by what it is: no how-to by job, its uses shown as `call_in_context`)."""
         signature, sentence = go_fence(symbol.signature), first_sentence(symbol.doc)
         frames = [
             f"Use `{q}`:\n\n{signature}\n\n{sentence}",
             f"`{q}` does that: it {described.third}.\n\n{signature}",
-            f"{sentence}\n\nSo the one to call is `{q}`:\n\n{signature}",
+            f"{sentence}\n\nSo the one to use is `{q}`:\n\n{signature}",
         ]
         fields = fields | {"third": described.third}
         self.add("which_symbol", symbol.package, key, where, fields, lambda i: frames[i % 3])
-        for number, use in enumerate(uses[: self.mix.usage]):
+        for number, use in enumerate(uses[: self.mix.usage] if described.base else []):
             origin = ORIGINS.get(use.origin, use.origin)
             lead = [f"Use `{q}`; it {described.third}.", f"With `{q}`, as {self.source}'s own {origin} do:"][number % 2]
             answer = f"{lead}\n\n{go_fence(use.code)}"
             self.add("usage", symbol.package, key, (use.file, use.line), fields, answer, number=number)
-        self.used(symbol.package, q, key, fields, uses, self.mix.usage)
+        self.used(symbol.package, q, key, fields, uses, self.mix.usage if described.base else 0)
         for number, (other, named) in enumerate(neighbours(symbol, self.by_package[symbol.package])):
             if number >= self.mix.contrast:
                 break
@@ -254,7 +261,8 @@ class _Writer:
             self.taken.add(fake)  # one invented name, one real answer
             fake_q = f"{self.short(symbol.package)}.{fake}"
             real = f"`{q}`:\n\n{signature}\n\n{sentence}"
-            direct = f"{self.source} has no `{fake_q}`. To {described.base}, use {real}"
+            purpose = f"To {described.base}" if described.base else f"For the {fields['kind']} that {described.third}"
+            direct = f"{self.source} has no `{fake_q}`. {purpose}, use {real}"
             call = {"name": "lookup_docs", "arguments": {"package": symbol.package, "name": fake}}
             turns = [
                 {"role": "assistant", "tool_calls": [call]},
