@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import boto3
 import pytest
@@ -222,9 +223,28 @@ if args.served_model_name and args.served_model_name != model:  # transformers s
     os.symlink(model, args.served_model_name)
     model = args.served_model_name
 port = os.environ.get("SHIM_PORT", args.port)
-transformers = os.path.join(os.path.dirname(sys.executable), "transformers")
-os.execv(transformers, [transformers, "serve", "--host", "127.0.0.1", "--port", port, model])
+# vLLM parses tool calls only for a request that offers tools, and answers a <tool_call> region that is not JSON as
+# text (its hermes parser); transformers serve parses every reply and answers 500 to the demo model's random one.
+from transformers.cli.serving import chat_completion
+parse = chat_completion.parse_assistant_message
+def as_vllm(processor, model, generated_ids, input_ids, cleaned_content="", tools=None):
+    if tools:
+        try:
+            return parse(processor, model, generated_ids, input_ids, cleaned_content, tools)
+        except ValueError:
+            pass
+    return cleaned_content, None, None
+chat_completion.parse_assistant_message = as_vllm
+from transformers.cli.transformers import main
+sys.argv = ["transformers", "serve", "--host", "127.0.0.1", "--port", port, model]
+main()
 """
+
+
+def server_log(log: IO[str]) -> str:
+    """The last of what a background server wrote to `log`: why it answered as it did."""
+    log.seek(0)
+    return log.read()[-4000:]
 
 
 def vllm_shim(folder: Path) -> Path:
@@ -254,7 +274,7 @@ def serve_and_evaluate_the_endpoint(task: dict, env: dict[str, str], tmp_path: P
             return [functools.reduce(lambda arg, item: arg.replace(*item), values.items(), arg) for arg in argv]
 
         query = run_to_end([*as_run_here(readme["curl"]), "--fail", "--silent", "--show-error"], timeout=300)
-        assert query.returncode == 0, query.stderr
+        assert query.returncode == 0, query.stderr + server_log(log)
         answer = json.loads(query.stdout)["choices"][0]["message"]
         assert answer["role"] == "assistant" and isinstance(answer["content"], str)
         sets = set_args([f"data.output_dir={laptop}", f"evaluation.output_dir={laptop / 'eval'}"])
