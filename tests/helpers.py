@@ -226,13 +226,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def log_tail(log: IO[str]) -> str:
+    """The end of what a background process wrote to `log`: why it failed or answered as it did."""
+    log.seek(0)
+    return log.read()[-3000:]
+
+
 def wait_for_server(url: str, process: subprocess.Popen, log: IO[str], timeout: float = 120) -> None:
     """Until GET `url` answers 200; an error with the end of `log` (the process's output) if `process` exits first
     or `timeout` passes."""
 
     def failed(why: str) -> RuntimeError:
-        log.seek(0)
-        return RuntimeError(f"{process.args} {why}: {log.read()[-3000:]}")
+        return RuntimeError(f"{process.args} {why}: {log_tail(log)}")
 
     deadline = time.monotonic() + timeout
     while True:

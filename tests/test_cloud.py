@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO
 
 import boto3
 import pytest
@@ -26,6 +25,7 @@ from tests.helpers import (
     SKY_PYTHON,
     background,
     free_port,
+    log_tail,
     run_to_end,
     set_args,
     wait_for_server,
@@ -241,12 +241,6 @@ main()
 """
 
 
-def server_log(log: IO[str]) -> str:
-    """The last of what a background server wrote to `log`: why it answered as it did."""
-    log.seek(0)
-    return log.read()[-4000:]
-
-
 def vllm_shim(folder: Path) -> Path:
     """`folder`, created, holding the `vllm` command above: put it first on a node's PATH."""
     folder.mkdir()
@@ -274,7 +268,7 @@ def serve_and_evaluate_the_endpoint(task: dict, env: dict[str, str], tmp_path: P
             return [functools.reduce(lambda arg, item: arg.replace(*item), values.items(), arg) for arg in argv]
 
         query = run_to_end([*as_run_here(readme["curl"]), "--fail", "--silent", "--show-error"], timeout=300)
-        assert query.returncode == 0, query.stderr + server_log(log)
+        assert query.returncode == 0, query.stderr + log_tail(log)
         answer = json.loads(query.stdout)["choices"][0]["message"]
         assert answer["role"] == "assistant" and isinstance(answer["content"], str)
         sets = set_args([f"data.output_dir={laptop}", f"evaluation.output_dir={laptop / 'eval'}"])
