@@ -8,13 +8,12 @@ import pytest
 
 from trainer.data_config import GenerationSettings, GoSource
 from trainer.go.repo import index_repo
+from trainer.synthesis.caps import cap_package_share, cap_per_key
 from trainer.synthesis.examples import load_examples
 from trainer.synthesis.generate import (
     LOOKUP_DOCS,
     PROBE_TEMPLATES,
     Generated,
-    cap_package_share,
-    cap_per_key,
     generate,
     generate_probes,
     returned_types,
@@ -90,7 +89,7 @@ def by_template(items: list[Generated]) -> dict[tuple[str, str], Generated]:
 def test_each_template_yields_a_valid_example_with_provenance(route_repo, tmp_path):
     items = conversations(route_repo, tmp_path)
     assert Counter(item.provenance["template"] for item in items) == {
-        "what_does": 8, "tool_lookup": 4, "signature": 4, "which_symbol": 8, "no_such_api": 8, "members": 1,
+        "what_does": 8, "tool_lookup": 4, "signature": 4, "which_symbol": 8, "no_such_api": 12, "members": 1,
         "example": 1, "overview": 1, "doc_section": 2,
     }  # fmt: skip
     out = tmp_path / "generated"

@@ -10,7 +10,7 @@ from trainer.data_config import GenerationMix, GenerationSettings, GoSource
 from trainer.go.parser import Symbol
 from trainer.go.repo import index_repo
 from trainer.go.usage import read_usage
-from trainer.synthesis.facts import Job, inventions, job, neighbours
+from trainer.synthesis.facts import Job, inventions, job, misplaced, neighbours
 from trainer.synthesis.generate import generate
 
 ROUTE = """// Package route matches paths:
@@ -133,6 +133,13 @@ def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks
     assert inventions(param, job(param), {"Param", "GetParam"}) == [
         "GetPathParameter", "Params", "ParamHandler", "ParamMiddleware", "NewParam", "ParamFunc",
     ]  # fmt: skip
+    # its own name misplaced: in the largest other package, a method as a func, a func on the type it returns
+    packages = {"route": {"Router", "Router.HandleFunc", "NewRouter", "Param"}, "mw": {"Logger"}, "x": set()}
+    handle_func = Symbol("example.com/route", "Router.HandleFunc", "method", "", "", "route.go", 1)
+    assert misplaced(handle_func, "route", packages, None) == [("mw", "HandleFunc"), ("route", "HandleFunc")]
+    new_router = Symbol("example.com/route", "NewRouter", "func", "func NewRouter() *Router", "", "route.go", 1)
+    assert misplaced(new_router, "route", packages, "Router") == [("mw", "NewRouter"), ("route", "Router.NewRouter")]
+    assert misplaced(logger, "mw", packages | {"route": {"Logger"}}, None) == []  # route has a Logger of its own
     handle = Symbol("p", "Router.Handle", "method", "", "Handle registers it. Use HandleFunc for a function.", "", 1)
     others = {"Router.HandleFunc": Symbol("p", "Router.HandleFunc", "method", "", "HandleFunc registers.", "", 2)}
     assert [(s.name, said) for s, said in neighbours(handle, others)] == [
@@ -150,7 +157,7 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     per_kind = Counter(item.provenance["template"] for item in items)
     assert per_kind == {
         "what_does": 14, "tool_lookup": 7, "signature": 10, "which_symbol": 14, "usage": 6, "call_in_context": 5,
-        "no_such_api": 14, "contrast": 1, "members": 1, "overview": 1,
+        "no_such_api": 21, "contrast": 1, "members": 1, "overview": 1,
     }  # fmt: skip
     logger = [i for i in items if i.key == "example.com/route.Logger"]
     questions = [i.messages[1]["content"] for i in logger if i.provenance["template"] == "which_symbol"]
@@ -162,7 +169,7 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     # a symbol its doc says what it is, not what it does: asked for by that, never "how do I …" (it has no job)
     prefix = [i for i in items if i.key == "example.com/route.DefaultPrefix"]
     asked = [i.messages[1]["content"] for i in prefix if i.provenance["template"] in ("which_symbol", "no_such_api")]
-    assert len(asked) == 4 and not any("right way to" in q or "should I use to" in q for q in asked)
+    assert len(asked) == 5 and not any("right way to" in q or "should I use to" in q for q in asked)
     assert all("that is the prefix every new router starts with" in q for q in asked[:2])
     invented = next(i for i in prefix if i.provenance["template"] == "no_such_api").messages[-1]["content"]
     assert "For the variable that is the prefix every new router starts with, use `route.DefaultPrefix`" in invented

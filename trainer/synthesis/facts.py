@@ -1,6 +1,7 @@
 """What a symbol's doc says, read for stating one fact several ways: the job it does or what it is (for questions
 that describe it and ask for the symbol), the neighbours its doc contrasts it with, and plausible names it does not
-have.
+have: made up from its name and job, or its own name where a user misremembers it (in another package, on another
+receiver).
 
 All of it is drawn from the doc text, so a question says what the framework's authors wrote, in the user's voice:
 "URLParam returns the url parameter from a http.Request object." gives the job "get the url parameter from a
@@ -100,6 +101,22 @@ def inventions(symbol: Symbol, found: Job | None, taken: set[str]) -> list[str]:
         if guess and guess[0].isupper() and full not in taken and guess not in taken and full not in names:
             names.append(full)
     return names
+
+
+def misplaced(symbol: Symbol, home: str, packages: dict[str, set[str]], returned: str | None) -> list[tuple[str, str]]:
+    """The symbol's own name where a user misremembers it, as (package short name, name) pairs the framework lacks:
+    under its largest other package (`middleware.HandleFunc` for `chi.Mux.HandleFunc`), a method as a package func
+    (`chi.RoutePattern` for `chi.Context.RoutePattern`), a func as a method of the type it `returned`
+    (`chi.Mux.NewRouter` for `chi.NewRouter`). `packages`: each package's declared names, by short name. The models
+    finetuned on chi invented names of these shapes most (docs/quality.md)."""
+    leaf = symbol.name.rpartition(".")[2]
+    others = sorted((p for p in packages if p != home), key=lambda p: (-len(packages[p]), p))
+    guesses = [(others[0], leaf)] if others else []
+    if symbol.kind == "method":
+        guesses.append((home, leaf))
+    elif symbol.kind == "func" and returned:
+        guesses.append((home, f"{returned}.{leaf}"))
+    return [(package, name) for package, name in guesses if name not in packages[package]]
 
 
 def neighbours(symbol: Symbol, package_symbols: dict[str, Symbol]) -> list[tuple[Symbol, str]]:

@@ -18,10 +18,8 @@ func or method returns, which training shows only inside a signature. The split 
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from string import Formatter
@@ -31,7 +29,7 @@ from trainer.data_config import GenerationSettings
 from trainer.go.parser import Symbol, signature_result, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
-from trainer.synthesis.facts import Job, first_sentence, inventions, job, neighbours
+from trainer.synthesis.facts import Job, first_sentence, inventions, job, misplaced, neighbours
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
 LOOKUP_DOCS = {
@@ -142,9 +140,14 @@ class _Writer:
         self.shorts = index.short_names()
         self.system = SYSTEM.format(framework=source)  # one string shared by every conversation
         self.taken = {symbol.name for symbol in index.symbols}
+        self.faked: set[str] = set()  # invented names already answered (`pkg.Name`): one invented name, one answer
         self.by_package: dict[str, dict[str, Symbol]] = {}
+        self.declared: dict[str, set[str]] = {}  # by package short name, as answers qualify names
+        self.import_paths: dict[str, str] = {}
         for symbol in index.symbols:
             self.by_package.setdefault(symbol.package, {})[symbol.name] = symbol
+            self.declared.setdefault(self.short(symbol.package), set()).add(symbol.name)
+            self.import_paths[self.short(symbol.package)] = symbol.package
 
     def short(self, package: str) -> str:
         """How questions and answers name the package (RepoIndex.short_names)."""
@@ -257,21 +260,39 @@ class _Writer:
             if named != first_sentence(symbol.doc):
                 answer += f"\n\nAs the docs of `{q}` put it: {named}"
             self.add("contrast", symbol.package, key, where, fields | {"other": other_q}, answer, number=number)
-        for number, fake in enumerate(inventions(symbol, described, self.taken)[: self.mix.no_such_api]):
-            self.taken.add(fake)  # one invented name, one real answer
-            fake_q = f"{self.short(symbol.package)}.{fake}"
+        for number, (home, fake) in enumerate(self.fakes(symbol, described)):
+            fake_q = f"{home}.{fake}"
             real = f"`{q}`:\n\n{signature}\n\n{sentence}"
             purpose = f"To {described.base}" if described.base else f"For the {fields['kind']} that {described.third}"
             direct = f"{self.source} has no `{fake_q}`. {purpose}, use {real}"
-            call = {"name": "lookup_docs", "arguments": {"package": symbol.package, "name": fake}}
+            call = {"name": "lookup_docs", "arguments": {"package": self.import_paths[home], "name": fake}}
             turns = [
                 {"role": "assistant", "tool_calls": [call]},
-                {"role": "tool", "content": f"no exported symbol {fake} in {symbol.package}"},
+                {"role": "tool", "content": f"no exported symbol {fake} in {self.import_paths[home]}"},
             ]
-            looked = f"There is no `{fake_q}` in {self.source}. The {fields['kind']} that {described.third} is {real}"
+            # The real name before the job: siblings' jobs differ late ("… matches a PUT http method"), and a
+            # fixed frame before the job would tie their conversations together in the split.
+            looked = (
+                f"There is no `{fake_q}` in {self.source}. Use `{q}`, the {fields['kind']} that {described.third}:"
+                f"\n\n{signature}\n\n{sentence}"
+            )
             lookup = random.Random(f"{self.seed}:no_such_api:{key}:{fake}").random() < 0.5
             answer, tools = (looked, turns) if lookup else (direct, None)
             self.add("no_such_api", symbol.package, key, where, fields | {"fake": fake_q}, answer, tools, number)
+
+    def fakes(self, symbol: Symbol, described: Job) -> list[tuple[str, str]]:
+        """The `no_such_api` names of a symbol, (package short name, name): the one made from its job first, then
+        its own name misplaced (facts.misplaced), then the other made-up ones; each used once in the whole data."""
+        pkg = self.short(symbol.package)
+        own = [(pkg, name) for name in inventions(symbol, described, self.taken)]
+        types = {name for name, s in self.by_package[symbol.package].items() if s.kind == "type"}
+        result = returned_types(symbol.signature, types) if symbol.kind == "func" else None
+        returned = next((n for n in re.findall(r"\b[A-Z]\w*", result or "") if n in types), None)
+        candidates = own[:1] + misplaced(symbol, pkg, self.declared, returned) + own[1:]
+        chosen = [(home, name) for home, name in candidates if f"{home}.{name}" not in self.faked]
+        chosen = chosen[: self.mix.no_such_api]
+        self.faked.update(f"{home}.{name}" for home, name in chosen)
+        return chosen
 
     def used(self, package: str, q: str, key: str, fields: dict[str, str], uses: list[UsageSnippet], skip: int) -> None:
         """`call_in_context`: the symbol named, shown in the framework's own code (other uses than `usage` showed)."""
@@ -360,45 +381,6 @@ def returned_types(signature: str, types: set[str]) -> str | None:
         return None
     named = {n.text.decode() for n in walk(result) if n.type == "type_identifier" and n.parent.type != "qualified_type"}
     return result.text.decode() if named & types else None
-
-
-def _stable_order(items: list[Generated], salt: str) -> list[Generated]:
-    def rank(item: Generated) -> str:
-        return hashlib.sha256(f"{salt}:{item.provenance['template']}:{item.key}".encode()).hexdigest()
-
-    return sorted(items, key=rank)
-
-
-def _keep_per_group(
-    items: list[Generated], limit: int, group: Callable[[Generated], str], salt: str
-) -> tuple[list[Generated], int]:
-    """At most `limit` items per group, the first in a seeded hash order (so the choice is stable); and the count
-    of those dropped."""
-    kept, count = [], Counter()
-    for item in _stable_order(items, salt):
-        if count[group(item)] < limit:
-            count[group(item)] += 1
-            kept.append(item)
-    return kept, len(items) - len(kept)
-
-
-def cap_per_key(items: list[Generated], limit: int, seed: int) -> tuple[list[Generated], int]:
-    """At most `limit` conversations per symbol."""
-    return _keep_per_group(items, limit, lambda item: item.key, f"{seed}:symbol")
-
-
-def cap_package_share(items: list[Generated], share: float, seed: int) -> tuple[list[Generated], int]:
-    """No package holds more than `share` of the kept conversations (water-filling: the cap counts what is kept)."""
-    sizes = Counter(item.provenance["package"] for item in items)
-    if len(sizes) < 2:
-        return items, 0
-    cap = share * sum(sizes.values())
-    for _ in range(100):
-        new_cap = share * sum(min(size, cap) for size in sizes.values())
-        if abs(new_cap - cap) < 0.5:
-            break
-        cap = new_cap
-    return _keep_per_group(items, max(1, int(cap)), lambda item: item.provenance["package"], f"{seed}:package")
 
 
 def generate(

@@ -30,13 +30,12 @@ from trainer.errors import TrainerError, problems_error
 from trainer.go.check import CACHE_FOLDER, CheckTarget
 from trainer.go.repo import index_repo
 from trainer.go.usage import CheckedUses, checked_uses
+from trainer.synthesis.caps import cap_package_share, cap_per_key
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
 from trainer.synthesis.generate import (
     PROBE_TEMPLATES,
     Generated,
-    cap_package_share,
-    cap_per_key,
     generate,
     generate_probes,
 )
