@@ -78,9 +78,9 @@ RUNS = {
         ),
         Run(
             "chi-lr3e-4", "chi, today's data mix, one epoch at learning rate 3e-4",
-            ("training.max_steps=210", "training.learning_rate=3.0e-4"), "chi",
+            ("training.max_steps=232", "training.learning_rate=3.0e-4"), "chi",
         ),
-        Run("chi-1epoch", "chi, today's data mix, one epoch", ("training.max_steps=210",), "chi"),
+        Run("chi-1epoch", "chi, today's data mix, one epoch", ("training.max_steps=232",), "chi"),
         Run(
             "gin", "gin, today's data mix (no hand-written examples: no how-to rows)",
             ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",
