@@ -65,6 +65,8 @@ class Run:
 
 
 MIX = "data.generation.mix"
+# The config's steps are two epochs of chi's training conversations (its comment): the one-epoch runs take half.
+ONE_EPOCH = f"training.max_steps={-(-load_config(CONFIG).training.max_steps // 2)}"
 RUNS = {
     run.name: run
     for run in (
@@ -78,9 +80,9 @@ RUNS = {
         ),
         Run(
             "chi-lr3e-4", "chi, today's data mix, one epoch at learning rate 3e-4",
-            ("training.max_steps=232", "training.learning_rate=3.0e-4"), "chi",
+            (ONE_EPOCH, "training.learning_rate=3.0e-4"), "chi",
         ),
-        Run("chi-1epoch", "chi, today's data mix, one epoch", ("training.max_steps=232",), "chi"),
+        Run("chi-1epoch", "chi, today's data mix, one epoch", (ONE_EPOCH,), "chi"),
         Run(
             "gin", "gin, today's data mix (no hand-written examples: no how-to rows)",
             ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",

@@ -114,6 +114,7 @@ PHRASINGS = {
 TEMPLATES = tuple(PHRASINGS)
 ORIGINS = {"test": "tests", "example program": "example programs", "example function": "Example functions"}
 PROBE_TEMPLATES = ("reverse_lookup", "returns")  # test-split questions (module doc); generate_probes writes them
+EXPORTED_NAME = re.compile(r"\b[A-Z]\w*")  # a Go identifier a package exports, as signatures write it
 KIND_WORDS = {"func": "function", "method": "method", "type": "type", "var": "variable", "const": "constant"}
 
 
@@ -144,8 +145,11 @@ class _Writer:
         self.by_package: dict[str, dict[str, Symbol]] = {}
         self.declared: dict[str, set[str]] = {}  # by package short name, as answers qualify names
         self.import_paths: dict[str, str] = {}
+        self.types: dict[str, set[str]] = {}  # each package's exported type names, by import path
         for symbol in index.symbols:
             self.by_package.setdefault(symbol.package, {})[symbol.name] = symbol
+            if symbol.kind == "type":
+                self.types.setdefault(symbol.package, set()).add(symbol.name)
             self.declared.setdefault(self.short(symbol.package), set()).add(symbol.name)
             self.import_paths[self.short(symbol.package)] = symbol.package
 
@@ -285,9 +289,9 @@ class _Writer:
         its own name misplaced (facts.misplaced), then the other made-up ones; each used once in the whole data."""
         pkg = self.short(symbol.package)
         own = [(pkg, name) for name in inventions(symbol, described, self.taken)]
-        types = {name for name, s in self.by_package[symbol.package].items() if s.kind == "type"}
+        types = self.types.get(symbol.package, set())
         result = returned_types(symbol.signature, types) if symbol.kind == "func" else None
-        returned = next((n for n in re.findall(r"\b[A-Z]\w*", result or "") if n in types), None)
+        returned = next((n for n in EXPORTED_NAME.findall(result or "") if n in types), None)
         candidates = own[:1] + misplaced(symbol, pkg, self.declared, returned) + own[1:]
         chosen = [(home, name) for home, name in candidates if f"{home}.{name}" not in self.faked]
         chosen = chosen[: self.mix.no_such_api]
@@ -302,8 +306,9 @@ class _Writer:
             answer = f"From {self.source}'s own {origin} (`{use.file}`):\n\n{go_fence(use.code)}"
             self.add("call_in_context", package, key, (use.file, use.line), fields, answer, number=number)
 
-    def probes(self, symbol: Symbol, types: set[str]) -> None:
-        """The symbol's probes (module doc); `types`: the exported type names of its package."""
+    def probes(self, symbol: Symbol) -> None:
+        """The symbol's probes (module doc)."""
+        types = self.types.get(symbol.package, set())
         pkg = self.short(symbol.package)
         q, key, where = f"{pkg}.{symbol.name}", f"{symbol.package}.{symbol.name}", (symbol.file, symbol.line)
         declared = go_fence(symbol.signature) if symbol.kind in ("func", "method") else ""
@@ -323,7 +328,7 @@ class _Writer:
             )
         result = returned_types(symbol.signature, types) if symbol.kind in ("func", "method") else None
         if result:
-            qualified = re.sub(r"\b[A-Z]\w*", lambda m: f"{pkg}.{m[0]}" if m[0] in types else m[0], result)
+            qualified = EXPORTED_NAME.sub(lambda m: f"{pkg}.{m[0]}" if m[0] in types else m[0], result)
             self.add("returns", symbol.package, key, where, {"q": q}, f"`{qualified}`:\n\n{declared}")
 
     def examples(self) -> None:
@@ -404,10 +409,6 @@ def generate(
 def generate_probes(index: RepoIndex, source: str, commit: str | None, settings: GenerationSettings) -> list[Generated]:
     """The repository's probes (module doc): outside data.generation's caps, which size the training mix."""
     writer = _Writer(index, source, commit, settings)
-    types: dict[str, set[str]] = {}
     for symbol in index.symbols:
-        if symbol.kind == "type":
-            types.setdefault(symbol.package, set()).add(symbol.name)
-    for symbol in index.symbols:
-        writer.probes(symbol, types.get(symbol.package, set()))
+        writer.probes(symbol)
     return writer.out
