@@ -5,7 +5,8 @@ finetuned answer the same rows with the same greedy decoding) → export the mer
 (docs/quality.md) from report.json, predictions.jsonl and general.jsonl. Everything lands in outputs/quality/chi/. A
 rerun with nothing changed reuses what is done: training finds its last checkpoint complete, evaluation and export
 are skipped when their stamp matches (the checkpoint, the dataset's content hash and the evaluation settings), and
-the report keeps the wall times measured when each stage ran.
+the report keeps the wall times measured when each stage ran. API grounding is scored again from the kept answers on
+every run (a second), so a change of that scorer reaches the reports without generating them again.
 
 Two more runs (`--runs chi chi-before gin`) put the effect of the data apart from the training's, with the same
 config, steps and decoding: `chi-before` trains on the data mix before the fact kinds (issue 32) and answers chi's
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.api_index import load_symbols
 from trainer.checkpoints.resolve import resolve_checkpoint
 from trainer.config_file import load_config
 from trainer.dataset import conversation, load_manifest, load_processed
@@ -37,7 +40,7 @@ from trainer.dotted import lookup
 from trainer.evaluation.general import GENERAL_FILE
 from trainer.evaluation.generation import symbol_group
 from trainer.evaluation.metrics import GROUPS
-from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE
+from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE, reground
 from trainer.report_format import HEADLINES, REPORT_FILE
 from trainer.synthesis.split import SPAN_WORDS, answers, sharing
 
@@ -65,8 +68,10 @@ class Run:
 
 
 MIX = "data.generation.mix"
-# The config's steps are two epochs of chi's training conversations (its comment): the one-epoch runs take half.
-ONE_EPOCH = f"training.max_steps={-(-load_config(CONFIG).training.max_steps // 2)}"
+# The config's steps are two epochs of chi's training conversations (its comment): the one-epoch runs take half, the
+# three-epoch run three halves.
+EPOCH_STEPS = -(-load_config(CONFIG).training.max_steps // 2)
+ONE_EPOCH = f"training.max_steps={EPOCH_STEPS}"
 RUNS = {
     run.name: run
     for run in (
@@ -83,6 +88,7 @@ RUNS = {
             (ONE_EPOCH, "training.learning_rate=3.0e-4"), "chi",
         ),
         Run("chi-1epoch", "chi, today's data mix, one epoch", (ONE_EPOCH,), "chi"),
+        Run("chi-3epochs", "chi, today's data mix, three epochs", (f"training.max_steps={3 * EPOCH_STEPS}",), "chi"),
         Run(
             "gin", "gin, today's data mix (no hand-written examples: no how-to rows)",
             ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",
@@ -153,6 +159,7 @@ def run(config_file: Path, run: Run) -> dict[str, Any]:
     if stamps.get("evaluate", {}).get("inputs") != wanted:
         seconds, _ = stage(config_file, overrides, "evaluate")
         stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
+    reground(ROOT / evaluated.evaluation.output_dir, load_symbols(ROOT / evaluated.data.output_dir))
     if run.export and stamps.get("export", {}).get("inputs") != {"checkpoint": checkpoint}:
         seconds, _ = stage(config_file, overrides, "export", "--out", str(out / "model"))
         stamps["export"] = {"seconds": round(seconds), "inputs": {"checkpoint": checkpoint}}
@@ -211,29 +218,32 @@ def targets(report: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
     def number(value: Any) -> bool:
         return isinstance(value, int | float)
 
+    # The issue's words: recall at least the base's + 0.20, inventions below the base's (on how-to rows the base
+    # names no invented API, so below it cannot be met there), compile rate at least the base's.
+    at_least, at_most, below = operator.ge, operator.le, operator.lt
     rows = [
-        ("seen: API recall ≥ base + 0.20", *pair("api_grounding.recall", "seen"), lambda b: b + 0.20, True),
-        ("seen: invented-API rate ≤ base / 2", *pair("api_grounding.invented_rate", "seen"), lambda b: b / 2, False),
-        ("how-to: API recall ≥ base + 0.20", *pair("api_grounding.recall", "howto"), lambda b: b + 0.20, True),
-        ("how-to: invented-API rate ≤ base", *pair("api_grounding.invented_rate", "howto"), lambda b: b, False),
+        ("seen: API recall ≥ base + 0.20", *pair("api_grounding.recall", "seen"), lambda b: b + 0.20, at_least),
+        ("seen: invented-API rate < base", *pair("api_grounding.invented_rate", "seen"), lambda b: b, below),
+        ("how-to: API recall ≥ base + 0.20", *pair("api_grounding.recall", "howto"), lambda b: b + 0.20, at_least),
+        ("how-to: invented-API rate < base", *pair("api_grounding.invented_rate", "howto"), lambda b: b, below),
         (f"held-out: lookup tool called ≥ 0.80, on the {n_tool} rows that offer it",
-         *pair("tool_call.call_recall", "heldout"), lambda b: 0.80, True),
-        ("held-out: invented-API rate ≤ base", *pair("api_grounding.invented_rate", "heldout"), lambda b: b, False),
-        (f"compile rate ≥ base, on the {n_go} rows where both write Go", go_base, go_ours, lambda b: b, True),
+         *pair("tool_call.call_recall", "heldout"), lambda b: 0.80, at_least),
+        ("held-out: invented-API rate ≤ base", *pair("api_grounding.invented_rate", "heldout"), lambda b: b, at_most),
+        (f"compile rate ≥ base, on the {n_go} rows where both write Go", go_base, go_ours, lambda b: b, at_least),
         (
             f"general prompts ≥ base − {GENERAL_TOLERANCE:.3f} (one prompt)",
-            *pair("general.pass_rate"), lambda b: b - GENERAL_TOLERANCE, True,
+            *pair("general.pass_rate"), lambda b: b - GENERAL_TOLERANCE, at_least,
         ),
     ]  # fmt: skip
     lines = ["| target | base | finetuned | goal | verdict |", "| --- | ---: | ---: | ---: | --- |"]
-    for name, theirs, mine, goal_of, higher in rows:
+    for name, theirs, mine, goal_of, holds in rows:
         goal = goal_of(theirs) if number(theirs) else None
         if not number(goal) or not number(mine):
             verdict = "— (nothing to compare)"
-        elif (mine >= goal) if higher else (mine <= goal):
+        elif holds(mine, goal):
             verdict = "met"
         else:
-            verdict = f"missed by {abs(mine - goal):.3f}"
+            verdict = f"missed by {abs(mine - goal):.3f}" if mine != goal else "missed (equal)"
         lines.append(f"| {name} | {_value(theirs)} | {_value(mine)} | {_value(goal)} | {verdict} |")
     return lines
 

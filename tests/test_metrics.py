@@ -18,7 +18,7 @@ from trainer.evaluation.metrics import (
     score_groups,
     tool_call_metrics,
 )
-from trainer.evaluation.report import write_report
+from trainer.evaluation.report import reground, write_report
 from trainer.report_format import headline, summary_line
 
 SYMBOLS = [
@@ -206,6 +206,45 @@ def test_api_grounding_finds_invented_names():
     assert result["invented"] == ["Mux.Route", "Serve", "chi.PathParam", "middleware.Tracer"]
     assert result["mentions"] == 8 and result["grounded_rate"] == 4 / 8
     assert grounding_metrics([record(answer("x"), answer("plain words"))], index)["grounded_rate"] is None
+
+
+def asking(text, **more):
+    """A record whose question names the invented `chi.PathParam`, answered with `text`."""
+    question = [{"role": "user", "content": "How do I use `chi.PathParam`?"}]
+    return {**record(answer("x"), answer(text)), "messages": question, **more}
+
+
+def test_a_name_the_question_invented_is_not_the_answers_invention():
+    index = SymbolIndex(SYMBOLS)
+    denies = asking("There is no `chi.PathParam` in chi. Use `chi.URLParam`.")
+    invents = asking("`chi.PathParam` or `chi.Param` reads it.")
+    result = grounding_metrics([denies, invents], index)
+    assert (result["invented_rate"], result["invented"], result["mentions"]) == (1 / 2, ["chi.Param"], 2)
+    unasked = grounding_metrics([record(answer("x"), answer("There is no `chi.PathParam`."))], index)
+    assert unasked["invented"] == ["chi.PathParam"]  # nobody asked for it: the answer brought it up
+
+
+def test_reground_scores_grounding_again_from_the_kept_answers_and_keeps_the_rest(tmp_path):
+    records = [
+        asking("There is no `chi.PathParam`.", baseline=answer("Use `chi.Bad`.")),
+        {
+            **record(answer("x"), answer("Use `chi.URLParam`.")),
+            "group": "heldout",
+            "baseline": answer("`chi.PathParam`"),
+        },
+    ]
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    groups = {group: {"n_examples": 1, "api_grounding": {}} for group in metrics.GROUPS}
+    stale = {"api_grounding": {"invented_rate": 1.0}, "groups": groups}
+    report = {"n_examples": 2, "loss": 0.5, **stale, "baseline": json.loads(json.dumps(stale))}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    reground(tmp_path, SymbolIndex(SYMBOLS))
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["loss"] == 0.5 and written["api_grounding"]["invented_rate"] == 0.0
+    assert written["baseline"]["api_grounding"]["invented"] == ["chi.Bad", "chi.PathParam"]  # the second: not asked
+    assert written["baseline"]["groups"]["heldout"]["api_grounding"]["invented_rate"] == 1.0
+    assert written["delta"]["api_grounding.invented_rate"] == -1.0
+    assert "| api_grounding.invented_rate (lower is better) | 0.0000 |" in (tmp_path / "report.md").read_text()
 
 
 def test_text_metrics_are_one_for_identical_answers_and_lower_otherwise():

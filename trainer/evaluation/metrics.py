@@ -165,15 +165,25 @@ def api_recall(records: list[dict[str, Any]], index: SymbolIndex) -> tuple[float
     return (sum(shares) / len(shares) if shares else None), len(shares)
 
 
+def _answer_mentions(index: SymbolIndex, record: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The API names the prediction presents, less the names that do not exist which the prompt gave: repeating the
+    user's invented `chi.Mux.GetPut` to say there is none invents nothing (accepting it shows as recall missed)."""
+    prompt = " ".join(message.get("content") or "" for message in record.get("messages") or [])
+    given = {name for name, known in index.mentions(prompt) if not known}
+    return [(name, known) for name, known in index.mentions(record["prediction"].get("content") or "")
+            if known or name not in given]  # fmt: skip
+
+
 def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
     """`grounded_rate` over the API names the answers present; `invented_rate` over answers: the share that present
-    at least one name symbols.jsonl does not have; `recall` (`api_recall`) against the reference's names."""
+    at least one name symbols.jsonl does not have and the prompt did not give; `recall` (`api_recall`) against the
+    reference's names."""
     if index is None:
         return {
             "grounded_rate": None, "invented_rate": None, "recall": None, "recall_references": 0, "mentions": 0,
             "invented": [],
         }  # fmt: skip
-    per_answer = [index.mentions(r["prediction"].get("content") or "") for r in records]
+    per_answer = [_answer_mentions(index, r) for r in records]
     mentions = [m for answer in per_answer for m in answer]
     inventing = sum(any(not known for _, known in answer) for answer in per_answer)
     recall, references = api_recall(records, index)

@@ -12,9 +12,9 @@ from trainer.config_file import save_config
 from trainer.dataset import load_manifest
 from trainer.dotted import lookup
 from trainer.errors import problems_error
-from trainer.evaluation.metrics import GROUPS, score_groups
+from trainer.evaluation.metrics import GROUPS, grounding_metrics, group_of, score_groups
 from trainer.jsonl import read_jsonl, write_jsonl
-from trainer.metrics_log import read_metrics
+from trainer.metrics_log import METRICS_FILE, read_metrics
 from trainer.report_format import HEADLINE, HEADLINES, REPORT_FILE, cell
 
 if TYPE_CHECKING:
@@ -199,4 +199,24 @@ def score_predictions(
     index = SymbolIndex.load(symbols) if symbols else None
     report = {"predictions": str(path), **score_groups(load_predictions(path), index, compiler)}
     write_report(report, out_dir)
+    return report
+
+
+def reground(out_dir: Path, index: SymbolIndex) -> dict[str, Any]:
+    """A written report with its API grounding scored again from its predictions.jsonl (the finetuned answers and,
+    where kept, the base's), every other score kept: for answers generated before the scorer changed, which cost
+    minutes a model to generate again and a second to score."""
+    report = json.loads((out_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    records = load_predictions(out_dir / PREDICTIONS_FILE)
+    models = [(report, "prediction")] + ([(report["baseline"], "baseline")] if report.get("baseline") else [])
+    for scores, answer in models:
+        answered = [{**record, "prediction": record[answer]} for record in records]
+        scores["api_grounding"] = grounding_metrics(answered, index)
+        for group in GROUPS:
+            mine = [record for record in answered if group_of(record) == group]
+            scores["groups"][group]["api_grounding"] = grounding_metrics(mine, index)
+    if report.get("baseline"):
+        report["delta"] = deltas(report, report["baseline"])
+    metrics_log = Path(report.get("checkpoint") or out_dir) / METRICS_FILE  # the curve report.md plots, as evaluate's
+    write_report(report, out_dir, metrics_log if metrics_log.is_file() else None)
     return report
