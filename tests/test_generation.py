@@ -183,6 +183,17 @@ def test_cap_per_symbol_keeps_at_most_the_limit_per_symbol():
     assert [i.provenance["template"] for i in kept] == [i.provenance["template"] for i in cap_per_key(items, 2, 0)[0]]
 
 
+def test_a_cap_drops_a_kinds_repeats_before_another_kinds_first_phrasing():
+    items = [item("p", "p.S", "which_symbol"), item("p", "p.S", "which_symbol")] + [
+        item("p", "p.S", kind) for kind in ("what_does", "what_does", "what_does", "signature")
+    ]
+    kept, removed = cap_per_key(items, 3, seed=0)
+    assert sorted(i.provenance["template"] for i in kept) == ["signature", "what_does", "which_symbol"]
+    assert removed == 3
+    kept = cap_package_share(items + [item("q", "q.S", k) for k in ("a", "b", "c")], 0.5, seed=0)[0]
+    assert {i.provenance["template"] for i in kept if i.key == "p.S"} == {"signature", "what_does", "which_symbol"}
+
+
 def test_package_share_cap_counts_what_is_kept():
     items = [item("big", f"big.S{n}") for n in range(90)] + [item(p, f"{p}.S{n}") for p in "xy" for n in range(5)]
     kept, removed = cap_package_share(items, 0.5, seed=0)

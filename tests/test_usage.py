@@ -130,6 +130,17 @@ def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks
     clean = job(symbol("CleanPath", "CleanPath is a middleware that will clean out double slash mistakes."))
     assert (clean.base, clean.third) == ("clean out double slash mistakes", "cleans out double slash mistakes")
     assert job(symbol("X", "Something else entirely here.")) is None  # the doc does not start with the name
+    # what it is said between its name and its job
+    maybe = job(symbol("Maybe", "Maybe middleware will allow you to change the flow of the stack."))
+    assert (maybe.base, maybe.third) == (
+        "allow you to change the flow of the stack",
+        "allows you to change the flow of the stack",
+    )
+    chain = job(symbol("Middlewares", "Middlewares type is a slice of standard middleware handlers.", "type"))
+    assert chain == Job(None, "is a slice of standard middleware handlers")
+    assert job(symbol("Routes", "Routes interface adds two methods for router traversal.", "type")).base == (
+        "add two methods for router traversal"
+    )
     assert inventions(param, job(param), {"Param", "GetParam"}) == [
         "GetPathParameter", "Params", "ParamHandler", "ParamMiddleware", "NewParam", "ParamFunc",
     ]  # fmt: skip

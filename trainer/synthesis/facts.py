@@ -21,6 +21,9 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")  # not the dot of `http
 # "X is a middleware that …", "X is an http.Handler which …": the clause after `that` says what X does.
 IS_A_THAT = re.compile(r"^(?:is|are) (?:a|an|the) [\w.\- ]{1,40}? (?:that|which) (.+)$")
 IS_A = re.compile(r"^(?:is|are) (?:a|an|the) ")
+# "CleanPath middleware will clean out …", "Middlewares type is a slice …", "Routes interface adds …": the name, then
+# what it is, then the job.
+KIND_NOUN = re.compile(r"^(?:type|interface|struct|func|function|middleware) (?=\w)")
 IRREGULAR = {"does": "do", "has": "have", "returns": "get"}
 MIN_JOB_WORDS = 3
 ARTICLES = {"a", "an", "the", "of", "to", "for", "from", "with", "and", "or", "in", "on", "given", "each", "its"}
@@ -76,7 +79,7 @@ def job(symbol: Symbol) -> Job | None:
     sentence = first_sentence(symbol.doc).rstrip(".!?")
     if not sentence.startswith(f"{name} "):
         return None
-    rest = sentence[len(name) + 1 :]
+    rest = KIND_NOUN.sub("", sentence[len(name) + 1 :], count=1)
     clause = IS_A_THAT.match(rest)
     found = _action(clause[1] if clause else rest)
     if found is None and IS_A.match(rest) and len(rest.split()) > MIN_JOB_WORDS:
