@@ -3,7 +3,7 @@
 symbol keeps each fact's direction (which symbol does this job, what it does, its signature) and loses repeats. Among
 equal phrasing numbers the order is a seeded hash, so the choice is stable from run to run and adding a conversation
 moves no other. (A hash of the kind alone dropped whole kinds: chi's `Mux.Head` lost every "which method …" question;
-asked for a symbol by its job, the model finetuned on chi invented a name in 9 of 24 answers where training had no
+asked for a symbol by its job, the model finetuned on chi invented a name in 7 of 15 answers where training had no
 such question for the symbol, 9 of 74 where it had two: docs/quality.md.)"""
 
 from __future__ import annotations
