@@ -17,13 +17,13 @@ from trainer.synthesis.generate import Generated
 
 def _stable_order(items: list[Generated], salt: str) -> list[Generated]:
     """First phrasings of every (symbol, kind) before second ones, each rank in a seeded hash order."""
-    seen: Counter[tuple[str, str]] = Counter()
+    seen: Counter[tuple[str, str]] = Counter()  # phrasings so far, by (symbol, kind)
     ranks = []
     for item in items:
-        kind = (item.key, item.provenance["template"])
-        digest = hashlib.sha256(f"{salt}:{kind[1]}:{kind[0]}".encode()).hexdigest()
-        ranks.append((seen[kind], digest))
-        seen[kind] += 1
+        symbol, kind = item.key, item.provenance["template"]
+        digest = hashlib.sha256(f"{salt}:{kind}:{symbol}".encode()).hexdigest()
+        ranks.append((seen[symbol, kind], digest))
+        seen[symbol, kind] += 1
     return [item for _, item in sorted(zip(ranks, items, strict=True), key=lambda pair: pair[0])]
 
 
