@@ -7,9 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from subprocess import PIPE
 
 import boto3
 import pytest
@@ -42,15 +42,40 @@ def eval_losses(metrics: str) -> list[float]:
     return [record["eval_loss"] for record in map(json.loads, metrics.splitlines()) if "eval_loss" in record]
 
 
+class Nodes(list):
+    """The two nodes' processes; each writes its output to `<workspace>.log` beside its workspace (a file, not a pipe:
+    no node can block on a full pipe while the test reads the other)."""
+
+    def __init__(self, processes: list[subprocess.Popen], logs: list[Path]):
+        super().__init__(processes)
+        self.logs = logs
+
+    def outputs(self, timeout: float, grace: float = 120) -> list[str]:
+        """Each node's output once every node has exited. Fails with the end of both logs if `timeout` seconds pass
+        first, or if a node is still running `grace` seconds after another exited: a rank that failed alone leaves
+        the other waiting in a collective (SkyPilot would end the job's other nodes then)."""
+        deadline = time.monotonic() + timeout
+        while any(node.poll() is None for node in self):
+            if any(node.poll() is not None for node in self):
+                deadline = min(deadline, time.monotonic() + grace)
+            if time.monotonic() > deadline:
+                codes = ", ".join(f"{log.stem}: exit {node.poll()}" for node, log in zip(self, self.logs, strict=True))
+                tails = "".join(f"\n--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs)
+                pytest.fail(f"the nodes did not all exit in time ({codes}){tails}")
+            time.sleep(0.5)
+        return [log.read_text() for log in self.logs]
+
+
 @contextlib.contextmanager
-def two_nodes(workspaces: list[Path], bucket: str, extra: list[str]) -> Iterator[list[subprocess.Popen]]:
+def two_nodes(workspaces: list[Path], bucket: str, extra: list[str]) -> Iterator[Nodes]:
     """sky/train-multinode.yaml's run script on two "nodes": each with its own workspace, torchrun with gloo on CPU,
     rendezvous on a free local port. Both end with the block, however it ends."""
     task = yaml.safe_load(TASK.read_text())
     port = free_port()  # parallel runs cannot collide
+    logs = [workspace.with_name(f"{workspace.name}.log") for workspace in workspaces]
     with contextlib.ExitStack() as running:
-        nodes = []
-        for rank, workspace in enumerate(workspaces):
+        processes = []
+        for rank, (workspace, log) in enumerate(zip(workspaces, logs, strict=True)):
             env = {**os.environ, **task["envs"], "BUCKET": bucket, "RUN_NAME": "mn", "TRAINER_HOME": str(REPO)}
             env |= {"CONFIG": "configs/training/debug.yaml", "WORKSPACE": str(workspace)}
             env |= {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": str(rank), "SKYPILOT_NUM_GPUS_PER_NODE": "1"}
@@ -61,8 +86,9 @@ def two_nodes(workspaces: list[Path], bucket: str, extra: list[str]) -> Iterator
             }
             env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
             run = ["bash", "-c", task["run"]]
-            nodes.append(running.enter_context(background(run, env=env, stdout=PIPE, stderr=subprocess.STDOUT)))
-        yield nodes
+            output = running.enter_context(log.open("wb"))
+            processes.append(running.enter_context(background(run, env=env, stdout=output, stderr=subprocess.STDOUT)))
+        yield Nodes(processes, logs)
 
 
 def test_a_notice_to_one_node_stops_both_at_one_step_and_the_restart_matches_one_process(
@@ -86,7 +112,7 @@ def test_a_notice_to_one_node_stops_both_at_one_step_and_the_restart_matches_one
         wait_for_step(spot[0] / METRICS, 3, nodes[0])
         hook.fire()
         hook_log = hook.finish()
-        outputs = [node.communicate(timeout=300)[0].decode() for node in nodes]
+        outputs = nodes.outputs(timeout=300)
     assert [node.returncode for node in nodes] == [Preempted.exit_code] * 2, outputs[0][-3000:] + outputs[1][-3000:]
     assert "Preemption hook executed successfully" in hook_log and hook.seconds < hook.timeout
     step = int(outputs[1].split("stopped by the preemption notice")[1].split("at step ")[1].split(";")[0])
@@ -100,7 +126,7 @@ def test_a_notice_to_one_node_stops_both_at_one_step_and_the_restart_matches_one
 
     recovered = [tmp_path / "node2", tmp_path / "node3"]  # two new machines: nothing local
     with two_nodes(recovered, bucket, extra) as nodes:
-        outputs = [node.communicate(timeout=600)[0].decode() for node in nodes]
+        outputs = nodes.outputs(timeout=600)
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "resuming from" in outputs[0] and f"checkpoint-{step}" in outputs[0]
     node0 = recovered[0] / "outputs"
