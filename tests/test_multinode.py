@@ -13,12 +13,14 @@ from pathlib import Path
 
 import boto3
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
 from tests.helpers import DEBUG_CONFIG, REPO, background, free_port, preemption_hook, set_args, wait_for_step
 from trainer.cli import main
-from trainer.errors import Preempted
+from trainer.errors import Preempted, TrainerError
+from trainer.training.resume import same_on_every_process
 
 pytestmark = pytest.mark.slow  # two training processes and a third run
 
@@ -156,3 +158,30 @@ def objects_under(bucket: str, prefix: str) -> set[str]:
     """The names of the folders directly under `prefix`."""
     listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
     return {p["Prefix"][len(prefix) :].rstrip("/") for p in listed.get("CommonPrefixes", [])}
+
+
+def resume_on_rank(rank: int, port: int, found: list[str | None], out: Path) -> None:
+    """One process of a two-process gloo group: what same_on_every_process made of `found[rank]`, in out/<rank>."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        same_on_every_process(Path(found[rank]) if found[rank] else None)
+        (out / str(rank)).write_text("agreed")
+    except TrainerError as exc:
+        (out / str(rank)).write_text(str(exc))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    ("found", "verdict"),
+    [
+        (["run/checkpoint-4", "other/checkpoint-4"], "agreed"),  # one step, each node its own folder
+        (["run/checkpoint-4", None], "(rank 0: checkpoint-4, rank 1: none)"),  # rank 1 could not fetch it
+    ],
+)
+def test_every_process_resumes_from_one_step_or_every_process_stops(found, verdict, tmp_path):
+    """A node that starts over while the other resumes would leave one process waiting in a collective for good:
+    both raise instead, naming what each found."""
+    torch.multiprocessing.spawn(resume_on_rank, args=(free_port(), found, tmp_path), nprocs=2)
+    for rank in (0, 1):
+        assert verdict in (tmp_path / str(rank)).read_text()

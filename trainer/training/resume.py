@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from trainer.checkpoints.sealed import TRAINED_CONFIG, TRAINED_KEYS, trained_data
@@ -81,3 +82,19 @@ class ConfigStepIntervals(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         state.logging_steps, state.eval_steps, state.save_steps = args.logging_steps, args.eval_steps, args.save_steps
+
+
+def same_on_every_process(resume: Path | None) -> None:
+    """A TrainerError on every process unless all of them resume from the same step (or none does). A node that
+    could not fetch the checkpoint the others found (a warning names why) would start over while they resume: the
+    processes would train different steps and the first to finish would leave the others waiting in a collective."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    found: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(found, resume.name if resume else None)
+    if len(set(found)) > 1:
+        named = ", ".join(f"rank {rank}: {name or 'none'}" for rank, name in enumerate(found))
+        raise TrainerError(
+            f"the processes of this run found different checkpoints to resume from ({named}); "
+            "see the warnings above for why one was skipped, then restart the job"
+        )

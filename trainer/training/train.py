@@ -48,7 +48,7 @@ from trainer.tokenize import IGNORE_INDEX, tokenize_split, training_template
 from trainer.training.callbacks import GenerationEval, JsonlMetrics, PreemptionGuard, TimedSaves, restore_metrics
 from trainer.training.log_lines import show_progress
 from trainer.training.notice import notice_path
-from trainer.training.resume import ConfigStepIntervals, check_resume
+from trainer.training.resume import ConfigStepIntervals, check_resume, same_on_every_process
 from trainer.training.run_lock import run_lock
 from trainer.training.sampler import LengthBucketSampler
 
@@ -311,6 +311,7 @@ def _train(config: Config, store: CheckpointStore, processes: PartialState, call
     t = config.training
     with processes.local_main_process_first():
         resume = resolve_resume(t, store)
+    same_on_every_process(resume)
     announcement = check_resume(resume, config) if resume else None
     metrics_log = t.logging_dir / METRICS_FILE
     if resume and finished(resume, t):
