@@ -27,7 +27,9 @@ SYMBOLS = [
     {"package": "github.com/go-chi/chi/v5", "name": "Mux", "kind": "type"},
     {"package": "github.com/go-chi/chi/v5", "name": "Mux.Get", "kind": "method"},
     {"package": "github.com/go-chi/chi/v5/middleware", "name": "Logger", "kind": "func"},
-]
+    {"package": "github.com/go-chi/chi/v5/middleware", "name": "LogFormatter", "kind": "type",
+     "members": [{"name": "NewLogEntry", "type": "NewLogEntry(r *http.Request) LogEntry", "doc": ""}]},
+]  # fmt: skip
 
 
 def answer(content=None, calls=None):
@@ -195,16 +197,33 @@ def test_score_groups_checks_each_go_block_once_and_scores_each_group_as_score_d
     assert scored["groups"]["heldout"]["go_code"] == score([records[1]], None)["go_code"]
 
 
-def test_api_grounding_finds_invented_names():
+@pytest.mark.parametrize(
+    ("text", "invented", "mentions"),
+    [
+        (
+            'Call `chi.NewRouter()` then `r.Get`; read params with chi.URLParam(r, "id") or chi.PathParam(r). '
+            "Mux.Get registers a route, Mux.Route does not exist, middleware.Logger logs and middleware.Tracer "
+            "does not. http.Request is the standard library's. `Serve()` is invented too.",
+            ["Mux.Route", "Serve", "chi.PathParam", "middleware.Tracer"],
+            8,
+        ),
+        # Go docs name methods bare, as the framework's own comments do ("calls `AbortWithStatus()`"), and a type's
+        # method list writes `Get(pattern string, ...)`: a bare call a framework type has as a method exists. An
+        # interface's methods and a struct's fields are the type's API though symbols.jsonl lists them as members.
+        (
+            "`Mux` has `Get(pattern string, h http.HandlerFunc)`; `GetParam(r)` and `Logger()` are calls too. "
+            "`middleware.LogFormatter.NewLogEntry` is an interface method, `NewLogEntry(r)` too, "
+            "`LogFormatter.Entry` is not.",
+            ["GetParam", "LogFormatter.Entry"],
+            6,
+        ),
+    ],
+)
+def test_api_grounding_finds_invented_names(text, invented, mentions):
     index = SymbolIndex(SYMBOLS)
-    text = (
-        'Call `chi.NewRouter()` then `r.Get`; read params with chi.URLParam(r, "id") or chi.PathParam(r). '
-        "Mux.Get registers a route, Mux.Route does not exist, middleware.Logger logs and middleware.Tracer "
-        "does not. http.Request is the standard library's. `Serve()` is invented too."
-    )
     result = grounding_metrics([record(answer("x"), answer(text))], index)
-    assert result["invented"] == ["Mux.Route", "Serve", "chi.PathParam", "middleware.Tracer"]
-    assert result["mentions"] == 8 and result["grounded_rate"] == 4 / 8
+    assert (result["invented"], result["mentions"]) == (invented, mentions)
+    assert result["grounded_rate"] == (mentions - len(invented)) / mentions
     assert grounding_metrics([record(answer("x"), answer("plain words"))], index)["grounded_rate"] is None
 
 

@@ -44,6 +44,8 @@ class SymbolIndex:
             # it was recorded fall back to the import path's last part.
             short = symbol.get("package_name") or re.sub(r"/v\d+$", "", symbol["package"]).rsplit("/", 1)[-1]
             self.by_package.setdefault(short, set()).add(symbol["name"])
+            # A type's fields and interface methods are its API too (`LogFormatter.NewLogEntry`), though not symbols.
+            self.by_package[short].update(f"{symbol['name']}.{m['name']}" for m in symbol.get("members") or ())
             if symbol["kind"] == "type":
                 self.types.add(symbol["name"])
             key = f"{symbol['package']}.{symbol['name']}"
@@ -51,6 +53,9 @@ class SymbolIndex:
             for spelled in (f"{short}.{symbol['name']}", symbol["name"]):
                 self.keys.setdefault(spelled, set()).add(key)
         self.names = set().union(*self.by_package.values()) if self.by_package else set()
+        # Methods, fields and interface methods by their own name: Go docs and answers call them bare, as the
+        # framework's own doc comments do (`AbortWithStatus()`; `Print(v ...interface{})` in an interface's list).
+        self.members = {name.rsplit(".", 1)[1] for name in self.names if "." in name}
 
     @classmethod
     def load(cls, path: Path) -> SymbolIndex:
@@ -63,7 +68,8 @@ class SymbolIndex:
 
     def mentions(self, text: str) -> list[tuple[str, bool]]:
         """(name, known) for each API the text presents: `pkg.Name`, `pkg.Type.Method` and `Type.Method` with a
-        framework package or type, and `Name(` inside inline code."""
+        framework package or type, and `Name(` inside inline code (known if a package has it or a type has it as a
+        method or field)."""
         found = []
         for first, second, third in QUALIFIED.findall(text):
             if first in self.by_package:
@@ -72,7 +78,7 @@ class SymbolIndex:
             elif first in self.types:
                 found.append((f"{first}.{second}", f"{first}.{second}" in self.names))
         for span in INLINE_CODE.findall(text):
-            found.extend((name, name in self.names) for name in BARE_CALL.findall(span))
+            found.extend((name, name in self.names or name in self.members) for name in BARE_CALL.findall(span))
         return found
 
     def referenced(self, text: str, home: str | None = None) -> set[str]:
