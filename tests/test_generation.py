@@ -89,7 +89,7 @@ def by_template(items: list[Generated]) -> dict[tuple[str, str], Generated]:
 def test_each_template_yields_a_valid_example_with_provenance(route_repo, tmp_path):
     items = conversations(route_repo, tmp_path)
     assert Counter(item.provenance["template"] for item in items) == {
-        "what_does": 8, "tool_lookup": 4, "signature": 4, "which_symbol": 8, "no_such_api": 12, "members": 1,
+        "what_does": 8, "tool_lookup": 4, "signature": 4, "which_symbol": 16, "no_such_api": 12, "members": 1,
         "example": 1, "overview": 1, "doc_section": 2,
     }  # fmt: skip
     out = tmp_path / "generated"
@@ -118,10 +118,10 @@ def test_each_template_yields_a_valid_example_with_provenance(route_repo, tmp_pa
     )
     reverse = [i for i in items if i.provenance["template"] == "which_symbol" and i.key.endswith(".NewRouter")]
     assert all("an empty router with no routes" in i.messages[1]["content"] for i in reverse)
-    assert all("`route.NewRouter`" in i.messages[-1]["content"] for i in reverse) and len(reverse) == 2
+    assert all("`route.NewRouter`" in i.messages[-1]["content"] for i in reverse) and len(reverse) == 4
     # a type is asked for by what its doc says it does too ("Router matches request paths to handlers")
     router = [i for i in items if i.provenance["template"] == "which_symbol" and i.key.endswith(".Router")]
-    assert len(router) == 2 and all("request paths to handlers" in i.messages[1]["content"] for i in router)
+    assert len(router) == 4 and all("request paths to handlers" in i.messages[1]["content"] for i in router)
     example = named["example", "example.com/route.NewRouter#ExampleNewRouter"]
     assert 'r := route.NewRouter()\nfmt.Println(r.Prefix == "")' in example.messages[-1]["content"]
     assert example.messages[-1]["content"].endswith("It prints:\n\n```\ntrue\n```")

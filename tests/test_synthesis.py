@@ -154,10 +154,10 @@ def test_inputs_that_yield_nothing_are_warnings_naming_the_path(tmp_path, sample
     (no_go / "notes.txt").write_text("not Go\n")
     result = _synthesize_cli(tmp_path, "--set", f"data.examples_dir={sample_copy}", "--source", no_go)
     assert result.returncode == 0, result.stderr
-    assert "  held out: 10 symbols (data.heldout_symbols_fraction), 134 conversations, all in test" in result.stdout
+    assert "  held out: 10 symbols (data.heldout_symbols_fraction), 163 conversations, all in test" in result.stdout
     assert (
-        "  recitation: 0 of 268 test answers share a 12-word span with a training answer (80 of 224 on the hash split; "
-        "72 moved to train)\n" in result.stdout
+        "  recitation: 0 of 296 test answers share a 12-word span with a training answer (109 of 253 on the hash "
+        "split; 97 moved to train)\n" in result.stdout
     )
     assert "usage: 67 of 107 uses compile (42 symbols)" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]

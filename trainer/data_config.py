@@ -45,7 +45,7 @@ class GenerationMix(StrictModel):
     signature: int = Field(2, ge=0, le=8, description="A func or method's signature")
     members: int = Field(1, ge=0, le=8, description="A struct or interface's members")
     example: int = Field(1, ge=0, le=8, description="An Example function, with its output")
-    which_symbol: int = Field(2, ge=0, le=8, description="Which symbol does a job the doc describes, in user words")
+    which_symbol: int = Field(4, ge=0, le=8, description="Which symbol does a job the doc describes, in user words")
     usage: int = Field(2, ge=0, le=8, description="How-to by job, answered with the framework's own code")
     call_in_context: int = Field(1, ge=0, le=8, description="A symbol named, shown called in the framework's own code")
     contrast: int = Field(1, ge=0, le=8, description="A symbol beside a neighbour its doc names")

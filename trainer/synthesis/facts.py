@@ -20,12 +20,16 @@ FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)", re.DOTALL)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")  # not the dot of `http.Handler`
 # "X is a middleware that …", "X is an http.Handler which …": the clause after `that` says what X does.
 IS_A_THAT = re.compile(r"^(?:is|are) (?:a|an|the) [\w.\- ]{1,40}? (?:that|which) (.+)$")
-IS_A = re.compile(r"^(?:is|are) (?:a|an|the) ")
+IS_A = re.compile(r"^(?:is|are) (?:a|an|the|called|used) ")
+# "Heartbeat endpoint middleware useful to setting up a path …": what it is good for, after what the doc calls it.
+USEFUL = re.compile(r"^[\w\- ]{1,40}? (useful (?:to|for) .+)$")
+USED_TO = re.compile(r"^(?:can|may) be used to ")  # "SetEncoder can be used to set …": the job is after it
 # "CleanPath middleware will clean out …", "Middlewares type is a slice …", "Routes interface adds …": the name, then
 # what it is, then the job.
 KIND_NOUN = re.compile(r"^(?:type|interface|struct|func|function|middleware) (?=\w)")
 IRREGULAR = {"does": "do", "has": "have", "returns": "get"}
 MIN_JOB_WORDS = 3
+MIN_ADVERB_CHARS = 5  # "automatically route …" reads past the adverb; "only if …" does not
 ARTICLES = {"a", "an", "the", "of", "to", "for", "from", "with", "and", "or", "in", "on", "given", "each", "its"}
 
 
@@ -48,6 +52,15 @@ def base_form(verb: str) -> str | None:
     return verb[:-1] if verb.endswith("s") else None
 
 
+def third_person(verb: str) -> str:
+    """A base-form verb in the third person (`route` → `routes`, `match` → `matches`)."""
+    if verb.endswith(("s", "sh", "ch", "x", "z")):
+        return f"{verb}es"
+    if verb.endswith("y") and verb[-2:-1] not in tuple("aeiou"):
+        return f"{verb[:-1]}ies"
+    return f"{verb}s"
+
+
 @dataclass(frozen=True)
 class Job:
     base: str | None  # "get the url parameter from a http.Request object": after "How do I …"; None: what it is
@@ -55,7 +68,18 @@ class Job:
 
 
 def _action(clause: str) -> Job | None:
-    """The job of a clause that starts with a verb (`returns …`, `will clean out …`), if it has one."""
+    """The job of a clause that starts with a verb (`returns …`, `will clean out …`, `can be used to set …`,
+    `automatically route …`: past an adverb, the doc's verb as it is written), if it has one."""
+    adverb, _, after = clause.partition(" ")
+    if adverb.endswith("ly") and len(adverb) >= MIN_ADVERB_CHARS and after[:1].isalpha() and after[:1].islower():
+        verb, _, tail = after.partition(" ")
+        stem = base_form(verb) or verb
+        found = Job(f"{adverb} {stem} {tail}", f"{adverb} {third_person(stem)} {tail}")
+        return found if len(tail.split()) >= MIN_JOB_WORDS - 1 else None
+    used = USED_TO.match(clause)
+    if used:
+        base = clause[used.end() :]
+        return Job(base, clause) if len(base.split()) >= MIN_JOB_WORDS else None
     if clause.startswith("will "):
         base = clause[5:]
         verb, _, tail = base.partition(" ")
@@ -80,10 +104,17 @@ def job(symbol: Symbol) -> Job | None:
     if not sentence.startswith(f"{name} "):
         return None
     rest = KIND_NOUN.sub("", sentence[len(name) + 1 :], count=1)
+    words = rest.split()
+    if symbol.kind in ("func", "method") and name[1:].islower() and words[:1] in (["a"], ["an"], ["the"]):
+        verb = name.lower()  # "Reset a routing context to its initial state": the name is the doc's verb
+        return Job(f"{verb} {rest}", f"{third_person(verb)} {rest}") if len(words) >= MIN_JOB_WORDS else None
     clause = IS_A_THAT.match(rest)
     found = _action(clause[1] if clause else rest)
-    if found is None and IS_A.match(rest) and len(rest.split()) > MIN_JOB_WORDS:
+    if found is None and IS_A.match(rest) and len(words) > MIN_JOB_WORDS:
         return Job(None, rest)
+    useful = USEFUL.match(rest)
+    if found is None and useful:
+        return Job(None, f"is {useful[1]}")
     return found
 
 

@@ -29,7 +29,7 @@ from trainer.data_config import GenerationSettings
 from trainer.go.parser import Symbol, signature_result, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
-from trainer.synthesis.facts import Job, first_sentence, inventions, job, misplaced, neighbours
+from trainer.synthesis.facts import KIND_NOUN, Job, first_sentence, inventions, job, misplaced, neighbours
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
 LOOKUP_DOCS = {
@@ -239,10 +239,13 @@ class _Writer:
         """The facts a described job allows: which symbol does it, how-to with real code, contrasts, inventions (a
         symbol described by what it is: no how-to by job, its uses shown as `call_in_context`)."""
         signature, sentence = go_fence(symbol.signature), first_sentence(symbol.doc)
+        # Each frame names the symbol before the doc's words: a name after them would join siblings whose docs differ
+        # early ("… a GET http method to execute the `handlerFn` …") into one span, and the split would send a seen
+        # sibling to test with a held-out one.
         frames = [
             f"Use `{q}`:\n\n{signature}\n\n{sentence}",
             f"`{q}` does that: it {described.third}.\n\n{signature}",
-            f"{sentence}\n\nSo the one to use is `{q}`:\n\n{signature}",
+            f"That is `{q}`. {sentence}\n\n{signature}",
         ]
         fields = fields | {"third": described.third}
         self.add("which_symbol", symbol.package, key, where, fields, lambda i: frames[i % 3])
@@ -314,8 +317,8 @@ class _Writer:
         declared = go_fence(symbol.signature) if symbol.kind in ("func", "method") else ""
         own_name = symbol.name.split(".")[-1]
         rest = first_sentence(symbol.doc).removeprefix(own_name + " ").rstrip(".")
-        if symbol.kind == "type":  # "Middlewares type is a slice …": no "which type type is"
-            rest = re.sub(r"^(?:type|interface|struct) (?=\w)", "", rest)
+        # "Middlewares type is …", "CleanPath middleware will …": not "which type type is", "which function middleware"
+        rest = KIND_NOUN.sub("", rest, count=1)
         if symbol.doc.startswith(own_name + " ") and len(rest.split()) >= 3:
             fields = {"pkg": pkg, "kind": KIND_WORDS[symbol.kind], "rest": rest}
             self.add(
