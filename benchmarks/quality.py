@@ -241,7 +241,7 @@ def targets(report: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
         goal = goal_of(theirs) if number(theirs) else None
         if not number(goal) or not number(mine):
             verdict = "— (nothing to compare)"
-        elif holds(mine, goal):
+        elif holds(round(mine, 9), round(goal, 9)):  # 0.1 + 0.20 is 0.30000000000000004 in floats: 0.3 meets it
             verdict = "met"
         else:
             verdict = f"missed by {abs(mine - goal):.3f}" if mine != goal else "missed (equal)"
