@@ -93,27 +93,33 @@ def _action(clause: str) -> Job | None:
     return Job(base, third) if len(base.split()) >= MIN_JOB_WORDS else None
 
 
-def job(symbol: Symbol) -> Job | None:
-    """The job a symbol's doc gives it in its first sentence, if the sentence starts with its name: what it does
-    (`URLParam returns …`, `Logger is a middleware that logs …`) or, where no verb says that, what it is (`RouteParams
-    is a structure to track …`: `base` None, so no "How do I …" question is asked of it)."""
-    if not symbol.doc:
-        return None
+def after_name(symbol: Symbol) -> str | None:
+    """The doc's first sentence after the symbol's name, less its closing punctuation and what the doc calls the
+    symbol ("CleanPath middleware will clean out …" → "will clean out …"); None when it does not start with the name.
+    What jobs are read from, and what the probes ask by."""
     name = symbol.name.split(".")[-1]
     sentence = first_sentence(symbol.doc).rstrip(".!?")
     if not sentence.startswith(f"{name} "):
         return None
-    rest = KIND_NOUN.sub("", sentence[len(name) + 1 :], count=1)
-    words = rest.split()
-    if symbol.kind in ("func", "method") and name[1:].islower() and words[:1] in (["a"], ["an"], ["the"]):
+    return KIND_NOUN.sub("", sentence[len(name) + 1 :], count=1)
+
+
+def job(symbol: Symbol) -> Job | None:
+    """The job a symbol's doc gives it in its first sentence, if the sentence starts with its name: what it does
+    (`URLParam returns …`, `Logger is a middleware that logs …`) or, where no verb says that, what it is (`RouteParams
+    is a structure to track …`: `base` None, so no "How do I …" question is asked of it)."""
+    rest = after_name(symbol)
+    if rest is None:
+        return None
+    words, name = rest.split(), symbol.name.split(".")[-1]
+    if symbol.kind in ("func", "method") and name[1:].islower() and words and words[0] in ("a", "an", "the"):
         verb = name.lower()  # "Reset a routing context to its initial state": the name is the doc's verb
         return Job(f"{verb} {rest}", f"{third_person(verb)} {rest}") if len(words) >= MIN_JOB_WORDS else None
     clause = IS_A_THAT.match(rest)
     found = _action(clause[1] if clause else rest)
     if found is None and IS_A.match(rest) and len(words) > MIN_JOB_WORDS:
         return Job(None, rest)
-    useful = USEFUL.match(rest)
-    if found is None and useful:
+    if found is None and (useful := USEFUL.match(rest)):
         return Job(None, f"is {useful[1]}")
     return found
 

@@ -29,7 +29,7 @@ from trainer.data_config import GenerationSettings
 from trainer.go.parser import Symbol, signature_result, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
-from trainer.synthesis.facts import KIND_NOUN, Job, first_sentence, inventions, job, misplaced, neighbours
+from trainer.synthesis.facts import Job, after_name, first_sentence, inventions, job, misplaced, neighbours
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
 LOOKUP_DOCS = {
@@ -315,11 +315,8 @@ class _Writer:
         pkg = self.short(symbol.package)
         q, key, where = f"{pkg}.{symbol.name}", f"{symbol.package}.{symbol.name}", (symbol.file, symbol.line)
         declared = go_fence(symbol.signature) if symbol.kind in ("func", "method") else ""
-        own_name = symbol.name.split(".")[-1]
-        rest = first_sentence(symbol.doc).removeprefix(own_name + " ").rstrip(".")
-        # "Middlewares type is …", "CleanPath middleware will …": not "which type type is", "which function middleware"
-        rest = KIND_NOUN.sub("", rest, count=1)
-        if symbol.doc.startswith(own_name + " ") and len(rest.split()) >= 3:
+        rest = after_name(symbol)  # not "which type type is …", "which function middleware will …"
+        if rest is not None and len(rest.split()) >= 3:
             fields = {"pkg": pkg, "kind": KIND_WORDS[symbol.kind], "rest": rest}
             self.add(
                 "reverse_lookup",
