@@ -1,0 +1,45 @@
+"""make quality's targets table: the verdicts it writes to docs/quality.md from a report and its predictions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from quality import building, targets
+
+
+def record(group: str, baseline: list[str | None] | None, prediction: list[str | None] | None) -> dict:
+    """A predictions.jsonl record: its group and each model's compiler notes (None per block that built)."""
+    notes = {model: found for model, found in (("baseline", baseline), ("prediction", prediction)) if found is not None}
+    return {"group": group, "compile": notes}
+
+
+def scores(recall: float, invented: float, general: float) -> dict:
+    group = {"api_grounding": {"recall": recall, "invented_rate": invented}, "tool_call": {"call_recall": 1.0}}
+    return {"general": {"pass_rate": general}, "groups": {g: group for g in ("seen", "heldout", "howto")}}
+
+
+def test_building_counts_answers_without_go_as_not_building():
+    records = [
+        record("seen", None, [None]),  # only the finetuned model writes Go, and it builds
+        record("seen", ["undefined: chi.Gzip"], [None, None]),
+        record("seen", None, ["undefined: x"]),  # a block that does not build
+        record("seen", None, None),  # no Go from either
+        record("howto", [None], None),
+    ]
+    assert building(records, "seen") == (0.0, 0.5)
+    assert building(records, "howto") == (1.0, 0.0)
+    assert building(records, "heldout") == (None, None)
+
+
+def test_targets_verdicts_follow_the_figures():
+    records = [record("seen", None, [None]), record("howto", [None], ["undefined: y"])]
+    report = {**scores(recall=0.30, invented=0.02, general=0.75), "baseline": scores(0.10, 0.02, 0.90)}
+    verdicts = {row.split(" | ")[0].lstrip("| "): row.split(" | ")[-1].rstrip(" |") for row in targets(report, records)}
+    assert verdicts["seen: API recall ≥ base + 0.20"] == "met"  # 0.1 + 0.2 is 0.30000000000000004 in floats
+    assert verdicts["seen: invented-API rate < base"] == "missed (equal)"
+    assert verdicts["seen: answers whose Go builds ≥ base, of all rows"] == "met"
+    assert verdicts["how-to: answers whose Go builds ≥ base, of all rows"] == "missed by 1.000"
+    assert verdicts["compile rate ≥ base, on the 1 rows where both write Go"] == "missed by 1.000"
+    assert verdicts["general prompts ≥ base − 0.083 (one prompt)"] == "missed by 0.067"
