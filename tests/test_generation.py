@@ -141,6 +141,7 @@ def test_probes_ask_a_trained_fact_the_other_way_round_with_no_prose_to_recite(r
         ("reverse_lookup", "example.com/route.Router"),
         ("reverse_lookup", "example.com/route.Router.Handle"),
     ]
+    assert generate_probes(index, "route", "abc123", GenerationSettings(probes=False)) == []
     reverse = probes["reverse_lookup", "example.com/route.NewRouter"]
     assert reverse.messages[1]["content"].endswith("function returns an empty router with no routes?")
     assert reverse.messages[-1]["content"] == "`route.NewRouter`:\n\n```go\nfunc NewRouter() *Router\n```"

@@ -131,6 +131,22 @@ def test_bad_records_fail_the_run_listing_all_or_are_skipped_and_counted(make_co
     assert sum(manifest["counts"].values()) == 1
 
 
+def test_test_examples_are_all_tested_never_trained_and_counted(make_config, examples_dir, tmp_path):
+    held = tmp_path / "held"
+    held.mkdir()
+    questions = [{"role": "user", "content": f"How do I mount sub-router {i}?"} for i in range(20)]
+    (held / "mine.jsonl").write_text("\n".join(record(q, ANSWER) for q in questions) + "\n")
+    (examples_dir / "train.jsonl").write_text(record(USER, ANSWER) + "\n")
+    result = synthesize(make_config(f"data.test_examples_dir={held}", examples=examples_dir))
+    test = result.dataset["test"]
+    assert len(test) == 20 and result.manifest["counts"]["train"] + result.manifest["counts"]["validation"] == 1
+    assert {json.loads(row["provenance"])["split"] for row in test} == {"test"}
+    assert result.manifest["test_files"] == {str(held / "mine.jsonl"): 20} and result.manifest["hand_written"] == 21
+
+    with pytest.raises(TrainerError, match=r"nowhere \(data.test_examples_dir\): folder not found"):
+        synthesize(make_config(f"data.test_examples_dir={tmp_path / 'nowhere'}", examples=examples_dir))
+
+
 def _synthesize_cli(tmp_path, *args, cwd=None):
     """`trainer synthesize` on the debug config in a fresh process, its outputs under tmp_path."""
     from tests.helpers import DEBUG_CONFIG, REPO, set_args

@@ -61,6 +61,9 @@ class GenerationSettings(StrictModel):
     seed: int = 0
     max_per_symbol: int = Field(16, gt=0, description="Generated conversations per symbol, at most")
     mix: GenerationMix = GenerationMix()
+    probes: bool = Field(
+        True, description="Probes: test questions asking a trained fact the other way round (the seen group's)"
+    )
     usage_candidates: int = Field(
         4, ge=0, le=32, description="Uses of a symbol in the framework's own code compile-checked, shortest first"
     )
@@ -147,6 +150,11 @@ class DataConfig(StrictModel):
     generation: GenerationSettings = GenerationSettings()
     cache_dir: Path = Field(Path("data/cache"), description="Clones and extraction results, reused across runs")
     examples_dir: Path = Path("data/raw/examples")
+    test_examples_dir: Path | None = Field(
+        None,
+        description="Hand-written conversations for the test split alone, never trained on: your own questions to "
+        "measure the model with (evaluation's how-to group; held-out where one names a held-out symbol)",
+    )
     output_dir: Path = Path("data/processed")
     on_error: Literal["fail", "skip"] = Field("fail", description="fail: any bad record stops the run")
     escape_control_tokens: bool = Field(

@@ -407,7 +407,10 @@ def generate(
 
 
 def generate_probes(index: RepoIndex, source: str, commit: str | None, settings: GenerationSettings) -> list[Generated]:
-    """The repository's probes (module doc): outside data.generation's caps, which size the training mix."""
+    """The repository's probes (module doc): outside data.generation's caps, which size the training mix; none where
+    `probes` is off."""
+    if not settings.probes:
+        return []
     writer = _Writer(index, source, commit, settings)
     for symbol in index.symbols:
         writer.probes(symbol)

@@ -2,7 +2,8 @@
 
 1. `assign_split`: train, validation or test from the conversation's own content hash (and `data.split_salt`), so
    adding a conversation never moves another one. Probes (`generate.PROBE_TEMPLATES`: a trained fact asked the
-   other way round) all go to test: they are the seen group's questions, never training's.
+   other way round) all go to test: they are the seen group's questions, never training's; so do the examples of
+   `data.test_examples_dir` (provenance `"split": "test"`).
 2. Held-out symbols: `data.heldout_symbols_fraction` of the API index's symbols, each drawn by a hash of its key and
    the salt alone (adding a source or an example never reshuffles them), are held out of training entirely. A method
    is held out on its own draw and with its type (its answers name the receiver type). Every conversation about a
@@ -170,9 +171,11 @@ def split_rows(rows: list[dict[str, str]], symbols: list[dict[str, Any]], data: 
     """Each row's split (see the module doc); held-out rows get `"heldout": true` in their provenance."""
     by_split: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
     for row in rows:
-        probe = json.loads(row["provenance"]).get("template") in PROBE_TEMPLATES
+        provenance = json.loads(row["provenance"])
+        # A probe, or an example from data.test_examples_dir: a test question by what it is
+        test_only = provenance.get("template") in PROBE_TEMPLATES or provenance.get("split") == "test"
         split = assign_split(row["id"], data.split_salt, data.validation_fraction, data.test_fraction)
-        by_split["test" if probe else split].append(row)
+        by_split["test" if test_only else split].append(row)
     # The split by hash alone, as it was before held-out symbols and the recitation policy:
     spans = _SpanCache()
     before = _measure(by_split, spans, grouped=False)

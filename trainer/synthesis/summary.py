@@ -30,7 +30,9 @@ def summary_lines(manifest: dict[str, Any], output_dir: Path) -> list[str]:
     generated = manifest["generated"]
     if generated["count"] or manifest["sources"]:
         templates = ", ".join(f"{name} {n}" for name, n in sorted(generated["by_template"].items()))
-        out.append(f"  hand-written {manifest['hand_written']}, generated {generated['count']} ({templates})")
+        test_only = sum((manifest.get("test_files") or {}).values())
+        held = f" ({test_only} of them for test only)" if test_only else ""
+        out.append(f"  hand-written {manifest['hand_written']}{held}, generated {generated['count']} ({templates})")
         facts = generated["facts"]
         spread = facts["conversations_per_symbol"]
         reach = ", ".join(f"{kind} {n}" for kind, n in sorted(facts["symbols_with"].items()))

@@ -195,11 +195,12 @@ class _Rows:
         )
 
 
-def _rows(examples: list[Example], generated: list[Generated]) -> _Rows:
+def _rows(examples: list[Example], test_examples: list[Example], generated: list[Generated]) -> _Rows:
     result = _Rows()
-    for example in examples:
+    for example, test_only in [(e, False) for e in examples] + [(e, True) for e in test_examples]:
         file, _, line = example.source.rpartition(":")
-        result.add(example.messages, example.tools, example.source, {"file": file, "line": int(line)}, False)
+        provenance = {"file": file, "line": int(line)} | ({"split": "test"} if test_only else {})
+        result.add(example.messages, example.tools, example.source, provenance, False)
     generated.reverse()  # consumed from the end, in order: each conversation is freed once its row is built
     while generated:
         item = generated.pop()
@@ -254,15 +255,28 @@ def _hand_written(data: DataConfig) -> LoadResult:
     return loaded
 
 
+def _test_only(data: DataConfig) -> LoadResult:
+    """The examples under data.test_examples_dir: a folder the user named, so one not found is an error."""
+    if data.test_examples_dir is None:
+        return LoadResult()
+    if not data.test_examples_dir.is_dir():
+        raise TrainerError(f"{data.test_examples_dir} (data.test_examples_dir): folder not found")
+    loaded = load_examples(data.test_examples_dir, data.escape_control_tokens)
+    if not loaded.examples and not loaded.errors:
+        raise TrainerError(f"{data.test_examples_dir} (data.test_examples_dir): no examples in its *.jsonl files")
+    return loaded
+
+
 def synthesize(config: Config) -> SynthesisResult:
     data = config.data
     if data.validation_fraction + data.test_fraction >= 1:
         raise TrainerError("data.validation_fraction + data.test_fraction must leave room for a train split")
-    loaded = _hand_written(data)
-    if loaded.errors and data.on_error == "fail":
-        raise problems_error("invalid example (--set data.on_error=skip skips and counts them)", loaded.errors)
+    loaded, test_only = _hand_written(data), _test_only(data)
+    errors = loaded.errors + test_only.errors
+    if errors and data.on_error == "fail":
+        raise problems_error("invalid example (--set data.on_error=skip skips and counts them)", errors)
     sources = collect_sources(config)
-    built = _rows(loaded.examples, sources.generated)
+    built = _rows(loaded.examples, test_only.examples, sources.generated)
     if not built.rows:
         raise TrainerError(f"{data.examples_dir}: no valid examples found in *.jsonl files, and no Go sources")
     split = split_rows(built.rows, sources.symbols, data)
@@ -271,6 +285,8 @@ def synthesize(config: Config) -> SynthesisResult:
     manifest = {
         "examples_dir": str(data.examples_dir),
         "files": loaded.per_file,
+        "test_examples_dir": str(data.test_examples_dir) if data.test_examples_dir else None,
+        "test_files": test_only.per_file,
         "counts": {name: len(rows) for name, rows in by_split.items()},
         "heldout": split.heldout,
         "recitation": split.recitation,
@@ -289,10 +305,12 @@ def synthesize(config: Config) -> SynthesisResult:
             "by_package": dict(Counter(s["package"] for s in sources.symbols)),
             "by_kind": dict(Counter(s["kind"] for s in sources.symbols)),
         },
-        "skipped": _counted(loaded.errors),
+        "skipped": _counted(errors),
         "skipped_files": _counted(sources.skipped_files),
         **{kind: _counted(records) for kind, records in built.dropped.items()},
-        "normalised": _counted(loaded.normalised + (sources.teacher.normalised if sources.teacher else [])),
+        "normalised": _counted(
+            loaded.normalised + test_only.normalised + (sources.teacher.normalised if sources.teacher else [])
+        ),
         "control_tokens": _counted(sources.control_tokens),
         "content_hash": content_hash(by_split),
     }
