@@ -11,13 +11,15 @@ every run (a second), so a change of that scorer reaches the reports without gen
 More runs (`--runs chi chi-2epochs chi-before gin`) put the effect of the data apart from the training's, with the
 same config and decoding: `chi-2epochs` stops chi after two epochs, `chi-4epochs` trains a fourth, `chi-before` trains
 three epochs of the data mix before the fact kinds (issue 32); they answer chi's test rows (their base is chi's: the
-same rows). `gin` is a second framework through the same benchmark, its first 248 test rows (the groups in turn).
-Their figures join a comparison table in the report.
+same rows). `chi-howto` asks chi's model (and the base) the how-to questions of benchmarks/howto/, kept out of every
+run's data (`data.test_examples_dir`); `chi-before-howto` asks chi-before's model the same. `gin` is a second
+framework through the same benchmark, its first 248 test rows (the groups in turn). Their figures join a comparison
+table in the report, and a run with its own base gets its own targets table.
 
 What was tried to choose the settings is written by hand in benchmarks/quality_notes.md, included as it is.
 
 Usage: python benchmarks/quality.py [--report docs/quality.md] [--config configs/training/quality.yaml]
-       [--runs chi chi-2epochs chi-before gin]
+       [--runs chi chi-2epochs chi-before gin chi-howto chi-before-howto]
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from typing import Any
 from trainer.api_index import load_symbols
 from trainer.checkpoints.resolve import resolve_checkpoint
 from trainer.config_file import load_config
+from trainer.data_config import GenerationMix
 from trainer.dataset import conversation, load_manifest, load_processed
 from trainer.dotted import lookup
+from trainer.errors import TrainerError
 from trainer.evaluation.general import GENERAL_FILE
 from trainer.evaluation.generation import symbol_group
 from trainer.evaluation.metrics import GROUPS, group_of
@@ -66,9 +70,18 @@ class Run:
     overrides: tuple[str, ...] = ()
     answers: str | None = None  # another run whose test rows (and base answers) this one uses
     export: bool = False
+    trained_by: str | None = None  # another run whose model this one evaluates: it trains none
 
 
 MIX = "data.generation.mix"
+# A dataset of benchmarks/howto's questions alone, for the test split: chi's API index (grounding, the compile check),
+# nothing generated, no general prompts (the run of the model it evaluates answered them).
+HOWTO = (
+    "data.examples_dir=data/raw/examples/none", "data.test_examples_dir=benchmarks/howto",
+    "data.generation.probes=false", "evaluation.general_prompts=false",
+    *(f"{MIX}.{kind}=0" for kind in GenerationMix.model_fields),
+)  # fmt: skip
+
 # The config's steps are three epochs of chi's training conversations (its comment).
 EPOCH_STEPS = -(-load_config(CONFIG).training.max_steps // 3)
 RUNS = {
@@ -89,6 +102,11 @@ RUNS = {
         Run("chi-1epoch", "chi, today's data mix, one epoch", (f"training.max_steps={EPOCH_STEPS}",), "chi"),
         Run("chi-2epochs", "chi, today's data mix, two epochs", (f"training.max_steps={2 * EPOCH_STEPS}",), "chi"),
         Run("chi-4epochs", "chi, today's data mix, four epochs", (f"training.max_steps={4 * EPOCH_STEPS}",), "chi"),
+        Run("chi-howto", "chi, today's data mix, on how-to questions kept out of the data", HOWTO, trained_by="chi"),
+        Run(
+            "chi-before-howto", "chi, the data mix before the fact kinds, on the same how-to questions", HOWTO,
+            "chi-howto", trained_by="chi-before",
+        ),
         Run(
             "gin", "gin, today's data mix, three epochs (no hand-written examples: no how-to rows)",
             ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",
@@ -144,12 +162,16 @@ def run(config_file: Path, run: Run) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     stamps_path = out / STAMPS_FILE
     stamps = json.loads(stamps_path.read_text(encoding="utf-8")) if stamps_path.is_file() else {}
-    seconds, _ = stage(config_file, overrides, "synthesize")  # seconds: the Go index is cached, the rows the same
-    stamps["synthesize"] = {"seconds": round(seconds)}
-    seconds, said = stage(config_file, overrides, "train")
-    if "nothing to train" not in said:
-        stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
-    checkpoint = str(resolve_checkpoint(config, None))
+    if not (run.trained_by and run.answers):  # else another run's model on another run's rows: nothing of its own
+        seconds, _ = stage(config_file, overrides, "synthesize")  # seconds: the Go index is cached, the rows the same
+        stamps["synthesize"] = {"seconds": round(seconds)}
+    if run.trained_by:
+        overrides += (f"training.output_dir={config_of(config_file, RUNS[run.trained_by]).training.output_dir}",)
+    else:
+        seconds, said = stage(config_file, overrides, "train")
+        if "nothing to train" not in said:
+            stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
+    checkpoint = str(resolve_checkpoint(load_config(config_file, overrides), None))
     if run.answers:  # the other run's test rows, without its base: its report has the base's answers to them
         overrides += (f"data.output_dir={config_of(config_file, RUNS[run.answers]).data.output_dir}",
                       "evaluation.baseline=false")  # fmt: skip
@@ -361,6 +383,9 @@ def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
     print(f"quality: {report_file}")
 
 
+EMPTY_TARGET = " | — | — | — | — (nothing to compare) |"  # a target row with no figure: its group has no rows
+
+
 def other_targets(config_file: Path) -> list[str]:
     """The targets on each other framework's run done so far (its own rows and base), as chi's are above."""
     lines = []
@@ -372,7 +397,7 @@ def other_targets(config_file: Path) -> list[str]:
         records = [json.loads(line) for line in (folder / PREDICTIONS_FILE).open(encoding="utf-8")]
         counts = ", ".join(f"{report['groups'][g]['n_examples']} {GROUP_TITLES[g]}" for g in GROUPS)
         lines += [f"## Targets: {one.title}", "", f"Its own test rows ({counts}) and base.", ""]
-        lines += [*targets(report, records), ""]
+        lines += [*(row for row in targets(report, records) if not row.startswith(EMPTY_TARGET, row.find(" | "))), ""]
     return lines
 
 
@@ -405,7 +430,7 @@ def comparison(config_file: Path) -> list[str]:
     for name, report in reports.items():
         one = RUNS[name]
         base = reports.get(one.answers, {}).get("baseline") if one.answers else report.get("baseline")
-        trained = load_manifest(ROOT / config_of(config_file, one).data.output_dir)["counts"]["train"]
+        trained = load_manifest(trained_on(config_file, one))["counts"]["train"]
         rows = " / ".join(str(report["groups"][g]["n_examples"]) for g in GROUPS)
         for model, scores in (("base", base), ("finetuned", report)):
             if model == "base" and (scores is None or one.answers):
@@ -415,23 +440,40 @@ def comparison(config_file: Path) -> list[str]:
     return [*lines, "", *recitation_note(config_file, reports), ""]
 
 
+def trained(config_file: Path, name: str) -> bool:
+    """Whether the run that trains the model `name` evaluates has a complete checkpoint."""
+    try:
+        resolve_checkpoint(config_of(config_file, RUNS[RUNS[name].trained_by]), None)
+    except TrainerError:
+        return False
+    return True
+
+
+def trained_on(config_file: Path, run: Run) -> Path:
+    """The data folder of the model a run evaluates: its own, or that of the run that trained it."""
+    return ROOT / config_of(config_file, RUNS[run.trained_by] if run.trained_by else run).data.output_dir
+
+
 def recitation_note(config_file: Path, reports: dict[str, Any]) -> list[str]:
-    """For a run answering another run's rows: how many of those rows' answers share a span with its training
-    answers (the split guarantees none only for the data it made)."""
+    """For a run answering rows its model's data did not split (another run's, or another run's model): how many of
+    those rows' answers share a span with the model's training answers (the split guarantees none only for the data
+    it made)."""
     notes = []
     for name in reports:
         one = RUNS[name]
-        if not one.answers:
+        if not (one.answers or one.trained_by):
             continue
-        ours = load_processed(ROOT / config_of(config_file, one).data.output_dir)
-        theirs = load_processed(ROOT / config_of(config_file, RUNS[one.answers]).data.output_dir)
+        ours = load_processed(trained_on(config_file, one))
+        theirs = load_processed(ROOT / config_of(config_file, RUNS[one.answers or name]).data.output_dir)
         test = list(theirs["test"])
         trained = (answers(conversation(row)[0]) for row in ours["train"])
         shared = sharing([answers(conversation(row)[0]) for row in test], trained)
         by_group = {g: sum(1 for i in shared if symbol_group(test[i]) == g) for g in GROUPS}
         notes.append(
-            f"{one.title}: of {one.answers}'s {len(test)} test rows, {len(shared)} share a {SPAN_WORDS}-word span "
-            f"with its training answers (" + ", ".join(f"{n} {GROUP_TITLES[g]}" for g, n in by_group.items()) + ")."
+            f"{one.title}: of the {len(test)} test rows it answers, {len(shared)} share a {SPAN_WORDS}-word span "
+            f"with its model's training answers ("
+            + ", ".join(f"{n} {GROUP_TITLES[g]}" for g, n in by_group.items())
+            + ")."
         )
     return notes
 
@@ -444,6 +486,8 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(ROOT)  # the config's relative paths are the repository's, as for every `trainer` command
     wanted = {"chi", *args.runs}  # the report is chi's; chi-before answers chi's rows
+    # The model a run evaluates is trained first where it has no checkpoint; one it has is evaluated as it is.
+    wanted |= {RUNS[name].trained_by for name in wanted if RUNS[name].trained_by and not trained(args.config, name)}
     stamps = {name: run(args.config, one) for name, one in RUNS.items() if name in wanted}
     write(args.config, args.report, stamps["chi"])
 
