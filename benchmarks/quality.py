@@ -4,7 +4,8 @@ Synthesize chi (the demo's sources and examples) → train on this CPU → `trai
 finetuned answer the same rows with the same greedy decoding) → export the merged model → write the report file
 (docs/quality.md) from report.json, predictions.jsonl and general.jsonl. Everything lands in outputs/quality/chi/. A
 rerun with nothing changed reuses what is done: training finds its last checkpoint complete, evaluation and export
-are skipped when their stamp matches (the checkpoint, the dataset's content hash and the evaluation settings), and
+are skipped when their stamp matches (the checkpoint and its sealed weights, the dataset's content hash and the
+evaluation settings: a checkpoint trained again at the same path is evaluated again), and
 the report keeps the wall times measured when each stage ran. API grounding is scored again from the kept answers on
 every run (a second), so a change of that scorer reaches the reports without generating them again.
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.api_index import load_symbols
+from trainer.checkpoints.folder import MANIFEST
 from trainer.checkpoints.resolve import resolve_checkpoint
 from trainer.config_file import load_config
 from trainer.data_config import GenerationMix
@@ -46,6 +48,7 @@ from trainer.evaluation.general import GENERAL_FILE
 from trainer.evaluation.generation import symbol_group
 from trainer.evaluation.metrics import GROUPS, group_of
 from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE, reground
+from trainer.export.merge import ADAPTER_WEIGHTS
 from trainer.report_format import HEADLINES, REPORT_FILE
 from trainer.synthesis.split import SPAN_WORDS, answers, sharing
 
@@ -153,6 +156,13 @@ def stage(config_file: Path, overrides: tuple[str, ...], *args: str) -> tuple[fl
     return time.perf_counter() - start, "".join(lines)
 
 
+def model_of(checkpoint: Path) -> dict[str, str]:
+    """What a stamp says of the model a stage used: its checkpoint, and the sha256 of its adapter weights from the
+    checkpoint's sealed manifest (the path alone would pass a checkpoint trained again where the old one was)."""
+    files = json.loads((checkpoint / MANIFEST).read_text(encoding="utf-8"))["files"]
+    return {"checkpoint": str(checkpoint), "weights": files[ADAPTER_WEIGHTS]["sha256"]}
+
+
 def run(config_file: Path, run: Run) -> dict[str, Any]:
     """Synthesize, train, evaluate (and export) one run, each stage skipped when its stamp says it is done; the
     stamps (inputs and wall time of each stage) are kept in the run's folder."""
@@ -171,21 +181,21 @@ def run(config_file: Path, run: Run) -> dict[str, Any]:
         seconds, said = stage(config_file, overrides, "train")
         if "nothing to train" not in said:
             stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
-    checkpoint = str(resolve_checkpoint(load_config(config_file, overrides), None))
+    model = model_of(resolve_checkpoint(load_config(config_file, overrides), None))
     if run.answers:  # the other run's test rows, without its base: its report has the base's answers to them
         overrides += (f"data.output_dir={config_of(config_file, RUNS[run.answers]).data.output_dir}",
                       "evaluation.baseline=false")  # fmt: skip
     evaluated = load_config(config_file, overrides)
     data_hash = load_manifest(ROOT / evaluated.data.output_dir)["content_hash"]
     evaluation = evaluated.evaluation.model_dump(mode="json")
-    wanted = {"checkpoint": checkpoint, "dataset_hash": data_hash, "evaluation": evaluation}
+    wanted = {**model, "dataset_hash": data_hash, "evaluation": evaluation}
     if stamps.get("evaluate", {}).get("inputs") != wanted:
         seconds, _ = stage(config_file, overrides, "evaluate")
         stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
     reground(ROOT / evaluated.evaluation.output_dir, load_symbols(ROOT / evaluated.data.output_dir))
-    if run.export and stamps.get("export", {}).get("inputs") != {"checkpoint": checkpoint}:
+    if run.export and stamps.get("export", {}).get("inputs") != model:
         seconds, _ = stage(config_file, overrides, "export", "--out", str(out / "model"))
-        stamps["export"] = {"seconds": round(seconds), "inputs": {"checkpoint": checkpoint}}
+        stamps["export"] = {"seconds": round(seconds), "inputs": model}
     stamps_path.write_text(json.dumps(stamps, indent=2) + "\n", encoding="utf-8")
     return stamps
 
@@ -327,11 +337,18 @@ def settings(config, manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def results(config_file: Path, run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """A run's report.json and predictions.jsonl as its evaluation wrote them; None before it is evaluated."""
+    folder = ROOT / config_of(config_file, run).evaluation.output_dir
+    if not (folder / REPORT_FILE).is_file():
+        return None
+    report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
+    return report, [json.loads(line) for line in (folder / PREDICTIONS_FILE).open(encoding="utf-8")]
+
+
 def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
     config = config_of(config_file, RUNS["chi"])
-    report = json.loads((ROOT / config.evaluation.output_dir / REPORT_FILE).read_text(encoding="utf-8"))
-    lines_of = (ROOT / config.evaluation.output_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines_of]
+    report, records = results(config_file, RUNS["chi"])
     general = [json.loads(line) for line in (ROOT / config.evaluation.output_dir / GENERAL_FILE).open()]
     manifest = load_manifest(ROOT / config.data.output_dir)
     total = sum(stamp["seconds"] for stamp in stamps.values())
@@ -390,11 +407,10 @@ def other_targets(config_file: Path) -> list[str]:
     """The targets on each other framework's run done so far (its own rows and base), as chi's are above."""
     lines = []
     for name, one in RUNS.items():
-        folder = ROOT / config_of(config_file, one).evaluation.output_dir
-        if name == "chi" or one.answers or not (folder / REPORT_FILE).is_file():
+        found = None if name == "chi" or one.answers else results(config_file, one)
+        if found is None:
             continue
-        report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
-        records = [json.loads(line) for line in (folder / PREDICTIONS_FILE).open(encoding="utf-8")]
+        report, records = found
         counts = ", ".join(f"{report['groups'][g]['n_examples']} {GROUP_TITLES[g]}" for g in GROUPS)
         lines += [f"## Targets: {one.title}", "", f"Its own test rows ({counts}) and base.", ""]
         lines += [*(row for row in targets(report, records) if not row.startswith(EMPTY_TARGET, row.find(" | "))), ""]
@@ -410,11 +426,7 @@ COMPARED = (
 
 def comparison(config_file: Path) -> list[str]:
     """The runs done so far side by side: each run's base and finetuned figures on the metrics the targets name."""
-    reports = {}
-    for name, one in RUNS.items():
-        path = ROOT / config_of(config_file, one).evaluation.output_dir / REPORT_FILE
-        if path.is_file():
-            reports[name] = json.loads(path.read_text(encoding="utf-8"))
+    reports = {name: found[0] for name, one in RUNS.items() if (found := results(config_file, one))}
     if set(reports) <= {"chi"}:
         return []
     heads = [f"{GROUP_TITLES[g]}: {k.split('.')[-1]}" if g else k.split(".")[-1] for g, k in COMPARED]

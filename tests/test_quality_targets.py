@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from quality import building, targets
+from quality import building, model_of, targets
+
+from trainer.checkpoints.folder import write_manifest
 
 
 def record(group: str, baseline: list[str | None] | None, prediction: list[str | None] | None) -> dict:
@@ -43,3 +45,13 @@ def test_targets_verdicts_follow_the_figures():
     assert verdicts["how-to: answers whose Go builds ≥ base, of all rows"] == "missed by 1.000"
     assert verdicts["compile rate ≥ base, on the 1 rows where both write Go"] == "missed by 1.000"
     assert verdicts["general prompts ≥ base − 0.083 (one prompt)"] == "missed by 0.067"
+
+
+def test_a_checkpoint_trained_again_at_the_same_path_is_another_model(tmp_path):
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"first weights")
+    write_manifest(tmp_path)
+    first = model_of(tmp_path)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"other weights")
+    write_manifest(tmp_path)
+    second = model_of(tmp_path)
+    assert first["checkpoint"] == second["checkpoint"] == str(tmp_path) and first != second  # its stamp is stale

@@ -2,10 +2,12 @@
 several ways and in both directions, invented names; and today's mix, reproduced exactly by its settings."""
 
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from trainer.api_index import SymbolIndex
 from trainer.data_config import GenerationMix, GenerationSettings, GoSource
 from trainer.go.parser import Symbol
 from trainer.go.repo import index_repo
@@ -129,6 +131,8 @@ def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks
     assert job(params) == Job(None, "is a structure to track URL routing parameters efficiently")  # what it is
     clean = job(symbol("CleanPath", "CleanPath is a middleware that will clean out double slash mistakes."))
     assert (clean.base, clean.third) == ("clean out double slash mistakes", "cleans out double slash mistakes")
+    redirect = job(symbol("RedirectSlashes", "RedirectSlashes is a middleware that will match request paths."))
+    assert redirect.third == "matches request paths"  # not "matchs"
     assert job(symbol("X", "Something else entirely here.")) is None  # the doc does not start with the name
     # what it is said between its name and its job
     maybe = job(symbol("Maybe", "Maybe middleware will allow you to change the flow of the stack."))
@@ -193,13 +197,17 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     for item in (i for i in items if i.provenance["template"] == "no_such_api"):
         fake = item.messages[1]["content"].split("`")[1].removeprefix("route.")
         assert fake not in names and "`route." in item.messages[-1]["content"]
+    # no answer writes a name the framework lacks, the no_such_api ones included: what answers write is learned
+    known = SymbolIndex(asdict(symbol) for symbol in index.symbols)
+    written = [m.get("content") or "" for i in items for m in i.messages if m["role"] == "assistant"]
+    assert [name for text in written for name, ok in known.mentions(text) if not ok] == []
     # a symbol its doc says what it is, not what it does: asked for by that, never "how do I …" (it has no job)
     prefix = [i for i in items if i.key == "example.com/route.DefaultPrefix"]
     asked = [i.messages[1]["content"] for i in prefix if i.provenance["template"] in ("which_symbol", "no_such_api")]
     assert len(asked) == 6 and not any("right way to" in q or "should I use to" in q for q in asked)
     assert all("that is the prefix every new router starts with" in q for q in asked[:2])
     invented = next(i for i in prefix if i.provenance["template"] == "no_such_api").messages[-1]["content"]
-    assert "For the variable that is the prefix every new router starts with, use `route.DefaultPrefix`" in invented
+    assert "Use `route.DefaultPrefix`, the variable that is the prefix every new router starts with" in invented
     usage = next(i for i in items if i.provenance["template"] == "usage" and i.key.endswith(".Param"))
     assert (
         usage.provenance["file"] == "_examples/hello/main.go"

@@ -83,7 +83,7 @@ def _action(clause: str) -> Job | None:
     if clause.startswith("will "):
         base = clause[5:]
         verb, _, tail = base.partition(" ")
-        third = f"{verb}s {tail}" if verb.isalpha() else base
+        third = f"{third_person(verb)} {tail}" if verb.isalpha() else base
     else:
         verb, _, tail = clause.partition(" ")
         stem = base_form(verb)

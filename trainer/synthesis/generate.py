@@ -269,22 +269,19 @@ class _Writer:
             self.add("contrast", symbol.package, key, where, fields | {"other": other_q}, answer, number=number)
         for number, (home, fake) in enumerate(self.fakes(symbol, described)):
             fake_q = f"{home}.{fake}"
-            real = f"`{q}`:\n\n{signature}\n\n{sentence}"
-            purpose = f"To {described.base}" if described.base else f"For the {fields['kind']} that {described.third}"
-            direct = f"{self.source} has no `{fake_q}`. {purpose}, use {real}"
             call = {"name": "lookup_docs", "arguments": {"package": self.import_paths[home], "name": fake}}
             turns = [
                 {"role": "assistant", "tool_calls": [call]},
                 {"role": "tool", "content": f"no exported symbol {fake} in {self.import_paths[home]}"},
             ]
-            # The real name before the job: siblings' jobs differ late ("… matches a PUT http method"), and a
-            # fixed frame before the job would tie their conversations together in the split.
-            looked = (
-                f"There is no `{fake_q}` in {self.source}. Use `{q}`, the {fields['kind']} that {described.third}:"
-                f"\n\n{signature}\n\n{sentence}"
-            )
             lookup = random.Random(f"{self.seed}:no_such_api:{key}:{fake}").random() < 0.5
-            answer, tools = (looked, turns) if lookup else (direct, None)
+            # The answer never writes the made-up name: what an answer writes is what the model learns to write, and
+            # a quarter of the data writing names the framework lacks taught it to make them up (docs/quality.md).
+            # The real name before the job: siblings' jobs differ late ("… matches a PUT http method"), and a fixed
+            # frame before the job would tie their conversations together in the split.
+            opening = "The docs have no such name." if lookup else f"{self.source} has no API by that name."
+            answer = f"{opening} Use `{q}`, the {fields['kind']} that {described.third}:\n\n{signature}\n\n{sentence}"
+            tools = turns if lookup else None
             self.add("no_such_api", symbol.package, key, where, fields | {"fake": fake_q}, answer, tools, number)
 
     def fakes(self, symbol: Symbol, described: Job) -> list[tuple[str, str]]:

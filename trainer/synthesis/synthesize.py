@@ -197,10 +197,11 @@ class _Rows:
 
 def _rows(examples: list[Example], test_examples: list[Example], generated: list[Generated]) -> _Rows:
     result = _Rows()
-    for example, test_only in [(e, False) for e in examples] + [(e, True) for e in test_examples]:
-        file, _, line = example.source.rpartition(":")
-        provenance = {"file": file, "line": int(line)} | ({"split": "test"} if test_only else {})
-        result.add(example.messages, example.tools, example.source, provenance, False)
+    for hand_written, split in ((examples, {}), (test_examples, {"split": "test"})):
+        for example in hand_written:
+            file, _, line = example.source.rpartition(":")
+            provenance = {"file": file, "line": int(line)} | split
+            result.add(example.messages, example.tools, example.source, provenance, False)
     generated.reverse()  # consumed from the end, in order: each conversation is freed once its row is built
     while generated:
         item = generated.pop()
