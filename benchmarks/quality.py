@@ -3,7 +3,8 @@
 Synthesize chi (the demo's sources and examples) → train on this CPU → `trainer evaluate --baseline` (base and
 finetuned answer the same rows with the same greedy decoding) → export the merged model → write the report file
 (docs/quality.md) from report.json, predictions.jsonl and general.jsonl. Everything lands in outputs/quality/chi/. A
-rerun with nothing changed reuses what is done: training finds its last checkpoint complete, evaluation and export
+rerun with nothing changed reuses what is done: training finds its last checkpoint complete (checkpoints trained on
+other data, after the generator changed, are moved aside and the run trains again), evaluation and export
 are skipped when their stamp matches (the checkpoint and its sealed weights, the dataset's content hash and the
 evaluation settings: a checkpoint trained again at the same path is evaluated again), and
 the report keeps the wall times measured when each stage ran. API grounding is scored again from the kept answers on
@@ -39,6 +40,7 @@ from typing import Any
 from trainer.api_index import load_symbols
 from trainer.checkpoints.folder import MANIFEST
 from trainer.checkpoints.resolve import resolve_checkpoint
+from trainer.checkpoints.sealed import trained_data
 from trainer.config_file import load_config
 from trainer.data_config import GenerationMix
 from trainer.dataset import conversation, load_manifest, load_processed
@@ -163,6 +165,22 @@ def model_of(checkpoint: Path) -> dict[str, str]:
     return {"checkpoint": str(checkpoint), "weights": files[ADAPTER_WEIGHTS]["sha256"]}
 
 
+def set_aside_stale(config) -> Path | None:
+    """Where a run's checkpoints trained on other data than its synthesis now makes (the generator changed) are kept:
+    moved to `<checkpoints>-<that data's hash>`, so the run trains again where the resume check would stop it."""
+    try:
+        checkpoint = resolve_checkpoint(config, None)
+    except TrainerError:
+        return None  # nothing trained yet
+    trained = (trained_data(checkpoint) or {}).get("content_hash")
+    if trained == load_manifest(config.data.output_dir)["content_hash"]:
+        return None
+    aside = config.training.output_dir.with_name(f"{config.training.output_dir.name}-{str(trained)[:12]}")
+    config.training.output_dir.rename(aside)
+    print(f"quality: {config.training.output_dir} was trained on other data; kept in {aside}, training again")
+    return aside
+
+
 def run(config_file: Path, run: Run) -> dict[str, Any]:
     """Synthesize, train, evaluate (and export) one run, each stage skipped when its stamp says it is done; the
     stamps (inputs and wall time of each stage) are kept in the run's folder."""
@@ -178,6 +196,7 @@ def run(config_file: Path, run: Run) -> dict[str, Any]:
     if run.trained_by:
         overrides += (f"training.output_dir={config_of(config_file, RUNS[run.trained_by]).training.output_dir}",)
     else:
+        set_aside_stale(config)
         seconds, said = stage(config_file, overrides, "train")
         if "nothing to train" not in said:
             stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}

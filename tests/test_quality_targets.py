@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from quality import building, model_of, targets
+from quality import CONFIG, building, model_of, set_aside_stale, targets
 
 from trainer.checkpoints.folder import write_manifest
+from trainer.config_file import load_config
 
 
 def record(group: str, baseline: list[str | None] | None, prediction: list[str | None] | None) -> dict:
@@ -55,3 +57,19 @@ def test_a_checkpoint_trained_again_at_the_same_path_is_another_model(tmp_path):
     write_manifest(tmp_path)
     second = model_of(tmp_path)
     assert first["checkpoint"] == second["checkpoint"] == str(tmp_path) and first != second  # its stamp is stale
+
+
+def test_checkpoints_trained_on_other_data_are_set_aside_and_kept(tmp_path):
+    data, checkpoints = tmp_path / "data", tmp_path / "checkpoints"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"content_hash": "a1b2c3d4e5f6-today"}))
+    folder = checkpoints / "checkpoint-5"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "trainer_data.json").write_text(json.dumps({"content_hash": "a1b2c3d4e5f6-today"}))
+    write_manifest(folder)
+    config = load_config(CONFIG, (f"data.output_dir={data}", f"training.output_dir={checkpoints}"))
+    assert set_aside_stale(config) is None and folder.is_dir()  # the same data: resumed or done, not trained again
+    (data / "manifest.json").write_text(json.dumps({"content_hash": "ffffffffffff-generator-changed"}))
+    assert set_aside_stale(config) == tmp_path / "checkpoints-a1b2c3d4e5f6"
+    assert not checkpoints.exists() and (tmp_path / "checkpoints-a1b2c3d4e5f6/checkpoint-5/MANIFEST.json").is_file()
