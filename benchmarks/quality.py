@@ -175,7 +175,11 @@ def set_aside_stale(config) -> Path | None:
     trained = (trained_data(checkpoint) or {}).get("content_hash")
     if trained == load_manifest(config.data.output_dir)["content_hash"]:
         return None
-    aside = config.training.output_dir.with_name(f"{config.training.output_dir.name}-{str(trained)[:12]}")
+    name, copies = f"{config.training.output_dir.name}-{str(trained)[:12]}", 1
+    aside = config.training.output_dir.with_name(name)
+    while aside.exists():  # that data trained once more, and set aside again
+        copies += 1
+        aside = config.training.output_dir.with_name(f"{name}-{copies}")
     config.training.output_dir.rename(aside)
     print(f"quality: {config.training.output_dir} was trained on other data; kept in {aside}, training again")
     return aside

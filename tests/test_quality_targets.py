@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,3 +74,5 @@ def test_checkpoints_trained_on_other_data_are_set_aside_and_kept(tmp_path):
     (data / "manifest.json").write_text(json.dumps({"content_hash": "ffffffffffff-generator-changed"}))
     assert set_aside_stale(config) == tmp_path / "checkpoints-a1b2c3d4e5f6"
     assert not checkpoints.exists() and (tmp_path / "checkpoints-a1b2c3d4e5f6/checkpoint-5/MANIFEST.json").is_file()
+    shutil.copytree(tmp_path / "checkpoints-a1b2c3d4e5f6", checkpoints)  # the same old data trained again
+    assert set_aside_stale(config) == tmp_path / "checkpoints-a1b2c3d4e5f6-2"
