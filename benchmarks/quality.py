@@ -4,10 +4,10 @@ Synthesize chi (the demo's sources and examples) → train on this CPU → `trai
 finetuned answer the same rows with the same greedy decoding) → export the merged model → write the report file
 (docs/quality.md) from report.json, predictions.jsonl and general.jsonl. Everything lands in outputs/quality/chi/. A
 rerun with nothing changed reuses what is done: training finds its last checkpoint complete (checkpoints trained on
-other data, after the generator changed, are moved aside and the run trains again), evaluation and export
-are skipped when their stamp matches (the checkpoint and its sealed weights, the dataset's content hash and the
-evaluation settings: a checkpoint trained again at the same path is evaluated again), and
-the report keeps the wall times measured when each stage ran. API grounding is scored again from the kept answers on
+other data, after the generator changed, are moved aside and the run trains again), evaluation and export are skipped
+when their stamp matches (the checkpoint and its sealed weights, the dataset's content hash and the evaluation
+settings: a checkpoint trained again at the same path is evaluated again), and the report keeps the wall times
+measured when each stage ran. API grounding is scored again from the kept answers on
 every run (a second), so a change of that scorer reaches the reports without generating them again.
 
 More runs (`--runs chi chi-2epochs chi-before gin`) put the effect of the data apart from the training's, with the
@@ -40,7 +40,6 @@ from typing import Any
 from trainer.api_index import load_symbols
 from trainer.checkpoints.folder import MANIFEST
 from trainer.checkpoints.resolve import resolve_checkpoint
-from trainer.checkpoints.sealed import trained_data
 from trainer.config_file import load_config
 from trainer.data_config import GenerationMix
 from trainer.dataset import conversation, load_manifest, load_processed
@@ -53,6 +52,7 @@ from trainer.evaluation.report import GROUP_TITLES, PREDICTIONS_FILE, reground
 from trainer.export.merge import ADAPTER_WEIGHTS
 from trainer.report_format import HEADLINES, REPORT_FILE
 from trainer.synthesis.split import SPAN_WORDS, answers, sharing
+from trainer.training.resume import DATASET_KEY, changes_since
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs/training/quality.yaml"
@@ -166,15 +166,17 @@ def model_of(checkpoint: Path) -> dict[str, str]:
 
 
 def set_aside_stale(config) -> Path | None:
-    """Where a run's checkpoints trained on other data than its synthesis now makes (the generator changed) are kept:
-    moved to `<checkpoints>-<that data's hash>`, so the run trains again where the resume check would stop it."""
+    """Where a run's checkpoints trained on other data than its synthesis now makes (the generator changed), which the
+    resume check refuses, are kept: moved to `<checkpoints>-<that data's hash>`, so the run trains again. Only the
+    data is compared: the settings the check compares are resolved by training itself (`auto` attention, packing)."""
     try:
         checkpoint = resolve_checkpoint(config, None)
     except TrainerError:
         return None  # nothing trained yet
-    trained = (trained_data(checkpoint) or {}).get("content_hash")
-    if trained == load_manifest(config.data.output_dir)["content_hash"]:
-        return None
+    changed = changes_since(checkpoint, config).get(DATASET_KEY)
+    if changed is None:
+        return None  # training resumes it, or finds it done
+    trained = changed[0]
     name, copies = f"{config.training.output_dir.name}-{str(trained)[:12]}", 1
     aside = config.training.output_dir.with_name(name)
     while aside.exists():  # that data trained once more, and set aside again

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from quality import CONFIG, building, model_of, set_aside_stale, targets
 
 from trainer.checkpoints.folder import write_manifest
+from trainer.checkpoints.sealed import seal_config
 from trainer.config_file import load_config
 
 
@@ -67,9 +68,9 @@ def test_checkpoints_trained_on_other_data_are_set_aside_and_kept(tmp_path):
     folder = checkpoints / "checkpoint-5"
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")
-    (folder / "trainer_data.json").write_text(json.dumps({"content_hash": "a1b2c3d4e5f6-today"}))
-    write_manifest(folder)
     config = load_config(CONFIG, (f"data.output_dir={data}", f"training.output_dir={checkpoints}"))
+    seal_config(config, folder)  # the config and the data's hash it was trained with, as training seals them
+    write_manifest(folder)
     assert set_aside_stale(config) is None and folder.is_dir()  # the same data: resumed or done, not trained again
     (data / "manifest.json").write_text(json.dumps({"content_hash": "ffffffffffff-generator-changed"}))
     assert set_aside_stale(config) == tmp_path / "checkpoints-a1b2c3d4e5f6"
