@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from quality import CONFIG, building, model_of, set_aside_stale, targets
+from quality import model_of, set_aside_stale
+from quality_report import building, targets
+from quality_runs import CONFIG
 
 from trainer.checkpoints.folder import write_manifest
 from trainer.checkpoints.sealed import seal_config
