@@ -60,10 +60,17 @@ RUNS = {
         Run("chi-1epoch", "chi, today's data mix, one epoch", (f"training.max_steps={EPOCH_STEPS}",), "chi"),
         Run("chi-2epochs", "chi, today's data mix, two epochs", (f"training.max_steps={2 * EPOCH_STEPS}",), "chi"),
         Run("chi-4epochs", "chi, today's data mix, four epochs", (f"training.max_steps={4 * EPOCH_STEPS}",), "chi"),
+        # The same data and steps, another training seed (LoRA's initial weights, the batches' order): how far a
+        # figure moves with the seed alone, to read the others' differences by.
+        Run("chi-seed1", "chi, today's data mix, three epochs, training seed 1", ("training.seed=1",), "chi"),
         Run("chi-howto", "chi, today's data mix, on how-to questions kept out of the data", HOWTO, trained_by="chi"),
         Run(
             "chi-before-howto", "chi, the data mix before the fact kinds, on the same how-to questions", HOWTO,
             "chi-howto", trained_by="chi-before",
+        ),
+        Run(
+            "chi-seed1-howto", "chi, today's data mix, training seed 1, on the same how-to questions", HOWTO,
+            "chi-howto", trained_by="chi-seed1",
         ),
         Run(
             "gin", "gin, today's data mix, three epochs (no hand-written examples: no how-to rows)",
