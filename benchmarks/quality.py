@@ -12,18 +12,19 @@ every run (a second), so a change of that scorer reaches the reports without gen
 
 More runs (`--runs chi chi-2epochs chi-before chi-seed1 gin`) put the effect of the data apart from the training's,
 with the same config and decoding: `chi-2epochs` stops chi after two epochs, `chi-4epochs` trains a fourth,
-`chi-before` trains three epochs of the data mix before the fact kinds (issue 32), `chi-seed1` trains chi again with
-another training seed (how far a figure moves by chance); they answer chi's test rows (their base is chi's: the same
-rows). `chi-howto` asks chi's model (and the base) the how-to questions of benchmarks/howto/, kept out of every
-run's data (`data.test_examples_dir`); `chi-before-howto` and `chi-seed1-howto` ask chi-before's and chi-seed1's
-models the same. `gin` is a second framework through the same benchmark, its first 248 test rows (the groups in
-turn). Their figures join a comparison table in the report, and a run with its own base gets its own targets table.
+`chi-before` trains three epochs of the data mix before the fact kinds (issue 32), `chi-seed1` and
+`chi-before-seed1` train chi and chi-before again with another training seed (how far a figure moves by chance);
+they answer chi's test rows (their base is chi's: the same rows). `chi-howto` asks chi's model (and the base) the
+how-to questions of benchmarks/howto/, kept out of every run's data (`data.test_examples_dir`); `chi-before-howto`,
+`chi-seed1-howto` and `chi-before-seed1-howto` ask the other models the same. `gin` is a second framework through
+the same benchmark, its first 248 test rows (the groups in turn). Their figures join a comparison table in the
+report, and a run with its own base gets its own targets table.
 
 The runs are declared in benchmarks/quality_runs.py, the report is written by benchmarks/quality_report.py; what
 was tried to choose the settings is written by hand in benchmarks/quality_notes.md, included as it is.
 
 Usage: python benchmarks/quality.py [--report docs/quality.md] [--config configs/training/quality.yaml]
-       [--runs chi chi-2epochs chi-before chi-seed1 gin chi-howto chi-before-howto chi-seed1-howto]
+       [--runs chi chi-2epochs chi-before chi-seed1 chi-before-seed1 gin chi-howto chi-before-howto …]
 """
 
 from __future__ import annotations

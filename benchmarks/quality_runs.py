@@ -40,19 +40,18 @@ HOWTO = (
     *(f"{MIX}.{kind}=0" for kind in GenerationMix.model_fields),
 )  # fmt: skip
 
+# The mix before the fact kinds (issue 32), and three epochs of its 317 training conversations.
+BEFORE = (
+    f"{MIX}.which_symbol=0", f"{MIX}.usage=0", f"{MIX}.call_in_context=0", f"{MIX}.contrast=0", f"{MIX}.no_such_api=0",
+    f"{MIX}.what_does=1", f"{MIX}.signature=1", "data.generation.max_per_symbol=4", "training.max_steps=240",
+)  # fmt: skip
 # The config's steps are three epochs of chi's training conversations (its comment).
 EPOCH_STEPS = -(-load_config(CONFIG).training.max_steps // 3)
 RUNS = {
     run.name: run
     for run in (
         Run("chi", "chi, today's data mix, three epochs", export=True),
-        Run(
-            "chi-before", "chi, the data mix before the fact kinds, three epochs of it",
-            (f"{MIX}.which_symbol=0", f"{MIX}.usage=0", f"{MIX}.call_in_context=0", f"{MIX}.contrast=0",
-             f"{MIX}.no_such_api=0", f"{MIX}.what_does=1", f"{MIX}.signature=1", "data.generation.max_per_symbol=4",
-             "training.max_steps=240"),
-            answers="chi",
-        ),
+        Run("chi-before", "chi, the data mix before the fact kinds, three epochs of it", BEFORE, answers="chi"),
         Run(
             "chi-lr3e-4", "chi, today's data mix, one epoch at learning rate 3e-4",
             (f"training.max_steps={EPOCH_STEPS}", "training.learning_rate=3.0e-4"), "chi",
@@ -63,10 +62,18 @@ RUNS = {
         # The same data and steps, another training seed (LoRA's initial weights, the batches' order): how far a
         # figure moves with the seed alone, to read the others' differences by.
         Run("chi-seed1", "chi, today's data mix, three epochs, training seed 1", ("training.seed=1",), "chi"),
+        Run(
+            "chi-before-seed1", "chi, the data mix before the fact kinds, three epochs of it, training seed 1",
+            (*BEFORE, "training.seed=1"), "chi",
+        ),
         Run("chi-howto", "chi, today's data mix, on how-to questions kept out of the data", HOWTO, trained_by="chi"),
         Run(
             "chi-before-howto", "chi, the data mix before the fact kinds, on the same how-to questions", HOWTO,
             "chi-howto", trained_by="chi-before",
+        ),
+        Run(
+            "chi-before-seed1-howto", "chi, the data mix before the fact kinds, training seed 1, on the same how-to "
+            "questions", HOWTO, "chi-howto", trained_by="chi-before-seed1",
         ),
         Run(
             "chi-seed1-howto", "chi, today's data mix, training seed 1, on the same how-to questions", HOWTO,
