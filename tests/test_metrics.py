@@ -243,6 +243,17 @@ def test_a_name_the_question_invented_is_not_the_answers_invention():
     assert unasked["invented"] == ["chi.PathParam"]  # nobody asked for it: the answer brought it up
 
 
+def test_a_name_the_token_limit_cut_is_not_an_invention():
+    index = SymbolIndex(SYMBOLS)
+    cut = ["It is a function that takes a `Mux.Ge", "Import chi.URLPar", "See `middleware.LogFormatter.NewLog"]
+    scored = grounding_metrics([record(answer("x"), answer(text)) for text in cut], index)
+    assert (scored["invented_rate"], scored["mentions"]) == (0, 0)
+    # Not at the end, or no real name begins so: invented as before.
+    made_up = ["Use `Mux.Ge` here.", "Import chi.URLPath", "It takes a `Mux.Gets"]
+    scored = grounding_metrics([record(answer("x"), answer(text)) for text in made_up], index)
+    assert (scored["invented_rate"], scored["invented"]) == (1, ["Mux.Ge", "Mux.Gets", "chi.URLPath"])
+
+
 def test_reground_scores_grounding_again_from_the_kept_answers_and_keeps_the_rest(tmp_path):
     records = [
         asking("There is no `chi.PathParam`.", baseline=answer("Use `chi.Bad`.")),

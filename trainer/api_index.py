@@ -81,6 +81,14 @@ class SymbolIndex:
             found.extend((name, name in self.names or name in self.members) for name in BARE_CALL.findall(span))
         return found
 
+    def begins(self, name: str) -> bool:
+        """Whether `name` (as `mentions` gives it) is the start of a longer name the framework has: `Mux.Rout`, an
+        answer cut by its token limit inside `Mux.Route`."""
+        first, _, rest = name.partition(".")
+        names = self.by_package.get(first) or (self.names if first in self.types else set())
+        prefix = rest if first in self.by_package else name
+        return any(known.startswith(prefix) and known != prefix for known in names)
+
     def referenced(self, text: str, home: str | None = None) -> set[str]:
         """The keys (`import/path.Name`, as symbols.jsonl's package and name) of the framework symbols a text names:
         the known names `mentions` finds, and names written as code (`Mux`, `Mux.Get` in an inline span or a fenced

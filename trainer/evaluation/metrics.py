@@ -166,12 +166,16 @@ def api_recall(records: list[dict[str, Any]], index: SymbolIndex) -> tuple[float
 
 
 def _answer_mentions(index: SymbolIndex, record: dict[str, Any]) -> list[tuple[str, bool]]:
-    """The API names the prediction presents, less the names that do not exist which the prompt gave: repeating the
-    user's invented `chi.Mux.GetPut` to say there is none invents nothing (accepting it shows as recall missed)."""
+    """The API names the prediction presents, less the names that do not exist which the prompt gave (repeating the
+    user's invented `chi.Mux.GetPut` to say there is none invents nothing; accepting it shows as recall missed) and
+    less a last name the answer stops inside (`… takes a Mux.Rout`: cut by max_new_tokens in `Mux.Route`)."""
     prompt = " ".join(message.get("content") or "" for message in record.get("messages") or [])
     given = {name for name, known in index.mentions(prompt) if not known}
-    return [(name, known) for name, known in index.mentions(record["prediction"].get("content") or "")
-            if known or name not in given]  # fmt: skip
+    answer = record["prediction"].get("content") or ""
+    found = index.mentions(answer)
+    if found and not found[-1][1] and answer.endswith(found[-1][0]) and index.begins(found[-1][0]):
+        found.pop()
+    return [(name, known) for name, known in found if known or name not in given]
 
 
 def grounding_metrics(records: list[dict[str, Any]], index: SymbolIndex | None) -> dict[str, Any]:
