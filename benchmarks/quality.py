@@ -16,9 +16,9 @@ with the same config and decoding: `chi-2epochs` stops chi after two epochs, `ch
 `chi-before-seed1` train chi and chi-before again with another training seed (how far a figure moves by chance);
 they answer chi's test rows (their base is chi's: the same rows). `chi-howto` asks chi's model (and the base) the
 how-to questions of benchmarks/howto/, kept out of every run's data (`data.test_examples_dir`); `chi-before-howto`,
-`chi-seed1-howto` and `chi-before-seed1-howto` ask the other models the same. `gin` is a second framework through
-the same benchmark, its first 248 test rows (the groups in turn). Their figures join a comparison table in the
-report, and a run with its own base gets its own targets table.
+`chi-seed1-howto`, `chi-before-seed1-howto` and `chi-2epochs-howto` ask the other models the same. `gin` is a second
+framework through the same benchmark, its first 248 test rows (the groups in turn). Their figures join a comparison
+table in the report, and a run with its own base gets its own targets table.
 
 The runs are declared in benchmarks/quality_runs.py, the report is written by benchmarks/quality_report.py; what
 was tried to choose the settings is written by hand in benchmarks/quality_notes.md, included as it is.

@@ -80,6 +80,10 @@ RUNS = {
             "chi-howto", trained_by="chi-seed1",
         ),
         Run(
+            "chi-2epochs-howto", "chi, today's data mix, two epochs, on the same how-to questions", HOWTO,
+            "chi-howto", trained_by="chi-2epochs",
+        ),
+        Run(
             "gin", "gin, today's data mix, three epochs (no hand-written examples: no how-to rows)",
             ("data.sources=[{url: /usr/share/gocode/src/github.com/gin-gonic/gin, name: gin}]",
              "data.examples_dir=data/raw/examples/none", "evaluation.limit=248",
