@@ -12,12 +12,12 @@ from trainer.synthesis.caps import cap_package_share, cap_per_key
 from trainer.synthesis.examples import load_examples
 from trainer.synthesis.generate import (
     LOOKUP_DOCS,
-    PROBE_TEMPLATES,
     Generated,
     generate,
     generate_probes,
     returned_types,
 )
+from trainer.synthesis.phrasings import PROBE_TEMPLATES
 from trainer.synthesis.split import SPAN_WORDS, prose_words
 from trainer.synthesis.synthesize import synthesize
 

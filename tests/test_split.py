@@ -11,7 +11,7 @@ from trainer.api_index import SymbolIndex
 from trainer.config_file import load_config
 from trainer.data_config import DataConfig
 from trainer.dataset import example_id, is_heldout
-from trainer.synthesis.generate import PROBE_TEMPLATES
+from trainer.synthesis.phrasings import PROBE_TEMPLATES
 from trainer.synthesis.split import SPAN_WORDS, assign_split, heldout_symbols, sharing, split_rows
 from trainer.synthesis.synthesize import synthesize
 

@@ -6,14 +6,15 @@ doc describes (`which_symbol`, the reverse), how-to questions answered with the 
 `call_in_context`: usage.py), a contrast with a neighbour its doc names, and plausible names it does not have
 (`no_such_api`: the answer says there is none and names the real one, or looks the name up first). Also Example
 functions, package overviews, markdown doc sections and tool use (`lookup_docs`, the same tool the sample set uses).
-Phrasings are drawn with a seeded RNG per (template, symbol), so runs are reproducible. Every conversation carries
-its provenance: source, commit, file, line, template and symbol.
+Phrasings (phrasings.py) are drawn with a seeded RNG per (template, symbol), so runs are reproducible. Every
+conversation carries its provenance: source, commit, file, line, template and symbol.
 
-Probes (`generate_probes`, `PROBE_TEMPLATES`) are questions for the test split alone, which measure whether the model
-knows a trained fact: each asks for it the other way round from training and its answer repeats no training answer
-(a name or a type and a fenced declaration: no prose to recite). `reverse_lookup`: which symbol does what its doc
-comment's first sentence says, where training asks what the named symbol does. `returns`: which framework type a
-func or method returns, which training shows only inside a signature. The split sends every probe to test.
+Probes (`generate_probes`, `phrasings.PROBE_TEMPLATES`) are questions for the test split alone, which measure whether
+the model knows a trained fact: each asks for it the other way round from training and its answer repeats no
+training answer (a name or a type and a fenced declaration: no prose to recite). `reverse_lookup`: which symbol does
+what its doc comment's first sentence says, where training asks what the named symbol does. `returns`: which
+framework type a func or method returns, which training shows only inside a signature. The split sends every probe
+to test.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from trainer.go.parser import Symbol, signature_result, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
 from trainer.synthesis.facts import Job, after_name, first_sentence, inventions, job, misplaced, neighbours
+from trainer.synthesis.phrasings import KIND_WORDS, ORIGINS, PHRASINGS
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
 LOOKUP_DOCS = {
@@ -70,52 +72,7 @@ def row_provenance(
     }
 
 
-PHRASINGS = {
-    "what_does": ["What does `{q}` do?", "Explain `{q}` in {pkg}.", "What is `{q}` for?"],
-    "signature": ["What is the signature of `{q}`?", "How do I call `{q}`?", "What does `{q}` take and return?"],
-    "members": ["What does the `{q}` type contain?", "Which members does `{q}` have?", "Show me the `{q}` type."],
-    "example": ["Give an example of using `{q}`.", "Show me example code for `{q}`.", "How is `{q}` used?"],
-    "reverse_lookup": ["In {pkg}, which {kind} {rest}?", "Which {pkg} {kind} {rest}?"],
-    "returns": ["Which type does `{q}` return?", "What does a call to `{q}` give back?"],
-    "overview": ["What is the `{import_path}` package for?", "Give me an overview of package {pkg}."],
-    "doc_section": ['Explain "{title}" from the {source} docs.', "What do the {source} docs say about {title}?"],
-    "tool_lookup": ["How do I use `{q}`?", "Can you tell me how `{q}` works?"],
-    "which_symbol": [
-        "Which {pkg} {kind} should I use to {job}?",
-        "I want to {job}. Which {source} API does that?",
-        "What is the {pkg} {kind} that {third}?",
-        "Is there something in {source} to {job}?",
-        "I need the {pkg} {kind} that {third}. What is it called?",
-        "What is the name of the {source} {kind} that {third}?",
-    ],
-    "usage": [
-        "How do I {job} with {source}?",
-        "Show me how to {job} in {source}.",
-        "How can I {job} using {source}? Show the code.",
-        "In a {source} app, how do I {job}?",
-    ],
-    "call_in_context": [
-        "Show me `{q}` used in real code.",
-        "How is `{q}` called in practice?",
-        "Give me a short snippet that uses `{q}`.",
-    ],
-    "contrast": [
-        "What is the difference between `{q}` and `{other}`?",
-        "Should I use `{q}` or `{other}`?",
-        "How does `{q}` relate to `{other}`?",
-    ],
-    "no_such_api": [
-        "How do I use `{fake}`?",
-        "What does `{fake}` do?",
-        "Show me how to call `{fake}`.",
-        "Is `{fake}` the right way to {job}?",
-    ],
-}
-TEMPLATES = tuple(PHRASINGS)
-ORIGINS = {"test": "tests", "example program": "example programs", "example function": "Example functions"}
-PROBE_TEMPLATES = ("reverse_lookup", "returns")  # test-split questions (module doc); generate_probes writes them
 EXPORTED_NAME = re.compile(r"\b[A-Z]\w*")  # a Go identifier a package exports, as signatures write it
-KIND_WORDS = {"func": "function", "method": "method", "type": "type", "var": "variable", "const": "constant"}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The split: each conversation by its own hash, then held-out symbols and the recitation policy.
 
 1. `assign_split`: train, validation or test from the conversation's own content hash (and `data.split_salt`), so
-   adding a conversation never moves another one. Probes (`generate.PROBE_TEMPLATES`: a trained fact asked the
+   adding a conversation never moves another one. Probes (`phrasings.PROBE_TEMPLATES`: a trained fact asked the
    other way round) all go to test: they are the seen group's questions, never training's; so do the examples of
    `data.test_examples_dir` (provenance `"split": "test"`).
 2. Held-out symbols: `data.heldout_symbols_fraction` of the API index's symbols, each drawn by a hash of its key and
@@ -29,7 +29,7 @@ from typing import Any
 from trainer.api_index import CODE_FENCE, SymbolIndex
 from trainer.data_config import DataConfig
 from trainer.dataset import SPLITS, is_heldout
-from trainer.synthesis.generate import PROBE_TEMPLATES
+from trainer.synthesis.phrasings import PROBE_TEMPLATES
 
 SPAN_WORDS = 12
 WORD = re.compile(r"\w+")

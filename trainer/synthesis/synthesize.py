@@ -33,12 +33,8 @@ from trainer.go.usage import CheckedUses, checked_uses
 from trainer.synthesis.caps import cap_package_share, cap_per_key
 from trainer.synthesis.control_tokens import screen_generated
 from trainer.synthesis.examples import Example, LoadResult, load_examples
-from trainer.synthesis.generate import (
-    PROBE_TEMPLATES,
-    Generated,
-    generate,
-    generate_probes,
-)
+from trainer.synthesis.generate import Generated, generate, generate_probes
+from trainer.synthesis.phrasings import PROBE_TEMPLATES
 from trainer.synthesis.sources import fetch_source, pinned
 from trainer.synthesis.split import split_rows
 from trainer.synthesis.teacher import REJECTS_FILE, TEMPLATE, Teacher
