@@ -302,14 +302,9 @@ def train(config: Config, callbacks: tuple = ()) -> TrainResult:
     # Under torchrun this joins the process group (a no-op in one process). The node's first process finds (and
     # fetches) the checkpoint to resume from before the others look, so they find it local instead of racing.
     processes = PartialState(cpu=not torch.cuda.is_available())
-    try:
-        # Rank 0 holds the output folder (the ranks of one run share it) from before anything is resumed or deleted.
-        with run_lock(t.output_dir) if processes.is_main_process else nullcontext():
-            return _train(config, store, processes, callbacks)
-    finally:
-        # Left to the interpreter's exit, the process group's teardown can abort a rank that finished ("terminate
-        # called without an active exception" from gloo): it ends here, in order. One process: nothing to end.
-        processes.destroy_process_group()
+    # Rank 0 holds the output folder (the ranks of one run share it) from before anything is resumed or deleted.
+    with run_lock(t.output_dir) if processes.is_main_process else nullcontext():
+        return _train(config, store, processes, callbacks)
 
 
 def _train(config: Config, store: CheckpointStore, processes: PartialState, callbacks: tuple) -> TrainResult:
