@@ -276,7 +276,7 @@ def recitation_note(config_file: Path, reports: dict[str, Any]) -> list[str]:
     those rows' answers share a span with the model's training answers (the split guarantees none only for the data
     it made). Runs with the same training data and rows (the seed and epoch runs) are counted once."""
     notes = []
-    counted: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}  # by the two datasets' content hashes
+    counted: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {}  # by the two datasets' content hashes
     for name in reports:
         one = RUNS[name]
         if not (one.answers or one.trained_by):
@@ -286,9 +286,9 @@ def recitation_note(config_file: Path, reports: dict[str, Any]) -> list[str]:
         key = (load_manifest(ours)["content_hash"], load_manifest(theirs)["content_hash"])
         if key not in counted:
             counted[key] = recited(ours, theirs)
-        rows, by_group = counted[key]
+        rows, shared, by_group = counted[key]
         notes.append(
-            f"{one.title}: of the {rows} test rows it answers, {sum(by_group.values())} share a {SPAN_WORDS}-word span "
+            f"{one.title}: of the {rows} test rows it answers, {shared} share a {SPAN_WORDS}-word span "
             f"with its model's training answers ("
             + ", ".join(f"{n} {GROUP_TITLES[g]}" for g, n in by_group.items())
             + ")."
@@ -296,10 +296,10 @@ def recitation_note(config_file: Path, reports: dict[str, Any]) -> list[str]:
     return notes
 
 
-def recited(training: Path, answered: Path) -> tuple[int, dict[str, int]]:
+def recited(training: Path, answered: Path) -> tuple[int, int, dict[str, int]]:
     """The count of test rows of the dataset in `answered`, and of those whose answers share a span with the training
-    answers of the one in `training`, by group."""
+    answers of the one in `training`, in all and by group."""
     test = list(load_processed(answered)["test"])
     trained = (answers(conversation(row)[0]) for row in load_processed(training)["train"])
     shared = sharing([answers(conversation(row)[0]) for row in test], trained)
-    return len(test), {g: sum(1 for i in shared if symbol_group(test[i]) == g) for g in GROUPS}
+    return len(test), len(shared), {g: sum(1 for i in shared if symbol_group(test[i]) == g) for g in GROUPS}
