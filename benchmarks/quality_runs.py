@@ -43,6 +43,7 @@ HOWTO = (
 # The mix before the fact kinds (issue 32), and three epochs of its 317 training conversations.
 BEFORE = (
     f"{MIX}.which_symbol=0", f"{MIX}.usage=0", f"{MIX}.call_in_context=0", f"{MIX}.contrast=0", f"{MIX}.no_such_api=0",
+    f"{MIX}.detail=0",
     f"{MIX}.what_does=1", f"{MIX}.signature=1", "data.generation.max_per_symbol=4", "training.max_steps=240",
 )  # fmt: skip
 # The config's steps are three epochs of chi's training conversations (its comment).

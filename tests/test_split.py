@@ -131,24 +131,24 @@ def test_demo_data_holds_out_symbols_in_test_keeps_a_seen_group_and_no_recitatio
     def marked(split):
         return [json.loads(r["provenance"]).get("heldout") is True for r in dataset[split]]
 
-    assert heldout["symbols"] == 10 and heldout["conversations"] == sum(marked("test")) == 163
+    assert heldout["symbols"] == 10 and heldout["conversations"] == sum(marked("test")) == 174
     assert not any(marked("train")) and not any(marked("validation"))
     for split in ("train", "validation"):  # usage code naming a held-out symbol went to test too
         assert not [r["source"] for r in dataset[split] if index.referenced(text(r))]
-    # The hash split (probes in test already): 114 of its 258 test answers repeat a 12-word span of a training answer
+    # The hash split (probes in test already): 118 of its 263 test answers repeat a 12-word span of a training answer
     # (each fact is stated several ways: 27 of 159 with one way per template).
-    assert recitation["before"] == {"test_answers": 258, "sharing_span": 114, "share": 0.4419}
+    assert recitation["before"] == {"test_answers": 263, "sharing_span": 118, "share": 0.4487}
     # The seen group: 14 rows before probes (issue 28); now at least 100, none reciting a training answer.
-    assert recitation["by_group"]["seen"]["test_answers"] == 133 and recitation["sharing_span"] == 0
+    assert recitation["by_group"]["seen"]["test_answers"] == 134 and recitation["sharing_span"] == 0
     templates = Counter(json.loads(r["provenance"]).get("template") for r in dataset["test"] if not is_heldout(r))
     assert templates["reverse_lookup"] + templates["returns"] == 110
     trained = {json.loads(r["provenance"]).get("template") for split in ("train", "validation") for r in dataset[split]}
     assert not trained & set(PROBE_TEMPLATES)  # every probe is a test question
-    assert manifest["counts"] == {"train": 1029, "validation": 117, "test": 296}
+    assert manifest["counts"] == {"train": 1076, "validation": 123, "test": 308}
     usage = manifest["sources"][0]["usage"]  # chi's own tests and _examples/, compiled against chi
     assert (usage["checked"], usage["passed"], usage["symbols"]) == (107, 67, 42)
     assert manifest["generated"]["by_template"]["usage"] == 54
-    assert manifest["generated"]["facts"]["conversations_per_symbol"] == {"min": 0, "median": 12, "max": 15}
+    assert manifest["generated"]["facts"]["conversations_per_symbol"] == {"min": 0, "median": 12, "max": 16}
 
     hello = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
     (sample_copy / "more.jsonl").write_text(json.dumps({"messages": hello}) + "\n")

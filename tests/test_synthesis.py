@@ -170,10 +170,10 @@ def test_inputs_that_yield_nothing_are_warnings_naming_the_path(tmp_path, sample
     (no_go / "notes.txt").write_text("not Go\n")
     result = _synthesize_cli(tmp_path, "--set", f"data.examples_dir={sample_copy}", "--source", no_go)
     assert result.returncode == 0, result.stderr
-    assert "  held out: 10 symbols (data.heldout_symbols_fraction), 163 conversations, all in test" in result.stdout
+    assert "  held out: 10 symbols (data.heldout_symbols_fraction), 174 conversations, all in test" in result.stdout
     assert (
-        "  recitation: 0 of 296 test answers share a 12-word span with a training answer (114 of 258 on the hash "
-        "split; 99 moved to train)\n" in result.stdout
+        "  recitation: 0 of 308 test answers share a 12-word span with a training answer (118 of 263 on the hash "
+        "split; 102 moved to train)\n" in result.stdout
     )
     assert "usage: 67 of 107 uses compile (42 symbols)" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]

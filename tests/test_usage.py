@@ -12,7 +12,7 @@ from trainer.data_config import GenerationMix, GenerationSettings, GoSource
 from trainer.go.parser import Symbol
 from trainer.go.repo import index_repo
 from trainer.go.usage import read_usage
-from trainer.synthesis.facts import Job, inventions, job, misplaced, neighbours
+from trainer.synthesis.facts import Job, details, inventions, job, misplaced, neighbours
 from trainer.synthesis.generate import generate
 
 ROUTE = """// Package route matches paths:
@@ -176,6 +176,18 @@ def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks
     assert [(s.name, said) for s, said in neighbours(handle, others)] == [
         ("Router.HandleFunc", "Use HandleFunc for a function.")
     ]
+    # the doc's later sentences, the symbol named as "it" or "this method"; no links, code, short ones or openers
+    mount = symbol("Mux.Mount", "Mount attaches a router. It's useful to split up a large API with Mount(). "
+                   "Mount simply sets a wildcard along the pattern given. See https://example.com for more. "
+                   "Too short here. A route/handler may look like this:", "method")  # fmt: skip
+    assert details(mount) == [
+        "It's useful to split up a large API with this method.", "It simply sets a wildcard along the pattern given.",
+    ]  # fmt: skip
+    assert details(
+        symbol("NotFound", "NotFound sets a handler. The default handler is `http.NotFound` as written.")
+    ) == [
+        "The default handler is `http.NotFound` as written."  # another package's name stays
+    ]
 
 
 def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_repo, tmp_path):
@@ -188,8 +200,10 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     per_kind = Counter(item.provenance["template"] for item in items)
     assert per_kind == {
         "what_does": 14, "tool_lookup": 7, "signature": 10, "which_symbol": 27, "usage": 6, "call_in_context": 5,
-        "no_such_api": 21, "contrast": 1, "members": 1, "overview": 1,
+        "no_such_api": 21, "contrast": 1, "detail": 2, "members": 1, "overview": 1,
     }  # fmt: skip
+    detail = [i.messages[1]["content"] for i in items if i.provenance["template"] == "detail"]
+    assert all('"Use HandleFunc for a plain function."' in q for q in detail) and len(set(detail)) == 2
     logger = [i for i in items if i.key == "example.com/route.Logger"]
     questions = [i.messages[1]["content"] for i in logger if i.provenance["template"] == "which_symbol"]
     assert len(set(questions)) == 4 and all("log each request to stderr" in q or "logs each" in q for q in questions)
@@ -215,7 +229,7 @@ def test_each_fact_is_stated_several_ways_and_todays_mix_is_reproduced(route_rep
     )
 
     today = GenerationMix(what_does=1, signature=1, which_symbol=0, usage=0, call_in_context=0,
-                          contrast=0, no_such_api=0)  # fmt: skip
+                          contrast=0, detail=0, no_such_api=0)  # fmt: skip
     old = generate(index, "route", "abc", GenerationSettings(mix=today, max_per_symbol=4), uses)
     assert Counter(i.provenance["template"] for i in old) == {
         "what_does": 7, "tool_lookup": 7, "signature": 5, "members": 1, "overview": 1,

@@ -49,6 +49,7 @@ class GenerationMix(StrictModel):
     usage: int = Field(2, ge=0, le=8, description="How-to by job, answered with the framework's own code")
     call_in_context: int = Field(1, ge=0, le=8, description="A symbol named, shown called in the framework's own code")
     contrast: int = Field(1, ge=0, le=8, description="A symbol beside a neighbour its doc names")
+    detail: int = Field(2, ge=0, le=8, description="Which symbol a later sentence of its doc is about, per sentence")
     no_such_api: int = Field(3, ge=0, le=8, description="A name it lacks (made up, misplaced): none; the real one")
     tool_lookup: int = Field(1, ge=0, le=8, description="A lookup_docs call, then the answer from its result")
     overview: int = Field(1, ge=0, le=8, description="A package's doc")

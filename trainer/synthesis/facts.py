@@ -1,7 +1,7 @@
 """What a symbol's doc says, read for stating one fact several ways: the job it does or what it is (for questions
-that describe it and ask for the symbol), the neighbours its doc contrasts it with, and plausible names it does not
-have: made up from its name and job, or its own name where a user misremembers it (in another package, on another
-receiver).
+that describe it and ask for the symbol), what its doc's later sentences add, the neighbours its doc contrasts it
+with, and plausible names it does not have: made up from its name and job, or its own name where a user misremembers
+it (in another package, on another receiver).
 
 All of it is drawn from the doc text, so a question says what the framework's authors wrote, in the user's voice:
 "URLParam returns the url parameter from a http.Request object." gives the job "get the url parameter from a
@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from trainer.go.parser import Symbol
+from trainer.synthesis.phrasings import KIND_WORDS
 
 FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)", re.DOTALL)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\[])")  # not the dot of `http.Handler`
@@ -29,6 +30,8 @@ USED_TO = re.compile(r"^(?:can|may) be used to ")  # "SetEncoder can be used to 
 KIND_NOUN = re.compile(r"^(?:type|interface|struct|func|function|middleware) (?=\w)")
 IRREGULAR = {"does": "do", "has": "have", "returns": "get"}
 MIN_JOB_WORDS = 3
+MIN_DETAIL_WORDS = 6
+NOT_DETAIL = re.compile(r"https?://|[{}]|`{3}|:=|:$|^(?:See|For ex)\b")  # a link, code, an example's opening line
 MIN_ADVERB_CHARS = 5  # "automatically route …" reads past the adverb; "only if …" does not
 ARTICLES = {"a", "an", "the", "of", "to", "for", "from", "with", "and", "or", "in", "on", "given", "each", "its"}
 
@@ -37,6 +40,30 @@ def first_sentence(doc: str) -> str:
     flat = " ".join(doc.split())
     found = FIRST_SENTENCE.match(flat)
     return found.group(1) if found else flat
+
+
+def prose_sentences(doc: str) -> list[str]:
+    """A doc comment's sentences, its code blocks (indented lines) aside."""
+    prose = " ".join(line for line in doc.splitlines() if not line[:1].isspace())
+    return [s for s in SENTENCE_END.split(" ".join(prose.split())) if s]
+
+
+def details(symbol: Symbol) -> list[str]:
+    """What the doc says of the symbol after its first sentence, the symbol named as "it" ("Logger prints a request
+    ID …" → "It prints a request ID …") or "this method": more of its authors' words about it, often nearer a user's
+    ("useful to split up a large API as many independent routers") than the first sentence's. Sentences with a link,
+    code, a colon that opens an example, or fewer than MIN_DETAIL_WORDS words are left out."""
+    name = symbol.name.split(".")[-1]
+    called = r"(?: (?:middleware|type|func|function|method))?"  # what the doc calls it, as KIND_NOUN
+    own = re.compile(rf"(?:\bthe )?(?<![\w.]){re.escape(name)}(?:\(\))?{called}(?!\w)")
+    found = []
+    for sentence in prose_sentences(symbol.doc)[1:]:
+        if len(sentence.split()) < MIN_DETAIL_WORDS or NOT_DETAIL.search(sentence):
+            continue
+        if sentence.startswith(f"{name} "):
+            sentence = "It" + own.sub("", sentence, count=1)
+        found.append(own.sub(f"this {KIND_WORDS[symbol.kind]}", sentence))
+    return found
 
 
 def base_form(verb: str) -> str | None:
@@ -166,8 +193,7 @@ def neighbours(symbol: Symbol, package_symbols: dict[str, Symbol]) -> list[tuple
         return []
     receiver = symbol.name.split(".")[0] if "." in symbol.name else None
     found: list[tuple[Symbol, str]] = []
-    prose = " ".join(line for line in symbol.doc.splitlines() if not line[:1].isspace())  # code blocks aside
-    sentences = SENTENCE_END.split(" ".join(prose.split()))
+    sentences = prose_sentences(symbol.doc)
     for other in package_symbols.values():
         if other.name in (symbol.name, receiver) or not other.doc or other.kind not in ("func", "method"):
             continue

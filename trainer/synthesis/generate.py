@@ -3,7 +3,8 @@
 Each fact of a symbol is stated several ways and in both directions (`data.generation.mix`: conversations per fact
 of each kind, each in its own phrasing): what it does, its signature, a type's members, which symbol does a job its
 doc describes (`which_symbol`, the reverse), how-to questions answered with the framework's own code (`usage`,
-`call_in_context`: usage.py), a contrast with a neighbour its doc names, and plausible names it does not have
+`call_in_context`: usage.py), a contrast with a neighbour its doc names, which symbol a later sentence of its doc
+is about (`detail`: often nearer a user's words than the first), and plausible names it does not have
 (`no_such_api`: the answer says there is none and names the real one, or looks the name up first). Also Example
 functions, package overviews, markdown doc sections and tool use (`lookup_docs`, the same tool the sample set uses).
 Phrasings (phrasings.py) are drawn with a seeded RNG per (template, symbol), so runs are reproducible. Every
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from string import Formatter
@@ -30,7 +32,7 @@ from trainer.data_config import GenerationSettings
 from trainer.go.parser import Symbol, signature_result, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
-from trainer.synthesis.facts import Job, after_name, first_sentence, inventions, job, misplaced, neighbours
+from trainer.synthesis.facts import Job, after_name, details, first_sentence, inventions, job, misplaced, neighbours
 from trainer.synthesis.phrasings import KIND_WORDS, ORIGINS, PHRASINGS
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
@@ -103,6 +105,10 @@ class _Writer:
         self.declared: dict[str, set[str]] = {}  # by package short name, as answers qualify names
         self.import_paths: dict[str, str] = {}
         self.types: dict[str, set[str]] = {}  # each package's exported type names, by import path
+        said = Counter(sentence for symbol in index.symbols for sentence in set(details(symbol)))
+        self.shared_details = {
+            sentence for sentence, count in said.items() if count > 1
+        }  # ("It prints a request ID …")
         for symbol in index.symbols:
             self.by_package.setdefault(symbol.package, {})[symbol.name] = symbol
             if symbol.kind == "type":
@@ -177,6 +183,12 @@ class _Writer:
                 for m in symbol.members
             ]
             self.add("members", symbol.package, key, where, fields, signature + "\n\n" + "\n".join(lines))
+        # The symbol's name before the doc's words, as the other frames (facts below); no sentence two symbols share
+        # (Logger's and Recoverer's "It prints a request ID …"): one question, two answers.
+        told = [f"That is `{q}`. {first_sentence(symbol.doc)}\n\n{signature}", f"`{q}`.\n\n{symbol.doc}"]
+        for detail in [d for d in details(symbol) if d not in self.shared_details]:
+            detailed = fields | {"kind": kind, "detail": detail}
+            self.add("detail", symbol.package, key, where, detailed, lambda i: told[i % 2])
         if described:
             job_field = {"job": described.base} if described.base else {}
             self.facts(symbol, q, key, where, fields | {"kind": kind, **job_field}, described, uses)

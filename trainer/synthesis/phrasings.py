@@ -36,6 +36,11 @@ PHRASINGS = {
         "Should I use `{q}` or `{other}`?",
         "How does `{q}` relate to `{other}`?",
     ],
+    "detail": [
+        'Which {pkg} {kind} is this about: "{detail}"',
+        'The {source} docs say: "{detail}" Which {kind} is that?',
+        'What is the {source} {kind} the docs describe this way: "{detail}"',
+    ],
     "no_such_api": [
         "How do I use `{fake}`?",
         "What does `{fake}` do?",
