@@ -105,10 +105,9 @@ class _Writer:
         self.declared: dict[str, set[str]] = {}  # by package short name, as answers qualify names
         self.import_paths: dict[str, str] = {}
         self.types: dict[str, set[str]] = {}  # each package's exported type names, by import path
-        said = Counter(sentence for symbol in index.symbols for sentence in set(details(symbol)))
-        self.shared_details = {
-            sentence for sentence, count in said.items() if count > 1
-        }  # ("It prints a request ID …")
+        self.details = {f"{s.package}.{s.name}": details(s) for s in index.symbols}  # the docs' later sentences
+        said = Counter(sentence for found in self.details.values() for sentence in set(found))
+        self.shared_details = {sentence for sentence, count in said.items() if count > 1}  # "It prints a request ID …"
         for symbol in index.symbols:
             self.by_package.setdefault(symbol.package, {})[symbol.name] = symbol
             if symbol.kind == "type":
@@ -186,7 +185,7 @@ class _Writer:
         # The symbol's name before the doc's words, as the other frames (facts below); no sentence two symbols share
         # (Logger's and Recoverer's "It prints a request ID …"): one question, two answers.
         told = [f"That is `{q}`. {first_sentence(symbol.doc)}\n\n{signature}", f"`{q}`.\n\n{symbol.doc}"]
-        for detail in [d for d in details(symbol) if d not in self.shared_details]:
+        for detail in [d for d in self.details[key] if d not in self.shared_details]:
             detailed = fields | {"kind": kind, "detail": detail}
             self.add("detail", symbol.package, key, where, detailed, lambda i: told[i % 2])
         if described:
