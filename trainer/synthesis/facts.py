@@ -27,7 +27,8 @@ USEFUL = re.compile(r"^[\w\- ]{1,40}? (useful (?:to|for) .+)$")
 USED_TO = re.compile(r"^(?:can|may) be used to ")  # "SetEncoder can be used to set …": the job is after it
 # "CleanPath middleware will clean out …", "Middlewares type is a slice …", "Routes interface adds …": the name, then
 # what it is, then the job.
-KIND_NOUN = re.compile(r"^(?:type|interface|struct|func|function|middleware) (?=\w)")
+DOC_KINDS = "type|interface|struct|func|function|middleware"  # what docs call a symbol after its name
+KIND_NOUN = re.compile(rf"^(?:{DOC_KINDS}) (?=\w)")
 IRREGULAR = {"does": "do", "has": "have", "returns": "get"}
 MIN_JOB_WORDS = 3
 MIN_DETAIL_WORDS = 6
@@ -54,7 +55,7 @@ def details(symbol: Symbol) -> list[str]:
     ("useful to split up a large API as many independent routers") than the first sentence's. Sentences with a link,
     code, a colon that opens an example, or fewer than MIN_DETAIL_WORDS words are left out."""
     name = symbol.name.split(".")[-1]
-    called = r"(?: (?:middleware|type|func|function|method))?"  # what the doc calls it, as KIND_NOUN
+    called = rf"(?: (?:{DOC_KINDS}|method))?"  # what the doc calls it ("Throttle middleware"), a method too
     own = re.compile(rf"(?:\bthe )?(?<![\w.]){re.escape(name)}(?:\(\))?{called}(?!\w)")
     found = []
     for sentence in prose_sentences(symbol.doc)[1:]:
