@@ -12,7 +12,7 @@ from trainer.data_config import GenerationMix, GenerationSettings, GoSource
 from trainer.go.parser import Symbol
 from trainer.go.repo import index_repo
 from trainer.go.usage import read_usage
-from trainer.synthesis.facts import Job, details, inventions, job, misplaced, neighbours
+from trainer.synthesis.facts import Job, asked_by, details, inventions, job, misplaced, neighbours
 from trainer.synthesis.generate import generate
 
 ROUTE = """// Package route matches paths:
@@ -155,8 +155,15 @@ def test_a_job_is_read_from_the_doc_and_inventions_are_names_the_framework_lacks
     assert encoder == Job(
         "set the implementation of an algorithm", "can be used to set the implementation of an algorithm"
     )
-    reset = job(symbol("Reset", "Reset a routing context to its initial state.", "method"))
-    assert reset == Job("reset a routing context to its initial state", "resets a routing context to its initial state")
+    reset = symbol("Reset", "Reset a routing context to its initial state.", "method")
+    assert job(reset) == Job(
+        "reset a routing context to its initial state", "resets a routing context to its initial state"
+    )
+    # the reverse_lookup probe asks by the doc's words after the name, the name kept where it is the doc's verb
+    assert asked_by(reset) == "resets a routing context to its initial state"
+    assert asked_by(symbol("CleanPath", "CleanPath middleware will clean out double slash mistakes.")) == (
+        "will clean out double slash mistakes"
+    )
     logs = job(symbol("DefaultLogger", "DefaultLogger is called by the Logger middleware to log each request.", "var"))
     assert logs == Job(None, "is called by the Logger middleware to log each request")
     beat = job(symbol("Heartbeat", "Heartbeat endpoint middleware useful to setting up a path like `/ping`."))

@@ -124,12 +124,27 @@ def _action(clause: str) -> Job | None:
 def after_name(symbol: Symbol) -> str | None:
     """The doc's first sentence after the symbol's name, less its closing punctuation and what the doc calls the
     symbol ("CleanPath middleware will clean out …" → "will clean out …"); None when it does not start with the name.
-    What jobs are read from, and what the probes ask by."""
+    What jobs are read from."""
     name = symbol.name.split(".")[-1]
     sentence = first_sentence(symbol.doc).rstrip(".!?")
     if not sentence.startswith(f"{name} "):
         return None
     return KIND_NOUN.sub("", sentence[len(name) + 1 :], count=1)
+
+
+def _name_is_verb(symbol: Symbol, rest: str) -> bool:
+    """Whether a func's doc uses its name as the verb ("Reset a routing context to its initial state")."""
+    words, name = rest.split(), symbol.name.split(".")[-1]
+    return symbol.kind in ("func", "method") and name[1:].islower() and bool(words) and words[0] in ("a", "an", "the")
+
+
+def asked_by(symbol: Symbol) -> str | None:
+    """What the `reverse_lookup` probe asks by: the doc's first sentence after the name, the name kept as the verb
+    where the doc uses it as one ("which method resets a routing context …", not "which method a routing context …")."""
+    rest = after_name(symbol)
+    if rest is not None and _name_is_verb(symbol, rest):
+        return f"{third_person(symbol.name.split('.')[-1].lower())} {rest}"
+    return rest
 
 
 def job(symbol: Symbol) -> Job | None:
@@ -139,9 +154,9 @@ def job(symbol: Symbol) -> Job | None:
     rest = after_name(symbol)
     if rest is None:
         return None
-    words, name = rest.split(), symbol.name.split(".")[-1]
-    if symbol.kind in ("func", "method") and name[1:].islower() and words and words[0] in ("a", "an", "the"):
-        verb = name.lower()  # "Reset a routing context to its initial state": the name is the doc's verb
+    words = rest.split()
+    if _name_is_verb(symbol, rest):
+        verb = symbol.name.split(".")[-1].lower()
         return Job(f"{verb} {rest}", f"{third_person(verb)} {rest}") if len(words) >= MIN_JOB_WORDS else None
     clause = IS_A_THAT.match(rest)
     found = _action(clause[1] if clause else rest)

@@ -32,7 +32,7 @@ from trainer.data_config import GenerationSettings
 from trainer.go.parser import Symbol, signature_result, walk
 from trainer.go.repo import RepoIndex
 from trainer.go.usage import UsageSnippet
-from trainer.synthesis.facts import Job, after_name, details, first_sentence, inventions, job, misplaced, neighbours
+from trainer.synthesis.facts import Job, asked_by, details, first_sentence, inventions, job, misplaced, neighbours
 from trainer.synthesis.phrasings import KIND_WORDS, ORIGINS, PHRASINGS
 
 SYSTEM = "You are a coding assistant for the {framework} Go framework. Answer with its exact API."
@@ -280,7 +280,7 @@ class _Writer:
         pkg = self.short(symbol.package)
         q, key, where = f"{pkg}.{symbol.name}", f"{symbol.package}.{symbol.name}", (symbol.file, symbol.line)
         declared = go_fence(symbol.signature) if symbol.kind in ("func", "method") else ""
-        rest = after_name(symbol)  # not "which type type is …", "which function middleware will …"
+        rest = asked_by(symbol)  # not "which type type is …", "which function middleware will …"
         if rest is not None and len(rest.split()) >= 3:
             fields = {"pkg": pkg, "kind": KIND_WORDS[symbol.kind], "rest": rest}
             self.add(
