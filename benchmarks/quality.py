@@ -7,8 +7,11 @@ rerun with nothing changed reuses what is done: training finds its last checkpoi
 other data, after the generator changed, are moved aside and the run trains again), evaluation and export are skipped
 when their stamp matches (the checkpoint and its sealed weights, the dataset's content hash and the evaluation
 settings: a checkpoint trained again at the same path is evaluated again), and the report keeps the wall times
-measured when each stage ran. API grounding is scored again from the kept answers on
-every run (a second), so a change of that scorer reaches the reports without generating them again.
+measured when each stage ran. Each run's results are kept in the repository (benchmarks/quality_results/, by
+quality_store.py): where a run's model has no checkpoint here (a fresh clone), they are taken back instead of
+training again when the model would be trained with the same settings on the same data and asked the same rows.
+API grounding is scored again from the kept answers on every run (a second), so a change of that scorer reaches the
+reports without generating them again.
 
 More runs (`--runs chi chi-2epochs chi-before chi-seed1 gin`) put the effect of the data apart from the training's,
 with the same config and decoding: `chi-2epochs` stops chi after two epochs, `chi-4epochs` trains a fourth,
@@ -40,6 +43,7 @@ from typing import Any
 
 from quality_report import write
 from quality_runs import CONFIG, ROOT, RUNS, Run, config_of, settings_of, trained
+from quality_store import keep, take_back, trained_with
 
 from trainer.api_index import load_symbols
 from trainer.checkpoints.folder import MANIFEST
@@ -102,9 +106,32 @@ def set_aside_stale(config) -> Path | None:
     return aside
 
 
-def run(config_file: Path, run: Run) -> dict[str, Any]:
-    """Synthesize, train, evaluate (and export) one run, each stage skipped when its stamp says it is done; the
-    stamps (inputs and wall time of each stage) are kept in the run's folder."""
+def checkpoint_of(config_file: Path, run: Run) -> Path | None:
+    """The last complete checkpoint of the run that trains `run`'s model (itself, or its trained_by), if any."""
+    try:
+        return resolve_checkpoint(config_of(config_file, RUNS[run.trained_by] if run.trained_by else run), None)
+    except TrainerError:
+        return None
+
+
+def weights_of(config_file: Path, run: Run, checkpoint: Path | None) -> str | None:
+    """The sha256 of the adapter `run` evaluates: its checkpoint's, or where the model was taken back from the store
+    rather than trained here, what that run's stamps say; None where nothing says."""
+    if checkpoint is not None:
+        return model_of(checkpoint)["weights"]
+    if not run.trained_by:
+        return None
+    stamps = ROOT / config_of(config_file, RUNS[run.trained_by]).training.output_dir.parent / STAMPS_FILE
+    if not stamps.is_file():
+        return None
+    return json.loads(stamps.read_text(encoding="utf-8")).get("evaluate", {}).get("inputs", {}).get("weights")
+
+
+def measure(config_file: Path, run: Run, model_wanted: bool = False) -> dict[str, Any]:
+    """Synthesize, train, evaluate (and export) one run, each stage skipped when its stamp says it is done; where
+    its model has no checkpoint here, its kept results are taken back when they match (quality_store.py), unless
+    `model_wanted` (another run evaluates that model). The stamps (inputs and wall time of each stage) are kept in
+    the run's folder, the results in the store."""
     overrides = settings_of(run)
     config = load_config(config_file, overrides)
     out = ROOT / config.training.output_dir.parent
@@ -116,27 +143,44 @@ def run(config_file: Path, run: Run) -> dict[str, Any]:
         stamps["synthesize"] = {"seconds": round(seconds)}
     if run.trained_by:
         overrides += (f"training.output_dir={config_of(config_file, RUNS[run.trained_by]).training.output_dir}",)
+    if run.answers:  # the other run's test rows, without its base: its report has the base's answers to them
+        overrides += (f"data.output_dir={config_of(config_file, RUNS[run.answers]).data.output_dir}",
+                      "evaluation.baseline=false")  # fmt: skip
+    evaluated = load_config(config_file, overrides)
+    report_dir = ROOT / evaluated.evaluation.output_dir
+    trained = trained_with(config_of(config_file, RUNS[run.trained_by] if run.trained_by else run))
+    evaluation = evaluated.evaluation.model_dump(mode="json")
+    data_hash = load_manifest(ROOT / evaluated.data.output_dir)["content_hash"]
+    checkpoint = checkpoint_of(config_file, run)
+    if checkpoint is None and not model_wanted:  # else its stamps say what is done
+        weights = weights_of(config_file, run, checkpoint)
+        kept = take_back(run.name, report_dir, trained, {"weights": weights, "dataset_hash": data_hash,
+                                                         "evaluation": evaluation})  # fmt: skip
+        if kept is not None:
+            print(f"quality: {run.name}: its kept results match today's settings and data; taken back", flush=True)
+            reground(report_dir, load_symbols(ROOT / evaluated.data.output_dir))  # today's scorer, kept again
+            stamps_path.write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
+            keep(run.name, report_dir, kept, trained)
+            return kept
+    if run.trained_by:
+        if checkpoint is None:  # its model's results were taken back, not trained here: train it now
+            measure(config_file, RUNS[run.trained_by], model_wanted=True)
     else:
         set_aside_stale(config)
         seconds, said = stage(config_file, overrides, "train")
         if "nothing to train" not in said:
             stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
-    model = model_of(resolve_checkpoint(load_config(config_file, overrides), None))
-    if run.answers:  # the other run's test rows, without its base: its report has the base's answers to them
-        overrides += (f"data.output_dir={config_of(config_file, RUNS[run.answers]).data.output_dir}",
-                      "evaluation.baseline=false")  # fmt: skip
-    evaluated = load_config(config_file, overrides)
-    data_hash = load_manifest(ROOT / evaluated.data.output_dir)["content_hash"]
-    evaluation = evaluated.evaluation.model_dump(mode="json")
+    model = model_of(resolve_checkpoint(evaluated, None))
     wanted = {**model, "dataset_hash": data_hash, "evaluation": evaluation}
     if stamps.get("evaluate", {}).get("inputs") != wanted:
         seconds, _ = stage(config_file, overrides, "evaluate")
         stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
-    reground(ROOT / evaluated.evaluation.output_dir, load_symbols(ROOT / evaluated.data.output_dir))
+    reground(report_dir, load_symbols(ROOT / evaluated.data.output_dir))
     if run.export and stamps.get("export", {}).get("inputs") != model:
         seconds, _ = stage(config_file, overrides, "export", "--out", str(out / "model"))
         stamps["export"] = {"seconds": round(seconds), "inputs": model}
     stamps_path.write_text(json.dumps(stamps, indent=2) + "\n", encoding="utf-8")
+    keep(run.name, report_dir, stamps, trained)
     return stamps
 
 
@@ -150,7 +194,7 @@ def main() -> None:
     wanted = {"chi", *args.runs}  # the report is chi's; chi-before answers chi's rows
     # The model a run evaluates is trained first where it has no checkpoint; one it has is evaluated as it is.
     wanted |= {RUNS[name].trained_by for name in wanted if RUNS[name].trained_by and not trained(args.config, name)}
-    stamps = {name: run(args.config, one) for name, one in RUNS.items() if name in wanted}
+    stamps = {name: measure(args.config, one) for name, one in RUNS.items() if name in wanted}
     write(args.config, args.report, stamps["chi"])
 
 

@@ -178,7 +178,9 @@ def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
         "",
         f"Written by `make quality` (`benchmarks/quality.py`) from `{config.evaluation.output_dir / REPORT_FILE}`, "
         f"`{PREDICTIONS_FILE}` and `{GENERAL_FILE}` beside it: do not edit by hand. The run folder is "
-        f"`{config.training.output_dir.parent}/` (data, checkpoints, the report, the merged model in `model/`).",
+        f"`{config.training.output_dir.parent}/` (data, checkpoints, the report, the merged model in `model/`). Each "
+        "run's results are kept in `benchmarks/quality_results/`: on a machine without the run's checkpoints, `make "
+        "quality` takes them back where its settings and data are today's, and trains again where they are not.",
         "",
         "## The run",
         "",

@@ -11,10 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from quality import model_of, set_aside_stale
 from quality_report import building, targets
 from quality_runs import CONFIG
+from quality_store import keep, take_back, trained_with
 
 from trainer.checkpoints.folder import write_manifest
 from trainer.checkpoints.sealed import seal_config
 from trainer.config_file import load_config
+from trainer.training.resume import DATASET_KEY
 
 
 def record(group: str, baseline: list[str | None] | None, prediction: list[str | None] | None) -> dict:
@@ -79,3 +81,39 @@ def test_checkpoints_trained_on_other_data_are_set_aside_and_kept(tmp_path):
     assert not checkpoints.exists() and (tmp_path / "checkpoints-a1b2c3d4e5f6/checkpoint-5/MANIFEST.json").is_file()
     shutil.copytree(tmp_path / "checkpoints-a1b2c3d4e5f6", checkpoints)  # the same old data trained again
     assert set_aside_stale(config) == tmp_path / "checkpoints-a1b2c3d4e5f6-2"
+
+
+def test_kept_results_come_back_only_for_the_same_training_data_rows_and_settings(tmp_path):
+    report, store, back = tmp_path / "report", tmp_path / "store", tmp_path / "back"
+    report.mkdir()
+    (report / "report.json").write_text('{"groups": {}}')
+    (report / "predictions.jsonl").write_text('{"prediction": "`chi.URLParam`"}\n')
+    (report / "metrics.csv").write_text("not read by the report: not kept")
+    stamps = {
+        "evaluate": {
+            "seconds": 9,
+            "inputs": {
+                "checkpoint": "/elsewhere/checkpoint-901",
+                "weights": "w1",
+                "dataset_hash": "rows1",
+                "evaluation": {"max_new_tokens": 96},
+            },
+        }
+    }
+    config = load_config(CONFIG, (f"data.output_dir={tmp_path / 'no-data'}",))
+    trained = trained_with(config)
+    assert trained["training.seed"] == config.training.seed and "training.output_dir" not in trained
+    keep("chi", report, stamps, trained, store)
+    kept = (store / "chi.json.gz").read_bytes()
+    keep("chi", report, stamps, trained, store)
+    assert (store / "chi.json.gz").read_bytes() == kept  # the same results, the same bytes: no diff to commit
+    evaluated = {"weights": None, "dataset_hash": "rows1", "evaluation": {"max_new_tokens": 96}}
+    assert take_back("chi", back, {**trained, "training.seed": 1}, evaluated, store) is None
+    assert take_back("chi", back, {**trained, DATASET_KEY: "other data"}, evaluated, store) is None
+    assert take_back("chi", back, trained, {**evaluated, "dataset_hash": "rows2"}, store) is None
+    assert take_back("chi", back, trained, {**evaluated, "evaluation": {"max_new_tokens": 64}}, store) is None
+    assert take_back("chi", back, trained, {**evaluated, "weights": "w2"}, store) is None  # another model's answers
+    assert take_back("gin", back, trained, evaluated, store) is None and not back.exists()
+    assert take_back("chi", back, trained, {**evaluated, "weights": "w1"}, store) == stamps
+    assert sorted(path.name for path in back.iterdir()) == ["predictions.jsonl", "report.json"]
+    assert (back / "predictions.jsonl").read_text() == '{"prediction": "`chi.URLParam`"}\n'

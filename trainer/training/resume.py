@@ -40,20 +40,21 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+def trained_settings(config: Config) -> dict[str, Any]:
+    """Every model and training key of a config, flattened, but where things are and how they are reported (PLACES):
+    what a model trained with this config is trained with."""
+    sections = {s: v for s, v in config.model_dump(mode="json").items() if s in ("model", "training")}
+    return {key: value for key, value in flatten(sections).items() if not _under(key, PLACES)}
+
+
 def changes_since(checkpoint: Path, config: Config) -> dict[str, tuple[Any, Any]]:
     """{key: (trained with, now)} for every model and training key, and the dataset's content hash, that differ
     from what `checkpoint` was trained with; {} for a checkpoint made before checkpoints carried their config."""
     if not (checkpoint / TRAINED_CONFIG).is_file():
         return {}
-    sections = ("model", "training")
-    before = flatten({s: v for s, v in load_config(checkpoint / TRAINED_CONFIG).model_dump(mode="json").items()
-                    if s in sections})  # fmt: skip
-    now = flatten({s: v for s, v in config.model_dump(mode="json").items() if s in sections})
-    changed = {
-        key: (before.get(key), now.get(key))
-        for key in sorted(before.keys() | now.keys())
-        if before.get(key) != now.get(key) and not _under(key, PLACES)
-    }
+    before, now = trained_settings(load_config(checkpoint / TRAINED_CONFIG)), trained_settings(config)
+    changed = {key: (before.get(key), now.get(key)) for key in sorted(before.keys() | now.keys())
+               if before.get(key) != now.get(key)}  # fmt: skip
     sealed, manifest = trained_data(checkpoint), load_manifest(config.data.output_dir)
     if sealed and manifest and sealed.get("content_hash") != manifest.get("content_hash"):
         changed[DATASET_KEY] = (sealed.get("content_hash"), manifest.get("content_hash"))
