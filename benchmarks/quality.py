@@ -43,7 +43,7 @@ from typing import Any
 
 from quality_report import write
 from quality_runs import CONFIG, ROOT, RUNS, Run, config_of, settings_of, trained
-from quality_store import keep, take_back, trained_with
+from quality_store import STORE, keep, take_back, trained_with
 
 from trainer.api_index import load_symbols
 from trainer.checkpoints.folder import MANIFEST
@@ -53,6 +53,7 @@ from trainer.dataset import load_manifest
 from trainer.errors import TrainerError
 from trainer.evaluation.report import reground
 from trainer.export.merge import ADAPTER_WEIGHTS
+from trainer.report_format import REPORT_FILE
 from trainer.training.resume import DATASET_KEY, changes_since
 
 STAMPS_FILE = "stamps.json"  # in the run folder: each stage's inputs and wall time when it last ran
@@ -127,11 +128,12 @@ def weights_of(config_file: Path, run: Run, checkpoint: Path | None) -> str | No
     return json.loads(stamps.read_text(encoding="utf-8")).get("evaluate", {}).get("inputs", {}).get("weights")
 
 
-def measure(config_file: Path, run: Run, model_wanted: bool = False) -> dict[str, Any]:
+def measure(config_file: Path, run: Run, model_wanted: bool = False, kept_only: bool = False) -> dict[str, Any] | None:
     """Synthesize, train, evaluate (and export) one run, each stage skipped when its stamp says it is done; where
     its model has no checkpoint here, its kept results are taken back when they match (quality_store.py), unless
     `model_wanted` (another run evaluates that model). The stamps (inputs and wall time of each stage) are kept in
-    the run's folder, the results in the store."""
+    the run's folder, the results in the store. `kept_only` (a run not asked for): its results taken back or as
+    this machine has them, never trained or evaluated; None where there are none."""
     overrides = settings_of(run)
     config = load_config(config_file, overrides)
     out = ROOT / config.training.output_dir.parent
@@ -162,6 +164,11 @@ def measure(config_file: Path, run: Run, model_wanted: bool = False) -> dict[str
             stamps_path.write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
             keep(run.name, report_dir, kept, trained)
             return kept
+    if kept_only:
+        if (report_dir / REPORT_FILE).is_file():
+            return stamps
+        print(f"quality: {run.name}: its kept results are not on today's data or settings; left out", flush=True)
+        return None
     if run.trained_by:
         if checkpoint is None:  # its model's results were taken back, not trained here: train it now
             measure(config_file, RUNS[run.trained_by], model_wanted=True)
@@ -194,7 +201,12 @@ def main() -> None:
     wanted = {"chi", *args.runs}  # the report is chi's; chi-before answers chi's rows
     # The model a run evaluates is trained first where it has no checkpoint; one it has is evaluated as it is.
     wanted |= {RUNS[name].trained_by for name in wanted if RUNS[name].trained_by and not trained(args.config, name)}
-    stamps = {name: measure(args.config, one) for name, one in RUNS.items() if name in wanted}
+    # Every other run with kept results joins the report where they are still today's; none is trained for it.
+    stamps = {
+        name: measure(args.config, one, kept_only=name not in wanted)
+        for name, one in RUNS.items()
+        if name in wanted or (STORE / f"{name}.json.gz").is_file()
+    }
     write(args.config, args.report, stamps["chi"])
 
 
