@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from quality_report import write
-from quality_runs import CONFIG, ROOT, RUNS, Run, config_of, settings_of, trained
+from quality_runs import CONFIG, ROOT, RUNS, Run, config_of, evaluation_settings, model_settings, settings_of, trained
 from quality_store import STORE, keep, take_back, trained_with
 
 from trainer.api_index import load_symbols
@@ -134,21 +134,18 @@ def measure(config_file: Path, run: Run, model_wanted: bool = False, kept_only: 
     `model_wanted` (another run evaluates that model). The stamps (inputs and wall time of each stage) are kept in
     the run's folder, the results in the store. `kept_only` (a run not asked for): its results taken back or as
     this machine has them, never trained or evaluated; None where there are none."""
-    overrides = settings_of(run)
-    config = load_config(config_file, overrides)
+    overrides, asks = model_settings(config_file, run), evaluation_settings(config_file, run)
+    config = load_config(config_file, settings_of(run))
     out = ROOT / config.training.output_dir.parent
     out.mkdir(parents=True, exist_ok=True)
     stamps_path = out / STAMPS_FILE
     stamps = json.loads(stamps_path.read_text(encoding="utf-8")) if stamps_path.is_file() else {}
     if not (run.trained_by and run.answers):  # else another run's model on another run's rows: nothing of its own
-        seconds, _ = stage(config_file, overrides, "synthesize")  # seconds: the Go index is cached, the rows the same
+        seconds, _ = stage(
+            config_file, settings_of(run), "synthesize"
+        )  # seconds: the Go index is cached, the rows the same
         stamps["synthesize"] = {"seconds": round(seconds)}
-    if run.trained_by:
-        overrides += (f"training.output_dir={config_of(config_file, RUNS[run.trained_by]).training.output_dir}",)
-    if run.answers:  # the other run's test rows, without its base: its report has the base's answers to them
-        overrides += (f"data.output_dir={config_of(config_file, RUNS[run.answers]).data.output_dir}",
-                      "evaluation.baseline=false")  # fmt: skip
-    evaluated = load_config(config_file, overrides)
+    evaluated = load_config(config_file, asks)
     report_dir = ROOT / evaluated.evaluation.output_dir
     trained = trained_with(config_of(config_file, RUNS[run.trained_by] if run.trained_by else run))
     evaluation = evaluated.evaluation.model_dump(mode="json")
@@ -180,7 +177,7 @@ def measure(config_file: Path, run: Run, model_wanted: bool = False, kept_only: 
     model = model_of(resolve_checkpoint(evaluated, None))
     wanted = {**model, "dataset_hash": data_hash, "evaluation": evaluation}
     if stamps.get("evaluate", {}).get("inputs") != wanted:
-        seconds, _ = stage(config_file, overrides, "evaluate")
+        seconds, _ = stage(config_file, asks, "evaluate")
         stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
     reground(report_dir, load_symbols(ROOT / evaluated.data.output_dir))
     if run.export and stamps.get("export", {}).get("inputs") != model:

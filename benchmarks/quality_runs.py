@@ -107,6 +107,26 @@ def settings_of(run: Run) -> tuple[str, ...]:
     return (*folders(run), *run.overrides)
 
 
+def model_settings(config_file: Path, run: Run) -> tuple[str, ...]:
+    """The `--set`s of a run's synthesis, training and export: its own, with the checkpoints of the run that
+    trains its model (itself, or its trained_by)."""
+    if not run.trained_by:
+        return settings_of(run)
+    return (
+        *settings_of(run),
+        f"training.output_dir={config_of(config_file, RUNS[run.trained_by]).training.output_dir}",
+    )
+
+
+def evaluation_settings(config_file: Path, run: Run) -> tuple[str, ...]:
+    """The `--set`s of a run's evaluation: its model, asked its own test rows, or those of the run it answers for
+    (without the base, whose answers to them are in that run's report)."""
+    if not run.answers:
+        return model_settings(config_file, run)
+    rows = config_of(config_file, RUNS[run.answers]).data.output_dir
+    return (*model_settings(config_file, run), f"data.output_dir={rows}", "evaluation.baseline=false")
+
+
 def config_of(config_file: Path, run: Run):
     """The config a run's stages see."""
     return load_config(config_file, settings_of(run))

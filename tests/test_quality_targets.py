@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from quality import model_of, set_aside_stale
 from quality_report import building, targets
-from quality_runs import CONFIG
+from quality_runs import CONFIG, RUNS, evaluation_settings, model_settings
 from quality_store import keep, take_back, trained_with
 
 from trainer.checkpoints.folder import write_manifest
@@ -117,3 +117,20 @@ def test_kept_results_come_back_only_for_the_same_training_data_rows_and_setting
     assert take_back("chi", back, trained, {**evaluated, "weights": "w1"}, store) == stamps
     assert sorted(path.name for path in back.iterdir()) == ["predictions.jsonl", "report.json"]
     assert (back / "predictions.jsonl").read_text() == '{"prediction": "`chi.URLParam`"}\n'
+
+
+def test_a_run_trains_on_its_own_data_and_answers_the_rows_it_is_told_to():
+    def config(settings):
+        return load_config(CONFIG, settings)
+
+    before = config(model_settings(CONFIG, RUNS["chi-before"]))  # trained on the mix before the fact kinds
+    assert str(before.data.output_dir) == "outputs/quality/chi-before/data" and before.data.generation.mix.usage == 0
+    asked = config(evaluation_settings(CONFIG, RUNS["chi-before"]))  # and asked chi's rows, without a base
+    assert str(asked.data.output_dir) == "outputs/quality/chi/data" and asked.evaluation.baseline is False
+    assert str(asked.training.output_dir) == "outputs/quality/chi-before/checkpoints"
+    howto = config(evaluation_settings(CONFIG, RUNS["chi-before-howto"]))  # chi-before's model on chi-howto's rows
+    assert str(howto.training.output_dir) == "outputs/quality/chi-before/checkpoints"
+    assert str(howto.data.output_dir) == "outputs/quality/chi-howto/data"
+    assert str(howto.evaluation.output_dir) == "outputs/quality/chi-before-howto/report"
+    chi = config(evaluation_settings(CONFIG, RUNS["chi"]))
+    assert str(chi.data.output_dir) == "outputs/quality/chi/data" and chi.evaluation.baseline is True
