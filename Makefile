@@ -89,7 +89,9 @@ pipeline: install
 demo: install go-sources
 	$(OFFLINE) $(BIN)/trainer pipeline --config $(DEBUG_CONFIG) --set training.resume=never
 
-# A real model base vs finetuned on the same test rows (configs/training/quality.yaml); a rerun reuses what is done.
+# A real model base vs finetuned on the same test rows (configs/training/quality.yaml); a rerun reuses what is done,
+# and a machine without the runs' checkpoints takes back their kept results (benchmarks/quality_results/) where
+# its settings and data are today's.
 # QUALITY_RUNS="chi chi-2epochs chi-before gin chi-howto" adds two epochs, the old data mix, gin and 41 how-to
 # questions kept out of the data (benchmarks/howto/).
 QUALITY_RUNS ?= chi
