@@ -24,6 +24,7 @@ NOTES = Path("benchmarks/quality_notes.md")
 # having lost its plain answers.
 GENERAL_TOLERANCE = 1 / 12
 SHOWN_CHARS = 500
+STAGES = ("synthesize", "train", "evaluate", "export")  # as benchmarks/quality.py runs them
 VERDICT = {True: "pass", False: "fail"}
 
 
@@ -189,7 +190,7 @@ def write(config_file: Path, report_file: Path, stamps: dict[str, Any]) -> None:
         + ", ".join(f"{n} {GROUP_TITLES[g]}" for g, n in counts.items())
         + f"); general prompts: {len(general)}",
         "- wall time on this machine (2 cores, shared): "
-        + ", ".join(f"{name} {stamp['seconds'] / 60:.1f} min" for name, stamp in stamps.items())
+        + ", ".join(f"{name} {stamps[name]['seconds'] / 60:.1f} min" for name in STAGES if name in stamps)
         + f"; total {total / 60:.1f} min"
         + (f" (load average {stamps['train']['load_average']:.1f} when training ended)" if "train" in stamps else ""),
         "",
