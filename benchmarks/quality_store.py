@@ -8,6 +8,8 @@ outputs/ is not kept: a fresh clone has no run folder, and the whole benchmark t
 training and evaluating again, when the model would be trained with the same settings on the same data and asked
 the same rows with the same settings: training on a CPU repeats itself (docs/quality.md's notes), so the same inputs
 give the same answers. Any difference, and the run trains and evaluates as before; its results are then kept again.
+What is not compared, as for a checkpoint found in the run's folder: the training and evaluation code and the pinned
+libraries. After a change there that moves answers, delete the runs' files here (or their folders) to measure again.
 """
 
 from __future__ import annotations
