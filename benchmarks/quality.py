@@ -42,7 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from quality_report import write
-from quality_runs import CONFIG, ROOT, RUNS, Run, config_of, evaluation_settings, model_settings, settings_of, trained
+from quality_runs import (
+    CONFIG,
+    ROOT,
+    RUNS,
+    Run,
+    checkpoint_of,
+    config_of,
+    evaluation_settings,
+    model_run,
+    model_settings,
+    settings_of,
+)
 from quality_store import STORE, keep, take_back, trained_with
 
 from trainer.api_index import load_symbols
@@ -107,23 +118,16 @@ def set_aside_stale(config) -> Path | None:
     return aside
 
 
-def checkpoint_of(config_file: Path, run: Run) -> Path | None:
-    """The last complete checkpoint of the run that trains `run`'s model (itself, or its trained_by), if any."""
-    try:
-        return resolve_checkpoint(config_of(config_file, RUNS[run.trained_by] if run.trained_by else run), None)
-    except TrainerError:
-        return None
+def stamps_file(config_file: Path, run: Run) -> Path:
+    """Where a run's stamps are kept: each stage's inputs and wall time when it last ran (or was taken back)."""
+    return ROOT / config_of(config_file, run).training.output_dir.parent / STAMPS_FILE
 
 
-def weights_of(config_file: Path, run: Run, checkpoint: Path | None) -> str | None:
-    """The sha256 of the adapter `run` evaluates: its checkpoint's, or where the model was taken back from the store
-    rather than trained here, what that run's stamps say; None where nothing says."""
-    if checkpoint is not None:
-        return model_of(checkpoint)["weights"]
-    if not run.trained_by:
-        return None
-    stamps = ROOT / config_of(config_file, RUNS[run.trained_by]).training.output_dir.parent / STAMPS_FILE
-    if not stamps.is_file():
+def kept_weights(config_file: Path, run: Run) -> str | None:
+    """The sha256 of the adapter `run` evaluates where its model run's results were taken back rather than trained
+    here: what that run's stamps say; None where nothing says (a run evaluating its own model: any)."""
+    stamps = stamps_file(config_file, model_run(run))
+    if not (run.trained_by and stamps.is_file()):
         return None
     return json.loads(stamps.read_text(encoding="utf-8")).get("evaluate", {}).get("inputs", {}).get("weights")
 
@@ -135,54 +139,48 @@ def measure(config_file: Path, run: Run, model_wanted: bool = False, kept_only: 
     the run's folder, the results in the store. `kept_only` (a run not asked for): its results taken back or as
     this machine has them, never trained or evaluated; None where there are none."""
     overrides, asks = model_settings(config_file, run), evaluation_settings(config_file, run)
-    config = load_config(config_file, settings_of(run))
-    out = ROOT / config.training.output_dir.parent
-    out.mkdir(parents=True, exist_ok=True)
-    stamps_path = out / STAMPS_FILE
+    stamps_path = stamps_file(config_file, run)
+    stamps_path.parent.mkdir(parents=True, exist_ok=True)
     stamps = json.loads(stamps_path.read_text(encoding="utf-8")) if stamps_path.is_file() else {}
     if not (run.trained_by and run.answers):  # else another run's model on another run's rows: nothing of its own
-        seconds, _ = stage(
-            config_file, settings_of(run), "synthesize"
-        )  # seconds: the Go index is cached, the rows the same
+        seconds, _ = stage(config_file, settings_of(run), "synthesize")  # the Go index is cached, the rows the same
         stamps["synthesize"] = {"seconds": round(seconds)}
     evaluated = load_config(config_file, asks)
     report_dir = ROOT / evaluated.evaluation.output_dir
-    trained = trained_with(config_of(config_file, RUNS[run.trained_by] if run.trained_by else run))
+    trained = trained_with(config_of(config_file, model_run(run)))
     evaluation = evaluated.evaluation.model_dump(mode="json")
     data_hash = load_manifest(ROOT / evaluated.data.output_dir)["content_hash"]
     checkpoint = checkpoint_of(config_file, run)
+    kept = None
     if checkpoint is None and not model_wanted:  # else its stamps say what is done
-        weights = weights_of(config_file, run, checkpoint)
+        weights = kept_weights(config_file, run)
         kept = take_back(run.name, report_dir, trained, {"weights": weights, "dataset_hash": data_hash,
                                                          "evaluation": evaluation})  # fmt: skip
-        if kept is not None:
-            print(f"quality: {run.name}: its kept results match today's settings and data; taken back", flush=True)
-            reground(report_dir, load_symbols(ROOT / evaluated.data.output_dir))  # today's scorer, kept again
-            stamps_path.write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
-            keep(run.name, report_dir, kept, trained)
-            return kept
-    if kept_only:
+    if kept is not None:
+        print(f"quality: {run.name}: its kept results match today's settings and data; taken back", flush=True)
+        stamps = kept
+    elif kept_only:
         if (report_dir / REPORT_FILE).is_file():
             return stamps
         print(f"quality: {run.name}: its kept results are not on today's data or settings; left out", flush=True)
         return None
-    if run.trained_by:
-        if checkpoint is None:  # its model's results were taken back, not trained here: train it now
-            measure(config_file, RUNS[run.trained_by], model_wanted=True)
     else:
-        set_aside_stale(config)
-        seconds, said = stage(config_file, overrides, "train")
-        if "nothing to train" not in said:
-            stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
-    model = model_of(resolve_checkpoint(evaluated, None))
-    wanted = {**model, "dataset_hash": data_hash, "evaluation": evaluation}
-    if stamps.get("evaluate", {}).get("inputs") != wanted:
-        seconds, _ = stage(config_file, asks, "evaluate")
-        stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
-    reground(report_dir, load_symbols(ROOT / evaluated.data.output_dir))
-    if run.export and stamps.get("export", {}).get("inputs") != model:
-        seconds, _ = stage(config_file, overrides, "export", "--out", str(out / "model"))
-        stamps["export"] = {"seconds": round(seconds), "inputs": model}
+        if not run.trained_by:
+            set_aside_stale(config_of(config_file, run))
+            seconds, said = stage(config_file, overrides, "train")
+            if "nothing to train" not in said:
+                stamps["train"] = {"seconds": round(seconds), "load_average": os.getloadavg()[0]}
+        elif checkpoint is None:  # its model's results were taken back, not trained here: train it now
+            measure(config_file, model_run(run), model_wanted=True)
+        model = model_of(resolve_checkpoint(evaluated, None))
+        wanted = {**model, "dataset_hash": data_hash, "evaluation": evaluation}
+        if stamps.get("evaluate", {}).get("inputs") != wanted:
+            seconds, _ = stage(config_file, asks, "evaluate")
+            stamps["evaluate"] = {"seconds": round(seconds), "inputs": wanted}
+        if run.export and stamps.get("export", {}).get("inputs") != model:
+            seconds, _ = stage(config_file, overrides, "export", "--out", str(stamps_path.parent / "model"))
+            stamps["export"] = {"seconds": round(seconds), "inputs": model}
+    reground(report_dir, load_symbols(ROOT / evaluated.data.output_dir))  # today's scorer, on the kept answers too
     stamps_path.write_text(json.dumps(stamps, indent=2) + "\n", encoding="utf-8")
     keep(run.name, report_dir, stamps, trained)
     return stamps
@@ -197,7 +195,9 @@ def main() -> None:
     os.chdir(ROOT)  # the config's relative paths are the repository's, as for every `trainer` command
     wanted = {"chi", *args.runs}  # the report is chi's; chi-before answers chi's rows
     # The model a run evaluates is trained first where it has no checkpoint; one it has is evaluated as it is.
-    wanted |= {RUNS[name].trained_by for name in wanted if RUNS[name].trained_by and not trained(args.config, name)}
+    wanted |= {
+        RUNS[name].trained_by for name in wanted if RUNS[name].trained_by and not checkpoint_of(args.config, RUNS[name])
+    }
     # Every other run with kept results joins the report where they are still today's; none is trained for it.
     stamps = {
         name: measure(args.config, one, kept_only=name not in wanted)

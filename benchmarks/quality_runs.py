@@ -107,15 +107,16 @@ def settings_of(run: Run) -> tuple[str, ...]:
     return (*folders(run), *run.overrides)
 
 
+def model_run(run: Run) -> Run:
+    """The run that trains the model `run` evaluates: itself, or its trained_by."""
+    return RUNS[run.trained_by] if run.trained_by else run
+
+
 def model_settings(config_file: Path, run: Run) -> tuple[str, ...]:
-    """The `--set`s of a run's synthesis, training and export: its own, with the checkpoints of the run that
-    trains its model (itself, or its trained_by)."""
+    """The `--set`s of a run's synthesis, training and export: its own, with the checkpoints of its model's run."""
     if not run.trained_by:
         return settings_of(run)
-    return (
-        *settings_of(run),
-        f"training.output_dir={config_of(config_file, RUNS[run.trained_by]).training.output_dir}",
-    )
+    return (*settings_of(run), f"training.output_dir={config_of(config_file, model_run(run)).training.output_dir}")
 
 
 def evaluation_settings(config_file: Path, run: Run) -> tuple[str, ...]:
@@ -132,18 +133,17 @@ def config_of(config_file: Path, run: Run):
     return load_config(config_file, settings_of(run))
 
 
-def trained(config_file: Path, name: str) -> bool:
-    """Whether the run that trains the model `name` evaluates has a complete checkpoint."""
+def checkpoint_of(config_file: Path, run: Run) -> Path | None:
+    """The last complete checkpoint of the model `run` evaluates (its model run's), if it has one."""
     try:
-        resolve_checkpoint(config_of(config_file, RUNS[RUNS[name].trained_by]), None)
+        return resolve_checkpoint(config_of(config_file, model_run(run)), None)
     except TrainerError:
-        return False
-    return True
+        return None
 
 
 def trained_on(config_file: Path, run: Run) -> Path:
     """The data folder of the model a run evaluates: its own, or that of the run that trained it."""
-    return ROOT / config_of(config_file, RUNS[run.trained_by] if run.trained_by else run).data.output_dir
+    return ROOT / config_of(config_file, model_run(run)).data.output_dir
 
 
 Results = tuple[dict[str, Any], list[dict[str, Any]]]  # a run's report.json and predictions.jsonl
