@@ -132,19 +132,23 @@ def after_name(symbol: Symbol) -> str | None:
     return KIND_NOUN.sub("", sentence[len(name) + 1 :], count=1)
 
 
-def _name_is_verb(symbol: Symbol, rest: str) -> bool:
-    """Whether a func's doc uses its name as the verb ("Reset a routing context to its initial state")."""
-    words, name = rest.split(), symbol.name.split(".")[-1]
-    return symbol.kind in ("func", "method") and name[1:].islower() and bool(words) and words[0] in ("a", "an", "the")
+def _name_as_verb(symbol: Symbol, rest: str) -> Job | None:
+    """The job of a func whose doc uses its name as the verb ("Reset a routing context to its initial state"), the
+    name put back ("resets a routing context …"); None for any other doc."""
+    name = symbol.name.split(".")[-1]
+    words = rest.split()
+    if not (symbol.kind in ("func", "method") and name[1:].islower() and words and words[0] in ("a", "an", "the")):
+        return None
+    verb = name.lower()
+    return Job(f"{verb} {rest}", f"{third_person(verb)} {rest}")
 
 
 def asked_by(symbol: Symbol) -> str | None:
     """What the `reverse_lookup` probe asks by: the doc's first sentence after the name, the name kept as the verb
     where the doc uses it as one ("which method resets a routing context …", not "which method a routing context …")."""
     rest = after_name(symbol)
-    if rest is not None and _name_is_verb(symbol, rest):
-        return f"{third_person(symbol.name.split('.')[-1].lower())} {rest}"
-    return rest
+    named = _name_as_verb(symbol, rest) if rest is not None else None
+    return named.third if named else rest
 
 
 def job(symbol: Symbol) -> Job | None:
@@ -155,9 +159,8 @@ def job(symbol: Symbol) -> Job | None:
     if rest is None:
         return None
     words = rest.split()
-    if _name_is_verb(symbol, rest):
-        verb = symbol.name.split(".")[-1].lower()
-        return Job(f"{verb} {rest}", f"{third_person(verb)} {rest}") if len(words) >= MIN_JOB_WORDS else None
+    if (named := _name_as_verb(symbol, rest)) is not None:
+        return named if len(words) >= MIN_JOB_WORDS else None
     clause = IS_A_THAT.match(rest)
     found = _action(clause[1] if clause else rest)
     if found is None and IS_A.match(rest) and len(words) > MIN_JOB_WORDS:
